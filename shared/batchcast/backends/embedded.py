@@ -1,0 +1,346 @@
+"""The embedded backend: a local directory is the bucket, an in-process queue is Pub/Sub.
+
+It keeps the promises the cloud makes, so the pipeline cannot come to rely on anything the cloud
+does not give: objects have generations and honour ``if_generation_match``; the bus delivers at
+least once (optionally twice, to prove idempotency), retries failures with exponential backoff,
+dead-letters a message after ``max_attempts`` and logs every publish so ``replay`` works.
+
+Bookkeeping lives under ``<root>/.batchcast/`` so the rest of the root is exactly the bucket layout.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import heapq
+import itertools
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import BinaryIO
+
+from batchcast.messages import Message, ObjectFinalized, decode, encode
+from batchcast.ports import BlobInfo, NotFound, PreconditionFailed
+
+BOOKKEEPING = ".batchcast"
+
+FinalizeListener = Callable[[BlobInfo], None]
+
+
+class EmbeddedBlobStore:
+    """A bucket in a local directory, with object generations and GCS-style notifications."""
+
+    def __init__(self, root: Path, bucket: str = "embedded") -> None:
+        self.root = Path(root)
+        self.bucket = bucket
+        self._meta_root = self.root / BOOKKEEPING / "meta"
+        self._meta_root.mkdir(parents=True, exist_ok=True)
+        self._lock_path = self.root / BOOKKEEPING / "blobs.lock"
+        self._thread_lock = threading.RLock()
+        self._listeners: list[tuple[str, FinalizeListener]] = []
+
+    def on_finalize(self, prefix: str, listener: FinalizeListener) -> None:
+        """Call ``listener`` after every write under ``prefix`` (like a GCS bucket notification)."""
+        self._listeners.append((prefix, listener))
+
+    def read(self, name: str) -> bytes:
+        try:
+            return self._path(name).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
+            raise NotFound(name) from error
+
+    def open(self, name: str) -> BinaryIO:
+        try:
+            return self._path(name).open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
+            raise NotFound(name) from error
+
+    def write(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        if_generation_match: int | None = None,
+        metadata: dict[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> int:
+        path = self._path(name)
+        with self._locked():
+            current = self.stat(name)
+            current_generation = current.generation if current else 0
+            if if_generation_match is not None and if_generation_match != current_generation:
+                raise PreconditionFailed(
+                    f"{name}: generation is {current_generation}, expected {if_generation_match}"
+                )
+            generation = max(time.time_ns() // 1000, current_generation + 1)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, data)
+            meta = {"generation": generation, "metadata": metadata or {}, "content_type": content_type}
+            meta_path = self._meta_path(name)
+            meta_path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(meta_path, json.dumps(meta).encode())
+        info = self.stat(name)
+        assert info is not None
+        for prefix, listener in self._listeners:
+            if name.startswith(prefix):
+                listener(info)
+        return generation
+
+    def stat(self, name: str) -> BlobInfo | None:
+        path = self._path(name)
+        try:
+            stat = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not path.is_file():
+            return None
+        try:
+            meta = json.loads(self._meta_path(name).read_bytes())
+        except FileNotFoundError:  # put there by hand: give it a generation from its mtime
+            meta = {"generation": stat.st_mtime_ns // 1000, "metadata": {}}
+        return BlobInfo(
+            name=name,
+            generation=int(meta["generation"]),
+            size=stat.st_size,
+            updated=datetime.fromtimestamp(stat.st_mtime, UTC),
+            metadata=dict(meta.get("metadata") or {}),
+        )
+
+    def list(self, prefix: str) -> Iterator[BlobInfo]:
+        # Walk only below the deepest directory the prefix names, as GCS lists only that range.
+        start = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not start.is_dir():
+            return
+        names = []
+        for directory, subdirs, files in os.walk(start):
+            subdirs[:] = [d for d in subdirs if d != BOOKKEEPING]
+            for file_name in files:
+                rel = Path(directory, file_name).relative_to(self.root).as_posix()
+                if rel.startswith(prefix) and not file_name.startswith(".tmp-"):
+                    names.append(rel)
+        for name in sorted(names):
+            info = self.stat(name)
+            if info is not None:
+                yield info
+
+    def _path(self, name: str) -> Path:
+        if not name or name.startswith("/") or ".." in name.split("/") or name.startswith(BOOKKEEPING):
+            raise ValueError(f"invalid object name {name!r}")
+        return self.root / name
+
+    def _meta_path(self, name: str) -> Path:
+        return self._meta_root / f"{name}.json"
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        # A thread lock for this process, a file lock for others (``batchcast train`` jobs).
+        with self._thread_lock, self._lock_path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+Handler = Callable[[Message], None]
+DeliveryListener = Callable[["Delivery", "BaseException | None", float], None]
+
+
+@dataclass(order=True)
+class Delivery:
+    """One attempt to hand one message to one subscription."""
+
+    due: float
+    sequence: int
+    subscription: str = field(compare=False)
+    topic: str = field(compare=False)
+    message_id: str = field(compare=False)
+    data: bytes = field(compare=False)
+    attributes: dict[str, str] = field(compare=False)
+    attempt: int = field(compare=False, default=1)
+
+
+class EmbeddedBus:
+    """An in-process Pub/Sub: at-least-once delivery, backoff, dead letters and a message log."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_attempts: int = 5,
+        backoff_seconds: float = 0.05,
+        max_backoff_seconds: float = 2.0,
+        deliver_twice: bool = False,
+    ) -> None:
+        self.bus_dir = Path(root) / BOOKKEEPING / "bus"
+        self.bus_dir.mkdir(parents=True, exist_ok=True)
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self.deliver_twice = deliver_twice
+        self._subscriptions: dict[str, list[tuple[str, Handler]]] = {}
+        self._queue: list[Delivery] = []
+        self._sequence = itertools.count()
+        self._lock = threading.Lock()
+        self.listeners: list[DeliveryListener] = []
+
+    def subscribe(self, topic: str, subscription: str, handler: Handler) -> None:
+        """Deliver every message published to ``topic`` to ``handler`` (push subscription)."""
+        self._subscriptions.setdefault(topic, []).append((subscription, handler))
+
+    def publish(self, topic: str, message: Message) -> str:
+        data, attributes = encode(message)
+        return self.publish_raw(topic, data, attributes)
+
+    def publish_raw(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
+        """Publish an already-encoded message (replay, or a poison message in a test)."""
+        message_id = f"{time.time_ns()}-{next(self._sequence)}"
+        self._append_log(
+            "log.jsonl",
+            {
+                "message_id": message_id,
+                "topic": topic,
+                "publish_time": datetime.now(UTC).isoformat(),
+                "attributes": attributes,
+                "data": data.decode(),
+            },
+        )
+        copies = 2 if self.deliver_twice else 1
+        with self._lock:
+            for subscription, _ in self._subscriptions.get(topic, []):
+                for _ in range(copies):
+                    heapq.heappush(
+                        self._queue,
+                        Delivery(time.monotonic(), next(self._sequence), subscription, topic,
+                                 message_id, data, attributes),
+                    )
+        return message_id
+
+    def pending(self) -> int:
+        """How many deliveries are waiting."""
+        return len(self._queue)
+
+    def drain(self, timeout: float | None = None) -> int:
+        """Deliver until nothing is pending; return how many deliveries were made."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delivered = 0
+        while True:
+            with self._lock:
+                if not self._queue:
+                    return delivered
+                delivery = heapq.heappop(self._queue)
+            wait = delivery.due - time.monotonic()
+            if deadline is not None and time.monotonic() + max(wait, 0) > deadline:
+                with self._lock:
+                    heapq.heappush(self._queue, delivery)
+                raise TimeoutError(f"bus still has {self.pending()} deliveries after {timeout}s")
+            if wait > 0:
+                time.sleep(wait)
+            self._deliver(delivery)
+            delivered += 1
+
+    def _deliver(self, delivery: Delivery) -> None:
+        handler = dict(self._subscriptions[delivery.topic])[delivery.subscription]
+        started = time.monotonic()
+        error: BaseException | None = None
+        try:
+            handler(decode(delivery.data, delivery.attributes))
+        except Exception as exc:  # a handler that raises asks for redelivery, as a push 5xx does
+            error = exc
+        for listener in self.listeners:
+            listener(delivery, error, time.monotonic() - started)
+        if error is None:
+            return
+        if delivery.attempt >= self.max_attempts:
+            self._dead_letter(delivery, error)
+            return
+        backoff = min(self.backoff_seconds * 2 ** (delivery.attempt - 1), self.max_backoff_seconds)
+        delivery.attempt += 1
+        delivery.due = time.monotonic() + backoff
+        delivery.sequence = next(self._sequence)
+        with self._lock:
+            heapq.heappush(self._queue, delivery)
+
+    def _dead_letter(self, delivery: Delivery, error: BaseException) -> None:
+        self._append_log(
+            f"{delivery.topic}-dlq.jsonl",
+            {
+                "message_id": delivery.message_id,
+                "subscription": delivery.subscription,
+                "attempts": delivery.attempt,
+                "error": f"{type(error).__name__}: {error}",
+                "dead_lettered_at": datetime.now(UTC).isoformat(),
+                "attributes": delivery.attributes,
+                "data": delivery.data.decode(),
+            },
+        )
+
+    def dead_letters(self, topic: str) -> list[dict]:
+        """The messages dead-lettered from ``topic``."""
+        return _read_jsonl(self.bus_dir / f"{topic}-dlq.jsonl")
+
+    def log(self) -> list[dict]:
+        """Every message ever published, oldest first (what ``replay`` re-delivers from)."""
+        return _read_jsonl(self.bus_dir / "log.jsonl")
+
+    def _append_log(self, file_name: str, entry: dict) -> None:
+        with (self.bus_dir / file_name).open("a") as out:
+            out.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class OutboxMailer:
+    """Writes each email as an ``.eml`` file under ``<root>/.batchcast/outbox`` instead of sending it."""
+
+    def __init__(self, root: Path) -> None:
+        self.outbox = Path(root) / BOOKKEEPING / "outbox"
+        self.outbox.mkdir(parents=True, exist_ok=True)
+        self._count = itertools.count()
+
+    def send(self, email: EmailMessage) -> None:
+        name = f"{time.time_ns()}-{next(self._count)}.eml"
+        (self.outbox / name).write_bytes(bytes(email))
+
+    def sent(self) -> list[EmailMessage]:
+        """Every email written so far, oldest first."""
+        from email import message_from_bytes, policy
+
+        return [
+            message_from_bytes(p.read_bytes(), policy=policy.default)  # type: ignore[misc]
+            for p in sorted(self.outbox.glob("*.eml"))
+        ]
+
+
+def finalize_event(bucket: str, info: BlobInfo) -> ObjectFinalized:
+    """The message a GCS bucket notification would carry for ``info``."""
+    return ObjectFinalized(
+        bucket=bucket,
+        name=info.name,
+        generation=info.generation,
+        size=info.size,
+        metadata=info.metadata,
+        logical_time=info.updated,
+    )

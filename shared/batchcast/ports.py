@@ -1,0 +1,131 @@
+"""The only things a pipeline step may touch: a blob store, a bus, a mailer and a clock.
+
+Backends (``batchcast.backends``) implement these protocols; steps receive them bundled in
+:class:`Ports` and never import a backend or a cloud client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import BinaryIO, Protocol
+
+from batchcast.messages import Message
+
+
+class StorageError(Exception):
+    """Base class of blob-store failures that a step may want to tell apart."""
+
+
+class NotFound(StorageError):
+    """The object does not exist."""
+
+
+class PreconditionFailed(StorageError):
+    """A generation precondition did not hold (someone else wrote first)."""
+
+
+class TransientError(Exception):
+    """A failure worth retrying (timeouts, 429, 5xx). Backends raise it; entry points re-raise it."""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What a listing or stat returns about one object, without reading it."""
+
+    name: str
+    generation: int
+    size: int
+    updated: datetime
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class BlobStore(Protocol):
+    """A bucket. Names are bucket-relative (``raw/dt=.../x.csv``)."""
+
+    def read(self, name: str) -> bytes:
+        """Return the whole object; raise :class:`NotFound`."""
+        ...
+
+    def open(self, name: str) -> BinaryIO:
+        """Return a readable stream over the object, for objects too large to hold twice."""
+        ...
+
+    def write(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        if_generation_match: int | None = None,
+        metadata: dict[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> int:
+        """Write the object and return its new generation.
+
+        ``if_generation_match=0`` means create-only; any other number means "only if the current
+        generation is this one" (compare-and-swap). A failed precondition raises
+        :class:`PreconditionFailed`.
+        """
+        ...
+
+    def stat(self, name: str) -> BlobInfo | None:
+        """Return the object's info, or None when it does not exist."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[BlobInfo]:
+        """Yield every object whose name starts with ``prefix``, in name order."""
+        ...
+
+
+class Bus(Protocol):
+    """Publishes pipeline messages to topics; delivery to consumers is the backend's job."""
+
+    def publish(self, topic: str, message: Message) -> str:
+        """Publish and return the message id."""
+        ...
+
+
+class Mailer(Protocol):
+    """Sends one email."""
+
+    def send(self, email: EmailMessage) -> None: ...
+
+
+class Clock(Protocol):
+    """Tells the time; steps use it instead of ``datetime.now`` so tests and demos control time."""
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    """The real clock, in UTC."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class FixedClock:
+    """A clock that says what it is told; ``advance`` moves it."""
+
+    def __init__(self, at: datetime) -> None:
+        if at.tzinfo is None:
+            raise ValueError("FixedClock needs an aware datetime")
+        self._at = at
+
+    def now(self) -> datetime:
+        return self._at
+
+    def set(self, at: datetime) -> None:
+        self._at = at
+
+
+@dataclass
+class Ports:
+    """Everything a step may use, handed to it by the entry point."""
+
+    blobs: BlobStore
+    bus: Bus
+    mailer: Mailer
+    clock: Clock

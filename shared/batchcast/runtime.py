@@ -1,0 +1,150 @@
+"""How a message becomes a run: build this deployment's ports, call the step, publish, record.
+
+Entry points (``functions/<name>/main.py``) and the embedded bus both go through
+:meth:`Runtime.handle`, so a run behaves the same whether functions-framework or the local
+queue delivered it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from batchcast import layout
+from batchcast.backends.embedded import EmbeddedBlobStore, EmbeddedBus, OutboxMailer, finalize_event
+from batchcast.config import Settings
+from batchcast.events import message_from_event
+from batchcast.messages import InvalidMessage, Message, Topic, with_run_id
+from batchcast.obs import new_run_id, run_logger
+from batchcast.ports import Clock, FixedClock, Ports, SystemClock
+from batchcast.steps import RunContext, StepResult
+from batchcast.wiring import ROUTES, step_for
+
+
+@dataclass
+class Runtime:
+    """The ports of one deployment plus the code that runs a step against them."""
+
+    ports: Ports
+    settings: Settings
+    bus: Any = None  # the concrete bus, for drain/replay on the embedded backend
+    results: list[tuple[str, StepResult]] = field(default_factory=list)
+
+    def handle(self, function: str, message: Message) -> StepResult:
+        """Run ``function``'s step on ``message``: publish what it returns, write its run record.
+
+        A message that breaks the contract is recorded and acknowledged (retrying cannot fix it);
+        any other exception is recorded and re-raised so the platform redelivers.
+        """
+        clock = self.ports.clock
+        started_at = clock.now()
+        run_id = new_run_id(started_at)
+        log = run_logger(function, run_id, message.dataset, message.city)
+        started = time.monotonic()
+        result: StepResult | None = None
+        error: BaseException | None = None
+        try:
+            result = step_for(function)(self.ports, message, RunContext(run_id, function, log))
+            for outgoing in result.messages:
+                self.ports.bus.publish(outgoing.topic, with_run_id(outgoing, run_id))
+        except InvalidMessage as exc:
+            result = StepResult(status="rejected", errors={"message": str(exc)})
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            seconds = time.monotonic() - started
+            status = "failed" if error is not None else result.status if result else "failed"
+            record = {
+                "run_id": run_id,
+                "function": function,
+                "dataset": message.dataset,
+                "city": (result.city if result and result.city else message.city),
+                "status": status,
+                "message": {
+                    "kind": message.kind,
+                    "idempotency_key": message.idempotency_key,
+                    "parent_run_id": message.run_id or None,
+                    "logical_time": message.logical_time.isoformat(),
+                },
+                "started_at": started_at.isoformat(),
+                "duration_seconds": round(seconds, 3),
+                "counts": result.counts if result else {},
+                "errors": result.errors if result else {},
+                "notes": result.notes if result else [],
+                "error": f"{type(error).__name__}: {error}" if error else None,
+                "published": len(result.messages) if result and error is None else 0,
+            }
+            self._write_run_record(started_at, run_id, record)
+            level = "error" if status == "failed" else "warning" if status == "partial" else "info"
+            getattr(log, level)(
+                f"{function} {status} in {seconds:.2f}s",
+                exc_info=error,
+                fields={"status": status, "duration_seconds": round(seconds, 3), "counts": record["counts"]},
+            )
+            if result is not None:
+                self.results.append((function, result))
+        return result
+
+    def handle_event(self, function: str, event_type: str, data: Any, event_time: str | None = None) -> StepResult | None:
+        """Decode a CloudEvent and run the step; an undecodable event is logged and acknowledged."""
+        try:
+            message = message_from_event(event_type, data, event_time)
+        except InvalidMessage as exc:
+            run_logger(function, "-", None, None).error(f"event ignored: {exc}")
+            return None
+        return self.handle(function, message)
+
+    def _write_run_record(self, started_at: datetime, run_id: str, record: dict) -> None:
+        name = layout.run_record(started_at.astimezone(UTC).date(), run_id)
+        self.ports.blobs.write(
+            name, json.dumps(record, indent=2, sort_keys=True).encode(), if_generation_match=0,
+            content_type="application/json",
+        )
+
+
+def embedded(
+    root: Path | str,
+    *,
+    clock: Clock | None = None,
+    deliver_twice: bool = False,
+    max_attempts: int = 5,
+    backoff_seconds: float = 0.05,
+) -> Runtime:
+    """An in-process deployment on a local directory, with every route subscribed."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    blobs = EmbeddedBlobStore(root)
+    bus = EmbeddedBus(root, max_attempts=max_attempts, deliver_twice=deliver_twice,
+                      backoff_seconds=backoff_seconds)
+    ports = Ports(blobs=blobs, bus=bus, mailer=OutboxMailer(root), clock=clock or SystemClock())
+    runtime = Runtime(ports=ports, settings=Settings(root=root), bus=bus)
+    for route in ROUTES:
+        bus.subscribe(route.topic, route.subscription, _deliver_to(runtime, route.function))
+    # The bucket notification: only raw/ triggers partition (anything else would loop forever).
+    blobs.on_finalize(layout.RAW, lambda info: bus.publish(Topic.RAW_OBJECTS, finalize_event(blobs.bucket, info)))
+    return runtime
+
+
+def _deliver_to(runtime: Runtime, function: str):
+    def deliver(message: Message) -> None:
+        runtime.handle(function, message)
+
+    return deliver
+
+
+@cache
+def from_env() -> Runtime:
+    """The runtime a functions-framework process serves, from ``BATCHCAST_*`` settings."""
+    settings = Settings.from_env()
+    clock = FixedClock(settings.now) if settings.now else SystemClock()
+    if settings.backend == "embedded":
+        runtime = embedded(settings.root, clock=clock, max_attempts=settings.max_attempts)
+        runtime.settings = settings
+        return runtime
+    raise NotImplementedError("the gcp backend arrives with the emulator-stack issue")
