@@ -86,6 +86,9 @@ class Features(_Strict):
     holidays: bool = True
     covariates: list[str] = []  # numeric input fields, used as of the forecast origin
     scale_window: int = Field(default=28, ge=2)  # per-entity scaling, so one huge store is not special
+    # A period with no row: unknown ("nan", a store that did not report) or zero ("zero", a
+    # station-hour without trips).
+    fill_missing: Literal["nan", "zero"] = "nan"
 
     @field_validator("lags")
     @classmethod
