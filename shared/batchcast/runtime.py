@@ -119,10 +119,11 @@ def embedded(
     """An in-process deployment on a local directory, with every route subscribed."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    blobs = EmbeddedBlobStore(root)
+    clock = clock or SystemClock()
+    blobs = EmbeddedBlobStore(root, clock=clock)
     bus = EmbeddedBus(root, max_attempts=max_attempts, deliver_twice=deliver_twice,
                       backoff_seconds=backoff_seconds)
-    ports = Ports(blobs=blobs, bus=bus, mailer=OutboxMailer(root), clock=clock or SystemClock())
+    ports = Ports(blobs=blobs, bus=bus, mailer=OutboxMailer(root), clock=clock)
     runtime = Runtime(ports=ports, settings=Settings(root=root), bus=bus)
     for route in ROUTES:
         bus.subscribe(route.topic, route.subscription, _deliver_to(runtime, route.function))

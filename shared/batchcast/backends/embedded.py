@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from batchcast.messages import Message, ObjectFinalized, decode, encode
-from batchcast.ports import BlobInfo, NotFound, PreconditionFailed
+from batchcast.ports import BlobInfo, Clock, NotFound, PreconditionFailed, SystemClock
 
 BOOKKEEPING = ".batchcast"
 
@@ -37,9 +37,10 @@ FinalizeListener = Callable[[BlobInfo], None]
 class EmbeddedBlobStore:
     """A bucket in a local directory, with object generations and GCS-style notifications."""
 
-    def __init__(self, root: Path, bucket: str = "embedded") -> None:
+    def __init__(self, root: Path, bucket: str = "embedded", clock: Clock | None = None) -> None:
         self.root = Path(root)
         self.bucket = bucket
+        self.clock = clock or SystemClock()
         self._meta_root = self.root / BOOKKEEPING / "meta"
         self._meta_root.mkdir(parents=True, exist_ok=True)
         self._lock_path = self.root / BOOKKEEPING / "blobs.lock"
@@ -82,7 +83,12 @@ class EmbeddedBlobStore:
             generation = max(time.time_ns() // 1000, current_generation + 1)
             path.parent.mkdir(parents=True, exist_ok=True)
             _atomic_write(path, data)
-            meta = {"generation": generation, "metadata": metadata or {}, "content_type": content_type}
+            meta = {
+                "generation": generation,
+                "metadata": metadata or {},
+                "content_type": content_type,
+                "updated": self.clock.now().isoformat(),
+            }
             meta_path = self._meta_path(name)
             meta_path.parent.mkdir(parents=True, exist_ok=True)
             _atomic_write(meta_path, json.dumps(meta).encode())

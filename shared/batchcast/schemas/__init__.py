@@ -22,6 +22,9 @@ import pandas as pd
 from fastavro.read import SchemaResolutionError
 
 EPOCH = pd.Timestamp("1970-01-01")
+# Avro files end blocks with a sync marker that writers usually draw at random; a fixed one makes
+# equal records give equal bytes, which create-only writes and byte-identical replays rely on.
+SYNC_MARKER = b"batchcast-sync01"
 MS_PER_DAY = 86_400_000
 
 
@@ -70,7 +73,8 @@ def write_records(name: str, records: Iterable[dict[str, Any]], metadata: dict[s
     buffer = io.BytesIO()
     try:
         fastavro.writer(
-            buffer, _parsed(name, False), records, codec="deflate", metadata=metadata or {}
+            buffer, _parsed(name, False), records, codec="deflate", metadata=metadata or {},
+            sync_marker=SYNC_MARKER,
         )
     except (TypeError, ValueError, AttributeError) as error:
         raise SchemaMismatch(f"records do not fit schema {name}: {error}") from error
@@ -93,7 +97,9 @@ def write_frame(name: str, frame: pd.DataFrame, metadata: dict[str, str] | None 
     records = (dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True))
     buffer = io.BytesIO()
     try:
-        fastavro.writer(buffer, _parsed(name, True), records, codec="deflate", metadata=metadata or {})
+        fastavro.writer(
+            buffer, _parsed(name, True), records, codec="deflate", metadata=metadata or {}, sync_marker=SYNC_MARKER
+        )
     except (TypeError, ValueError, AttributeError) as error:
         raise SchemaMismatch(f"frame does not fit schema {name}: {error}") from error
     return buffer.getvalue()

@@ -1,0 +1,28 @@
+"""Cloud Function ingest: the authenticated HTTP endpoint stores send their files to.
+
+POST the file as the body with ``Authorization: Bearer <token>``; optional query parameters
+``dataset``, ``mapping`` and ``format`` (csv or avro). The file lands in raw/ (which triggers
+partition) and the response previews what partition will accept and reject.
+"""
+
+import functions_framework
+import flask
+
+from batchcast import runtime
+from batchcast.ingest import handle_upload
+
+
+@functions_framework.http
+def ingest(request: flask.Request) -> flask.Response:
+    """Store one upload and answer with the validation preview."""
+    deployment = runtime.from_env()
+    response = handle_upload(
+        deployment.ports.blobs,
+        deployment.ports.clock,
+        deployment.settings.ingest_token_hashes,
+        method=request.method,
+        headers=request.headers,
+        args=request.args,
+        body=request.get_data(),
+    )
+    return flask.jsonify(response.body), response.status

@@ -1,0 +1,209 @@
+"""The ``batchcast`` command: generate data, upload it, tick the schedule, run the demo."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from batchcast import runtime, synth, uploads
+from batchcast.config import ConfigError, load_profile, profile_names
+from batchcast.demo import DemoResult, run_demo
+from batchcast.messages import ScheduleTick, Topic
+from batchcast.obs import configure_logging
+from batchcast.ports import FixedClock, SystemClock
+
+app = typer.Typer(help="batchcast: uploads in, fresh batch forecasts out.", no_args_is_help=True)
+console = Console()
+
+RootOption = Annotated[Path, typer.Option(help="Embedded backend: the directory that plays the bucket.")]
+NowOption = Annotated[
+    datetime | None, typer.Option(help="Pretend it is this time (ISO 8601, UTC if no offset).")
+]
+
+
+def _yesterday() -> date:
+    return date.today() - timedelta(days=1)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _profile(name: str):
+    try:
+        return load_profile(name)
+    except ConfigError as error:
+        raise typer.BadParameter(str(error)) from error
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="CSV file to write.")],
+    profile: Annotated[str, typer.Option(help="retail, bikeshare, or a profile .toml")] = "retail",
+    stores: Annotated[int, typer.Option(help="How many stores (or stations).", min=1)] = 50,
+    days: Annotated[int, typer.Option(help="How many days of history.", min=1)] = 365,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same file.")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="native, or a user-style format of the profile.")] = "native",
+    end: Annotated[datetime | None, typer.Option(help="Last day of data (default: yesterday).")] = None,
+) -> None:
+    """Write realistic synthetic data for a profile."""
+    chosen = _profile(profile)
+    frame = synth.generate(chosen, stores, days, seed=seed, end=end.date() if end else _yesterday(), fmt=fmt)
+    synth.write_csv(frame, out)
+    console.print(f"wrote {len(frame):,} rows to {out}")
+
+
+@app.command()
+def upload(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A .csv or .avro file.")],
+    dataset: Annotated[str | None, typer.Option(help="Profile name (detected from the header if omitted).")] = None,
+    mapping: Annotated[str | None, typer.Option(help="Column mapping of the profile to use.")] = None,
+    root: RootOption = Path("batchcast-data"),
+    now: NowOption = None,
+) -> None:
+    """Upload a file to raw/ and run everything it triggers (embedded backend)."""
+    configure_logging(_log_file(root))
+    clock = FixedClock(_aware(now)) if now else SystemClock()
+    deployment = runtime.embedded(root, clock=clock)
+    ext = file.suffix.lstrip(".").lower()
+    try:
+        name = uploads.store_upload(
+            deployment.ports.blobs, file.read_bytes(), ext=ext, now=clock.now(), dataset=dataset, mapping=mapping
+        )
+    except (ValueError, uploads.UploadConflict) as error:
+        raise typer.BadParameter(str(error)) from error
+    _drain_with_progress(deployment)
+    console.print(f"uploaded {file} as {name}")
+    _print_runs(deployment)
+
+
+@app.command()
+def tick(
+    dataset: Annotated[str, typer.Option(help="Profile name.")],
+    actions: Annotated[str, typer.Option(help="Comma-separated: train, predict, notify.")] = "train,predict,notify",
+    at: NowOption = None,
+    root: RootOption = Path("batchcast-data"),
+) -> None:
+    """Publish a schedule tick, as Cloud Scheduler does, and run what it triggers."""
+    configure_logging(_log_file(root))
+    _profile(dataset)
+    moment = _aware(at) or datetime.now(timezone.utc)
+    deployment = runtime.embedded(root, clock=FixedClock(moment))
+    chosen = [a.strip() for a in actions.split(",") if a.strip()]
+    try:
+        message = ScheduleTick(dataset=dataset, actions=chosen, logical_time=moment)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    deployment.ports.bus.publish(Topic.SCHEDULE, message)
+    _drain_with_progress(deployment)
+    _print_runs(deployment)
+
+
+@app.command()
+def demo(
+    profile: Annotated[str, typer.Option(help="retail or bikeshare")] = "retail",
+    stores: Annotated[int, typer.Option(help="Stores (or stations).", min=2)] = 60,
+    days: Annotated[int, typer.Option(help="Days of history.", min=60)] = 400,
+    root: RootOption = Path("demo-output"),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    end: Annotated[datetime | None, typer.Option(help="Last day of data (default: yesterday).")] = None,
+) -> None:
+    """Generate data and run the whole flow in-process; print a summary and draw a chart."""
+    chosen = _profile(profile)
+    root.mkdir(parents=True, exist_ok=True)
+    configure_logging(_log_file(root, demo=True))
+    with _progress() as progress:
+        tasks: dict[str, int] = {}
+
+        def update(function: str, count: int) -> None:
+            if function not in tasks:
+                tasks[function] = progress.add_task(function, total=None)
+            progress.update(tasks[function], completed=count, description=f"{function:<14} {count} runs")
+
+        progress.add_task(f"{chosen.name}: {stores} entities × {days} days", total=None)
+        result = run_demo(
+            chosen, entities=stores, days=days, root=root, seed=seed,
+            end=end.date() if end else _yesterday(), progress=update,
+        )
+    _print_demo(result)
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                    transient=False)
+
+
+def _drain_with_progress(deployment: runtime.Runtime) -> None:
+    with console.status("running the pipeline…"):
+        deployment.bus.drain()
+
+
+def _log_file(root: Path, demo: bool = False):
+    # JSON log lines go to a file so the terminal stays readable; functions log to stdout instead.
+    path = root / ".batchcast" / "logs" / "batchcast.jsonl"
+    if demo and root.exists() and not (root / ".batchcast").exists():
+        path = Path(".batchcast-demo.log")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("a")
+
+
+def _print_runs(deployment: runtime.Runtime) -> None:
+    table = Table("function", "status", "counts", "errors / notes")
+    for function, result in deployment.results:
+        counts = ", ".join(f"{k}={v}" for k, v in result.counts.items())
+        remarks = "; ".join([f"{k}: {v}" for k, v in result.errors.items()] + result.notes)
+        table.add_row(function, result.status, counts, remarks[:120])
+    console.print(table)
+
+
+def _print_demo(result: DemoResult) -> None:
+    table = Table(title=f"batchcast demo · {result.profile} · clock at {result.clock.isoformat()}")
+    for column in ("city", "forecast", "target", "backtest MASE", "WAPE", "P10–P90 coverage", "model"):
+        table.add_column(column)
+    for city in result.cities:
+        table.add_row(
+            city.city, str(city.entities_forecast), city.target or "-", _fmt(city.mase), _fmt(city.wape),
+            _fmt(city.coverage), city.model_version or "-",
+        )
+    console.print(table)
+    steps = Table(title="time per step (sum over invocations)")
+    steps.add_column("function")
+    steps.add_column("runs", justify="right")
+    steps.add_column("seconds", justify="right")
+    for function in ("partition", "train_trigger", "predict", "notify"):
+        steps.add_row(function, str(result.step_runs.get(function, 0)), f"{result.step_seconds.get(function, 0):.2f}")
+    console.print(steps)
+    total = sum(c.entities_forecast for c in result.cities)
+    console.print(f"{result.rows:,} rows uploaded as {result.upload}; {total} entities forecast; "
+                  f"{result.dead_letters} dead letters; {result.seconds:.1f}s in all")
+    root = result.root
+    console.print(f"outputs under {root}/: predictions/, results/, metrics/, models/, runs/, status/freshness.json")
+    if result.chart:
+        console.print(f"chart: {result.chart}")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+@app.command()
+def profiles(name: Annotated[str | None, typer.Argument(help="Show one profile in full.")] = None) -> None:
+    """List the known profiles, or validate and show one (a name or a .toml path)."""
+    if name is None:
+        for known in profile_names():
+            chosen = load_profile(known)
+            console.print(f"{known:<12} {chosen.description}  (mappings: {', '.join(chosen.mappings)})")
+        return
+    console.print_json(_profile(name).model_dump_json())
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,341 @@
+"""Declarative features for a global direct forecaster, in the spirit of Nixtla's mlforecast.
+
+A *series* frame is a regular grid (one row per entity and period) of the target ``y`` and the
+covariates. Features for a target period ``ts`` only look at data up to ``ts - min(lags)``: every lag
+is at least the horizon, so a forecast made at the origin never needs a value it cannot know.
+
+Everything is vectorised over one flat array: the entities' blocks lie end to end, each preceded by
+``pad`` empty (NaN) periods, so a plain shift or rolling window never reaches into the previous
+entity's data. No Python loop runs over entities or rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+import holidays
+import numpy as np
+import pandas as pd
+
+from batchcast.config import Profile
+
+SCALE_EPSILON = 1e-3  # floor of the per-entity scale: an all-zero history must not divide by zero
+HOLIDAY_RANGE = 7  # days to the next / since the last holiday, clipped: further away is "far"
+FEATURE_DTYPE = np.float32
+
+
+# -- time as integer periods ----------------------------------------------------------------------
+
+
+def _unit(profile: Profile) -> str:
+    return "D" if profile.frequency == "daily" else "h"
+
+
+def to_periods(stamps: pd.Series | np.ndarray | pd.DatetimeIndex, profile: Profile) -> np.ndarray:
+    """Naive timestamps as integer period numbers since the epoch (floored to the period)."""
+    values = np.asarray(pd.to_datetime(stamps), dtype="datetime64[us]")
+    return values.astype(f"datetime64[{_unit(profile)}]").astype(np.int64)
+
+
+def from_periods(periods: np.ndarray, profile: Profile) -> np.ndarray:
+    """Integer period numbers back to ``datetime64[us]`` period starts."""
+    return periods.astype(f"datetime64[{_unit(profile)}]").astype("datetime64[us]")
+
+
+def period_number(moment: datetime, profile: Profile, ceil: bool = False) -> int:
+    """One naive datetime as a period number (floored, or ceiled for exclusive ends)."""
+    stamp = np.datetime64(pd.Timestamp(moment).to_datetime64(), "us")
+    number = int(stamp.astype(f"datetime64[{_unit(profile)}]").astype(np.int64))
+    if ceil and from_periods(np.array([number]), profile)[0] < stamp:
+        number += 1
+    return number
+
+
+def closed_mask(stamps: np.ndarray, profile: Profile) -> np.ndarray:
+    """True where a period falls in the profile's closed hours (hourly profiles only)."""
+    closed = profile.horizon.closed_hours
+    if profile.frequency != "hourly" or closed is None:
+        return np.zeros(len(stamps), dtype=bool)
+    hours = pd.DatetimeIndex(stamps).hour.to_numpy()
+    start, end = closed
+    # A range like (22, 6) wraps around midnight.
+    return (hours >= start) & (hours < end) if start <= end else (hours >= start) | (hours < end)
+
+
+# -- series ---------------------------------------------------------------------------------------
+
+
+def to_series(observations: pd.DataFrame, profile: Profile, until: datetime | None = None) -> pd.DataFrame:
+    """Observations of one city as a regular per-entity grid: ``entity_id, ts, y`` and the covariates.
+
+    Each entity's grid runs from its first observation to its last one, or up to (not including)
+    ``until`` if that is later. Periods without a row get ``y`` per ``profile.features.fill_missing``
+    and NaN covariates. Duplicate (entity, period) rows: the last one wins.
+    """
+    covariates = [c for c in profile.features.covariates if c in observations.columns]
+    columns = ["entity_id", "ts", "y", *covariates]
+    if observations.empty:
+        empty = {c: pd.Series(dtype=float) for c in columns}
+        empty["entity_id"] = pd.Series(dtype=str)
+        empty["ts"] = pd.Series(dtype="datetime64[us]")
+        return pd.DataFrame(empty)
+
+    names, (codes,) = _encode(observations[profile.entity_key])
+    periods = to_periods(observations[profile.time_column], profile)
+    order = np.lexsort((periods, codes))
+    codes, periods = codes[order], periods[order]
+    keep = np.ones(len(order), dtype=bool)
+    keep[:-1] = (codes[1:] != codes[:-1]) | (periods[1:] != periods[:-1])  # last duplicate wins
+    order, codes, periods = order[keep], codes[keep], periods[keep]
+
+    first = np.full(len(names), np.iinfo(np.int64).max)
+    last = np.full(len(names), np.iinfo(np.int64).min)
+    np.minimum.at(first, codes, periods)
+    np.maximum.at(last, codes, periods)
+    end = last + 1 if until is None else np.maximum(last + 1, period_number(until, profile, ceil=True))
+    lengths = end - first
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    total = int(lengths.sum())
+
+    grid_codes = np.repeat(np.arange(len(names)), lengths)
+    grid_periods = np.arange(total) - np.repeat(starts, lengths) + np.repeat(first, lengths)
+    index = starts[codes] + periods - first[codes]
+
+    fill = 0.0 if profile.features.fill_missing == "zero" else np.nan
+    y = np.full(total, fill)
+    y[index] = _as_float(observations[profile.target])[order]
+    out = {"entity_id": names[grid_codes], "ts": from_periods(grid_periods, profile), "y": y}
+    for name in covariates:
+        values = np.full(total, np.nan)
+        values[index] = _as_float(observations[name])[order]
+        out[name] = values
+    return pd.DataFrame(out, columns=columns)
+
+
+def _encode(*columns: pd.Series) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Sorted unique entity names (as ``str``) over all columns, and each column's codes into them."""
+    joined = pd.concat([c.astype(str) for c in columns], ignore_index=True)
+    codes, names = pd.factorize(joined, sort=True)  # hashing, then sorting only the unique names
+    bounds = np.cumsum([len(c) for c in columns])[:-1]
+    return np.asarray(names, dtype=object), np.split(codes.astype(np.int64), bounds)
+
+
+def _as_float(column: pd.Series) -> np.ndarray:
+    """A numeric or (nullable) boolean column as float64, missing values as NaN."""
+    return column.to_numpy(dtype="float64", na_value=np.nan)
+
+
+# -- feature definitions --------------------------------------------------------------------------
+
+
+def feature_names(profile: Profile) -> list[str]:
+    """The model's feature columns, in order; they depend on the profile only, never on the data."""
+    spec = profile.features
+    names = [f"lag_{k}" for k in spec.lags]
+    names += [f"roll{r.window}_{stat}" for r in spec.rolling for stat in r.stats]
+    names += list(spec.calendar)
+    if spec.holidays:
+        names += ["is_holiday", "days_to_holiday", "days_since_holiday"]
+    names += [f"cov_{c}" for c in spec.covariates]
+    return [*names, "log_scale"]
+
+
+def lookback(profile: Profile) -> int:
+    """How many periods before a target period its features reach back."""
+    spec = profile.features
+    origin = min(spec.lags)
+    windows = [r.window for r in spec.rolling] + [spec.scale_window]
+    return max(max(spec.lags), origin + max(windows) - 1)
+
+
+# -- the padded flat grid -------------------------------------------------------------------------
+
+
+@dataclass
+class _Grid:
+    """Entities' blocks end to end, each after ``pad`` NaN periods; ``rows`` are the target rows."""
+
+    y: np.ndarray  # float64, NaN where unknown (and in the padding)
+    covariates: dict[str, np.ndarray]
+    rows: np.ndarray  # flat index of each target row
+    block_start: np.ndarray  # per target row: flat index where its entity's block (with padding) starts
+
+    def at(self, values: np.ndarray, back: int) -> np.ndarray:
+        """``values`` ``back`` periods before each target row (NaN before the entity's data)."""
+        return values[self.rows - back]
+
+
+def _build_grid(
+    series: pd.DataFrame,
+    series_codes: np.ndarray,
+    target_codes: np.ndarray,
+    target_periods: np.ndarray,
+    entities: int,
+    pad: int,
+    profile: Profile,
+) -> _Grid:
+    """Lay the series on the padded grid spanning every entity's history and targets."""
+    series_periods = to_periods(series["ts"], profile)
+    lo = np.full(entities, np.iinfo(np.int64).max)
+    hi = np.full(entities, np.iinfo(np.int64).min)
+    for codes, periods in ((series_codes, series_periods), (target_codes, target_periods)):
+        np.minimum.at(lo, codes, periods)
+        np.maximum.at(hi, codes, periods)
+    lengths = hi - lo + 1 + pad  # every name occurs in the series or the targets
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    total = int(lengths.sum())
+
+    def place(codes: np.ndarray, periods: np.ndarray) -> np.ndarray:
+        return starts[codes] + pad + periods - lo[codes]
+
+    series_index = place(series_codes, series_periods)
+    y = np.full(total, np.nan)
+    y[series_index] = series["y"].to_numpy(dtype="float64", na_value=np.nan)
+    covariates = {}
+    for name in profile.features.covariates:
+        if name in series.columns:
+            values = np.full(total, np.nan)
+            values[series_index] = series[name].to_numpy(dtype="float64", na_value=np.nan)
+            covariates[name] = values
+    return _Grid(y, covariates, place(target_codes, target_periods), starts[target_codes])
+
+
+def _rolling(values: np.ndarray, window: int, stat: str) -> np.ndarray:
+    """A trailing rolling statistic over the flat grid; NaNs (gaps, padding) are skipped."""
+    rolling = pd.Series(values).rolling(window, min_periods=1)
+    return getattr(rolling, stat)().to_numpy()
+
+
+# -- features -------------------------------------------------------------------------------------
+
+
+def make_features(
+    series: pd.DataFrame, profile: Profile, city: str, targets: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Feature rows for target periods: ``entity_id, ts, scale``, the features (float32), ``y_scaled``.
+
+    ``targets=None`` makes one row per series row (training). Otherwise ``targets`` (``entity_id, ts``)
+    names the periods to forecast, which may lie beyond the series; their lags, rolling statistics,
+    scale and covariates come from ``series``. ``y_scaled`` is ``y / scale`` (NaN where ``y`` is
+    unknown); predictions of it are multiplied back by ``scale``.
+    """
+    if targets is None:
+        targets = series[["entity_id", "ts"]]
+    names, (series_codes, target_codes) = _encode(series["entity_id"], targets["entity_id"])
+    target_ids = names[target_codes]
+    target_periods = to_periods(targets["ts"], profile)
+    stamps = from_periods(target_periods, profile)
+    if len(targets) == 0:
+        return _assemble(target_ids, stamps, np.ones(0), {}, np.zeros(0), profile)
+
+    grid = _build_grid(series, series_codes, target_codes, target_periods, len(names), lookback(profile), profile)
+    origin = min(profile.features.lags)
+    scale = _scale(grid, profile.features.scale_window, origin)
+    features = _level_features(grid, profile, origin, scale)
+    features.update(calendar_features(stamps, profile, city))
+    for name in profile.features.covariates:
+        covariate = grid.covariates.get(name)
+        features[f"cov_{name}"] = grid.at(covariate, origin) if covariate is not None else np.nan
+    features["log_scale"] = np.log1p(scale)
+    return _assemble(target_ids, stamps, scale, features, grid.y[grid.rows] / scale, profile)
+
+
+def _scale(grid: _Grid, window: int, origin: int) -> np.ndarray:
+    """Per target row: mean |y| over ``window`` periods ending ``origin`` periods back.
+
+    Falls back to the entity's mean |y| over all its history before that, then to 1.
+    """
+    magnitude = np.abs(grid.y)
+    scale = grid.at(_rolling(magnitude, window, "mean"), origin)
+    # Expanding mean per entity from cumulative sums, reset at each block's start.
+    sums = np.cumsum(np.nan_to_num(magnitude))
+    counts = np.cumsum(~np.isnan(magnitude))
+    before = grid.rows - origin
+    history = counts[before] - counts[grid.block_start]
+    expanding = (sums[before] - sums[grid.block_start]) / np.maximum(history, 1)
+    scale = np.where(np.isnan(scale), np.where(history > 0, expanding, 1.0), scale)
+    return np.maximum(scale, SCALE_EPSILON)
+
+
+def _level_features(grid: _Grid, profile: Profile, origin: int, scale: np.ndarray) -> dict[str, np.ndarray]:
+    """Lags and rolling statistics of y, divided by the scale so every entity looks alike."""
+    features = {f"lag_{k}": grid.at(grid.y, k) / scale for k in profile.features.lags}
+    for rolling in profile.features.rolling:
+        for stat in rolling.stats:
+            values = _rolling(grid.y, rolling.window, stat)
+            features[f"roll{rolling.window}_{stat}"] = grid.at(values, origin) / scale
+    return features
+
+
+def calendar_features(stamps: np.ndarray, profile: Profile, city: str) -> dict[str, np.ndarray]:
+    """Calendar and holiday features of the target periods themselves (known in advance)."""
+    index = pd.DatetimeIndex(stamps)
+    values = {
+        "dayofweek": lambda: index.dayofweek,
+        "month": lambda: index.month,
+        "dayofyear": lambda: index.dayofyear,
+        "hour": lambda: index.hour,
+        "is_weekend": lambda: index.dayofweek >= 5,
+    }
+    features = {name: np.asarray(values[name](), dtype=float) for name in profile.features.calendar}
+    if profile.features.holidays:
+        features.update(holiday_features(stamps, profile, city))
+    return features
+
+
+def holiday_features(stamps: np.ndarray, profile: Profile, city: str) -> dict[str, np.ndarray]:
+    """``is_holiday`` of each period's local date, and days to the next / since the last holiday."""
+    if city not in profile.cities:
+        raise ValueError(f"city {city!r} is not in profile {profile.name!r}")
+    days = np.asarray(stamps, dtype="datetime64[D]").astype(np.int64)
+    if len(days) == 0:
+        return {name: np.zeros(0) for name in ("is_holiday", "days_to_holiday", "days_since_holiday")}
+    place = profile.cities[city]
+    years = tuple(range(_year(days.min()) - 1, _year(days.max()) + 2))
+    calendar = holiday_days(place.country, place.subdivision, years)
+    after = np.searchsorted(calendar, days, side="left")  # first holiday on or after the day
+    next_day = calendar[np.minimum(after, len(calendar) - 1)] if len(calendar) else days + HOLIDAY_RANGE
+    found = np.searchsorted(calendar, days, side="right") - 1  # last holiday on or before the day
+    last_day = calendar[np.maximum(found, 0)] if len(calendar) else days - HOLIDAY_RANGE
+    to_next = np.where(after < len(calendar), next_day - days, HOLIDAY_RANGE)
+    since_last = np.where(found >= 0, days - last_day, HOLIDAY_RANGE)
+    return {
+        "is_holiday": (to_next == 0).astype(float),
+        "days_to_holiday": np.clip(to_next, 0, HOLIDAY_RANGE).astype(float),
+        "days_since_holiday": np.clip(since_last, 0, HOLIDAY_RANGE).astype(float),
+    }
+
+
+def _year(day: np.int64) -> int:
+    return int(np.datetime64(int(day), "D").astype("datetime64[Y]").astype(int)) + 1970
+
+
+@lru_cache(maxsize=64)
+def holiday_days(country: str, subdivision: str | None, years: tuple[int, ...]) -> np.ndarray:
+    """Sorted public holidays (days since the epoch) of a country / subdivision, cached per years."""
+    try:
+        calendar = holidays.country_holidays(country, subdiv=subdivision, years=years)
+    except NotImplementedError as error:
+        raise ValueError(f"no holiday calendar for {country}/{subdivision}: {error}") from error
+    days = np.array(sorted(calendar.keys()), dtype="datetime64[D]").astype(np.int64)
+    days.flags.writeable = False  # shared by every caller through the cache
+    return days
+
+
+def _assemble(
+    ids: np.ndarray, stamps: np.ndarray, scale: np.ndarray, features: dict, y_scaled: np.ndarray,
+    profile: Profile,
+) -> pd.DataFrame:
+    """The output frame: identifiers, scale, float32 features in ``feature_names`` order, y_scaled."""
+    names = feature_names(profile)
+    matrix = np.empty((len(ids), len(names)), dtype=FEATURE_DTYPE)
+    for j, name in enumerate(names):
+        matrix[:, j] = features.get(name, np.nan)
+    frame = pd.DataFrame(matrix, columns=names, copy=False)
+    frame.insert(0, "entity_id", pd.array(ids, dtype=str))
+    frame.insert(1, "ts", stamps)
+    frame.insert(2, "scale", scale)
+    frame["y_scaled"] = y_scaled
+    return frame

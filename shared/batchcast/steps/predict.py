@@ -1,0 +1,163 @@
+"""predict: forecast one shard of one city and publish the results.
+
+Writes, in this order: the shard's predictions (create-only), each entity's latest result (only
+moving forward in time), the city's metrics (merged). Every name and byte derives from the message,
+so a redelivered or replayed request rewrites exactly what it wrote before.
+"""
+
+from __future__ import annotations
+
+import math
+import pandas as pd
+
+from batchcast import dataset, layout, metrics, schemas, storage, training
+from batchcast.config import Profile, load_profile
+from batchcast.messages import InvalidMessage, Message, PredictionsReady, PredictRequest
+from batchcast.ml.features import to_series
+from batchcast.ports import Ports
+from batchcast.steps import RunContext, StepResult
+
+HISTORY_PERIODS = {"daily": 56, "hourly": 72}  # actuals kept beside a result, for the managers' chart
+
+
+def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
+    """Forecast the request's entities and write predictions, results and metrics."""
+    if not isinstance(message, PredictRequest):
+        raise InvalidMessage(f"predict does not handle {message.kind}")
+    profile = load_profile(message.dataset)
+    city = message.city_
+    model, _ = training.load_model(ports.blobs, profile, city, message.model_version)
+    files = dataset.entity_files(ports.blobs, profile, city)
+    since = message.target_start - profile.period * (training.lookback(profile) + 1)
+    rows = dataset.read_rows(ports.blobs, profile, files, entities=message.entities, since=since)
+    series = to_series(rows, profile, until=message.target_start)
+    forecast = model.predict(series, profile, city, message.target_start, message.target_end, message.entities)
+    forecast = forecast.sort_values(["entity_id", "period_start"]).reset_index(drop=True)
+
+    predictions = _write_predictions(ports, profile, message, forecast)
+    written = _write_results(ports, profile, message, forecast, series)
+    _record_metrics(ports, profile, message, forecast)
+    ready = PredictionsReady(
+        dataset=message.dataset,
+        city=city,
+        shard=message.shard,
+        shards=message.shards,
+        model_version=message.model_version,
+        target_start=message.target_start,
+        target_end=message.target_end,
+        predictions_object=predictions,
+        entities=int(forecast["entity_id"].nunique()),
+        logical_time=message.logical_time,
+    )
+    return StepResult(
+        messages=[ready],
+        counts={"entities": ready.entities, "rows": len(forecast), "results_written": written},
+        city=city,
+    )
+
+
+def _write_predictions(ports: Ports, profile: Profile, message: PredictRequest, forecast: pd.DataFrame) -> str:
+    frame = forecast.assign(
+        dataset=profile.name,
+        city=message.city_,
+        model_version=message.model_version,
+        as_of=pd.Timestamp(message.logical_time),
+    )
+    intraday = profile.frequency != "daily"
+    name = layout.predictions_object(
+        profile.name,
+        message.target_start.date(),
+        message.city_,
+        layout.shard_label(message.shard, message.target_start, intraday),
+    )
+    data = schemas.write_frame("prediction", frame, metadata={"batchcast.model_version": message.model_version})
+    storage.write_once(ports.blobs, name, data, content_type="application/avro")
+    return name
+
+
+def _write_results(
+    ports: Ports, profile: Profile, message: PredictRequest, forecast: pd.DataFrame, series: pd.DataFrame
+) -> int:
+    history_periods = HISTORY_PERIODS[profile.frequency]
+    recent = series[series["ts"] < pd.Timestamp(message.target_start)].groupby("entity_id").tail(history_periods)
+    history = {entity: group for entity, group in recent.groupby("entity_id")}
+    written = 0
+    for entity, rows in forecast.groupby("entity_id", sort=True):
+        result = _result_document(profile, message, str(entity), rows, history.get(entity))
+        stored = storage.update_json(
+            ports.blobs,
+            layout.results_object(profile.name, profile.entity_key, str(entity)),
+            lambda current, new=result: new if _is_newer(new, current) else None,
+            metadata=_result_metadata,
+        )
+        written += stored == result
+    return written
+
+
+def _result_document(
+    profile: Profile,
+    message: PredictRequest,
+    entity: str,
+    rows: pd.DataFrame,
+    history: pd.DataFrame | None,
+) -> dict:
+    return {
+        "dataset": profile.name,
+        "entity_key": profile.entity_key,
+        "entity_id": entity,
+        "city": message.city_,
+        "timezone": str(profile.zone(message.city_)),
+        "as_of": message.logical_time.isoformat(),
+        "model_version": message.model_version,
+        "target": {"start": message.target_start.isoformat(), "end": message.target_end.isoformat()},
+        "forecast": [
+            {
+                "period_start": row.period_start.isoformat(),
+                "period_end": row.period_end.isoformat(),
+                "p10": _round(row.p10),
+                "p50": _round(row.p50),
+                "p90": _round(row.p90),
+            }
+            for row in rows.itertuples()
+        ],
+        "history": [] if history is None else [
+            {"period_start": ts.isoformat(), "actual": None if pd.isna(y) else _round(y)}
+            for ts, y in zip(history["ts"], history["y"], strict=True)
+        ],
+    }
+
+
+def _is_newer(new: dict, current: dict | None) -> bool:
+    # Results only move forward: a replay of an older day must not hide a newer forecast.
+    if current is None:
+        return True
+    key = (new["target"]["start"], new["as_of"])
+    return key >= (current["target"]["start"], current["as_of"])
+
+
+def _result_metadata(document: dict) -> dict[str, str]:
+    # Freshness is computed from listings, so what it needs travels as object metadata.
+    return {
+        "target_start": document["target"]["start"],
+        "as_of": document["as_of"],
+        "model_version": document["model_version"],
+        "city": document["city"],
+    }
+
+
+def _record_metrics(ports: Ports, profile: Profile, message: PredictRequest, forecast: pd.DataFrame) -> None:
+    entry = {
+        "model_version": message.model_version,
+        "entities": int(forecast["entity_id"].nunique()),
+        "rows": len(forecast),
+        "p50_sum": _round(float(forecast["p50"].sum())),
+        "interval_width_mean": _round(float((forecast["p90"] - forecast["p10"]).mean())),
+    }
+    key = f"{message.target_start.isoformat()}/shard-{message.shard}-of-{message.shards}"
+    metrics.record(
+        ports.blobs, profile.name, message.target_start.date(), message.city_, "predictions", key, entry
+    )
+
+
+def _round(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else round(float(value), 4)

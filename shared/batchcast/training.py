@@ -1,0 +1,170 @@
+"""Training one (dataset, city) model and keeping the model registry under ``models/``.
+
+A model version is named after the logical time it was trained for and the fingerprint of the
+data it saw, and its folder is written once: ``model.skops`` and ``backtest.avro`` first,
+``metadata.json`` last (its presence means the version is complete). ``LATEST`` moves forward by
+compare-and-swap, so two trainings racing cannot move it backwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from importlib.metadata import version as package_version
+from typing import Any
+
+from batchcast import dataset, layout, metrics, schemas, storage
+from batchcast.config import Profile
+from batchcast.ml.backtest import backtest
+from batchcast.ml.features import to_series
+from batchcast.ml.model import ForecastModel
+from batchcast.ports import BlobStore, NotFound, PreconditionFailed
+
+MODEL_FILE = "model.skops"
+BACKTEST_FILE = "backtest.avro"
+METADATA_FILE = "metadata.json"
+_LIBRARIES = ("scikit-learn", "pandas", "numpy", "fastavro", "skops", "holidays")
+
+
+class ModelIntegrityError(RuntimeError):
+    """A stored model does not match the checksum recorded when it was trained."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What ``LATEST`` points at."""
+
+    version: str
+    fingerprint: str
+    trained_for: str  # ISO logical time of the training run
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelRef:
+        return cls(data["version"], data["fingerprint"], data["trained_for"])
+
+
+def latest(blobs: BlobStore, profile: Profile, city: str) -> ModelRef | None:
+    """The version predictions of ``city`` should use, if any model was trained."""
+    data = storage.read_json(blobs, layout.model_latest(profile.name, city))
+    return ModelRef.from_json(data) if data else None
+
+
+def lookback(profile: Profile) -> int:
+    """How many periods before a target the features look at."""
+    rolling = max((r.window for r in profile.features.rolling), default=0)
+    return max(profile.features.lags) + rolling + profile.features.scale_window
+
+
+def version_name(logical_time: datetime, fingerprint: str) -> str:
+    """``<UTC logical time>-<fingerprint prefix>``: sortable, and the same for a redelivery."""
+    return f"{logical_time.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{fingerprint[:10]}"
+
+
+def train_city(
+    blobs: BlobStore,
+    profile: Profile,
+    city: str,
+    logical_time: datetime,
+    files: dict[str, dataset.EntityFiles] | None = None,
+) -> ModelRef:
+    """Train, backtest and register a model for ``city`` on its data as of now; move LATEST to it.
+
+    Idempotent: a version that already has its metadata is not trained again.
+    """
+    files = files if files is not None else dataset.entity_files(blobs, profile, city)
+    if not files:
+        raise ValueError(f"no data for {profile.name}/{city}")
+    fingerprint = dataset.fingerprint(files, profile)
+    trained_for = logical_time.astimezone(timezone.utc).isoformat()
+    ref = ModelRef(version_name(logical_time, fingerprint), fingerprint, trained_for)
+    folder = layout.model_dir(profile.name, city, ref.version)
+    if blobs.stat(folder + METADATA_FILE) is None:
+        _train_and_store(blobs, profile, city, files, ref, folder)
+    advance_latest(blobs, profile, city, ref)
+    return ref
+
+
+def _train_and_store(
+    blobs: BlobStore,
+    profile: Profile,
+    city: str,
+    files: dict[str, dataset.EntityFiles],
+    ref: ModelRef,
+    folder: str,
+) -> None:
+    started = time.monotonic()
+    now_local = datetime.fromisoformat(ref.trained_for).astimezone(profile.zone(city)).replace(tzinfo=None)
+    since = now_local - profile.period * (profile.training.window + lookback(profile))
+    series = to_series(dataset.read_rows(blobs, profile, files, since=since), profile)
+    model = ForecastModel.fit(series, profile, city)
+    result = backtest(series, profile, city)
+    model_bytes = model.dumps()
+    _write_replacing_partial(blobs, folder + MODEL_FILE, model_bytes)
+    _write_replacing_partial(blobs, folder + BACKTEST_FILE, schemas.write_frame("backtest", result.points))
+    metadata = {
+        "dataset": profile.name,
+        "city": city,
+        "version": ref.version,
+        "fingerprint": ref.fingerprint,
+        "trained_for": ref.trained_for,
+        "training_window": {"start": str(series["ts"].min()), "end": str(series["ts"].max())},
+        "rows": int(model.training_rows),
+        "entities": len(files),
+        "features": list(model.feature_names),
+        "quantiles": list(model.quantiles),
+        "metrics": result.metrics,
+        "model_file": MODEL_FILE,
+        "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "libraries": {"python": platform.python_version()} | {lib: package_version(lib) for lib in _LIBRARIES},
+        "train_seconds": round(time.monotonic() - started, 3),
+    }
+    try:
+        storage.write_once(blobs, folder + METADATA_FILE, storage.dumps(metadata))
+    except storage.ConflictingWrite:
+        return  # a concurrent training of the same data finished first; its model is as good
+    summary = {k: metadata[k] for k in ("trained_for", "rows", "entities", "metrics", "train_seconds")}
+    metrics.record(blobs, profile.name, now_local.date(), city, "trainings", ref.version, summary)
+
+
+def _write_replacing_partial(blobs: BlobStore, name: str, data: bytes) -> None:
+    # Artifacts of a version without metadata.json are leftovers of a crashed attempt: replace them.
+    info = blobs.stat(name)
+    blobs.write(name, data, if_generation_match=info.generation if info else 0)
+
+
+def advance_latest(blobs: BlobStore, profile: Profile, city: str, ref: ModelRef) -> bool:
+    """Point LATEST at ``ref`` unless it already points at a newer training; True if it moved."""
+    name = layout.model_latest(profile.name, city)
+    for _ in range(10):
+        info = blobs.stat(name)
+        current = storage.read_json(blobs, name) if info else None
+        if current and current["trained_for"] >= ref.trained_for:
+            return False
+        try:
+            blobs.write(name, storage.dumps(ref.__dict__), if_generation_match=info.generation if info else 0)
+            return True
+        except PreconditionFailed:
+            continue
+    raise PreconditionFailed(f"{name}: too many concurrent updates")
+
+
+def load_model(blobs: BlobStore, profile: Profile, city: str, version: str) -> tuple[ForecastModel, dict]:
+    """Load a registered model after checking its bytes against the recorded SHA-256."""
+    folder = layout.model_dir(profile.name, city, version)
+    try:
+        metadata = json.loads(blobs.read(folder + METADATA_FILE))
+        data = blobs.read(folder + metadata["model_file"])
+    except NotFound as error:
+        raise ModelIntegrityError(f"model {profile.name}/{city}/{version} is incomplete") from error
+    if hashlib.sha256(data).hexdigest() != metadata["model_sha256"]:
+        raise ModelIntegrityError(f"model {profile.name}/{city}/{version} does not match its checksum")
+    return ForecastModel.loads(data), metadata
+
+
+def is_recent(ref: ModelRef, logical_time: datetime, minutes: int) -> bool:
+    """Was ``ref`` trained less than ``minutes`` before ``logical_time``? (data-trigger debounce)"""
+    return logical_time - datetime.fromisoformat(ref.trained_for) < timedelta(minutes=minutes)
