@@ -56,7 +56,10 @@ def generate(
 ) -> None:
     """Write realistic synthetic data for a profile."""
     chosen = _profile(profile)
-    frame = synth.generate(chosen, stores, days, seed=seed, end=end.date() if end else _yesterday(), fmt=fmt)
+    try:
+        frame = synth.generate(chosen, stores, days, seed=seed, end=end.date() if end else _yesterday(), fmt=fmt)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
     synth.write_csv(frame, out)
     console.print(f"wrote {len(frame):,} rows to {out}")
 

@@ -1,0 +1,81 @@
+"""Fixtures for the tests beside each function: a real functions-framework app per function.
+
+Each test serves ``functions/<name>/main.py`` through functions-framework's own app factory (the
+code path ``functions-framework --target <name>`` uses) on the embedded backend in a temp dir.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import functions_framework
+import pytest
+from flask.testing import FlaskClient
+
+from batchcast import runtime
+from batchcast.messages import Message, encode
+
+FUNCTIONS = Path(__file__).parent
+NOW = datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> runtime.Runtime:
+    """The runtime the function's process builds from BATCHCAST_* (embedded, clock pinned)."""
+    monkeypatch.setenv("BATCHCAST_ROOT", str(tmp_path / "bucket"))
+    monkeypatch.setenv("BATCHCAST_NOW", NOW.isoformat())
+    monkeypatch.setenv("BATCHCAST_INGEST_TOKEN_SHA256", "")
+    runtime.from_env.cache_clear()
+    yield runtime.from_env()
+    runtime.from_env.cache_clear()
+
+
+@pytest.fixture
+def serve() -> Callable[[str, str], FlaskClient]:
+    """``serve("predict")`` -> a test client of that function's functions-framework app."""
+
+    def make(function: str, signature: str = "cloudevent") -> FlaskClient:
+        app = functions_framework.create_app(function, str(FUNCTIONS / function / "main.py"), signature)
+        return app.test_client()
+
+    return make
+
+
+def binary_event(event_type: str, data: dict) -> tuple[dict, bytes]:
+    """Headers and body of a binary-mode CloudEvent, as Eventarc sends them."""
+    headers = {
+        "ce-id": "1", "ce-source": "//test", "ce-type": event_type, "ce-specversion": "1.0",
+        "ce-time": NOW.isoformat(), "Content-Type": "application/json",
+    }
+    return headers, json.dumps(data).encode()
+
+
+def structured_event(event_type: str, data: dict) -> tuple[dict, bytes]:
+    """Headers and body of a structured-mode CloudEvent, as curl examples send them."""
+    envelope = {"specversion": "1.0", "id": "1", "source": "//test", "type": event_type,
+                "time": NOW.isoformat(), "datacontenttype": "application/json", "data": data}
+    return {"Content-Type": "application/cloudevents+json"}, json.dumps(envelope).encode()
+
+
+def published(message: Message) -> dict:
+    """The data of a messagePublished CloudEvent carrying ``message`` (a push subscription's shape)."""
+    body, attributes = encode(message)
+    return {"message": {"data": base64.b64encode(body).decode(), "attributes": attributes,
+                        "messageId": "m1", "publishTime": NOW.isoformat()},
+            "subscription": "projects/p/subscriptions/s"}
+
+
+@pytest.fixture
+def cloud_events():
+    """The event builders above, for tests (importlib mode keeps conftest out of imports)."""
+
+    class Events:
+        binary = staticmethod(binary_event)
+        structured = staticmethod(structured_event)
+        pubsub = staticmethod(published)
+
+    return Events
