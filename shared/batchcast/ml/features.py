@@ -218,8 +218,9 @@ def make_features(
 
     ``targets=None`` makes one row per series row (training). Otherwise ``targets`` (``entity_id, ts``)
     names the periods to forecast, which may lie beyond the series; their lags, rolling statistics,
-    scale and covariates come from ``series``. ``y_scaled`` is ``y / scale`` (NaN where ``y`` is
-    unknown); predictions of it are multiplied back by ``scale``.
+    scale and covariates come from ``series``. ``y_scaled`` is ``y / scale``, NaN where ``y`` is
+    unknown or the entity has no nonzero history to scale by (such rows are not trained on);
+    predictions of it are multiplied back by ``scale``.
     """
     if targets is None:
         targets = series[["entity_id", "ts"]]
@@ -227,57 +228,80 @@ def make_features(
     target_ids = names[target_codes]
     target_periods = to_periods(targets["ts"], profile)
     stamps = from_periods(target_periods, profile)
+    columns = _Columns(len(targets), feature_names(profile))
     if len(targets) == 0:
-        return _assemble(target_ids, stamps, np.ones(0), {}, np.zeros(0), profile)
+        return _assemble(target_ids, stamps, np.ones(0), columns, np.zeros(0))
 
-    grid = _build_grid(series, series_codes, target_codes, target_periods, len(names), lookback(profile), profile)
+    grid = _build_grid(
+        series, series_codes, target_codes, target_periods, len(names), lookback(profile), profile
+    )
     origin = min(profile.features.lags)
-    scale = _scale(grid, profile.features.scale_window, origin)
-    features = _level_features(grid, profile, origin, scale)
-    features.update(calendar_features(stamps, profile, city))
-    for name in profile.features.covariates:
-        covariate = grid.covariates.get(name)
-        features[f"cov_{name}"] = grid.at(covariate, origin) if covariate is not None else np.nan
-    features["log_scale"] = np.log1p(scale)
-    return _assemble(target_ids, stamps, scale, features, grid.y[grid.rows] / scale, profile)
+    scale, informative = _scale(grid, profile.features.scale_window, origin)
+    _level_features(grid, profile, origin, scale, columns)
+    columns.update(calendar_features(stamps, profile, city))
+    for name, covariate in grid.covariates.items():  # absent covariates stay NaN
+        columns[f"cov_{name}"] = grid.at(covariate, origin)
+    columns["log_scale"] = np.log1p(scale)
+    # Without a real scale y / scale can be y / 1e-3: such rows would swamp a quantile's leaves.
+    y_scaled = np.where(informative, grid.y[grid.rows] / scale, np.nan)
+    return _assemble(target_ids, stamps, scale, columns, y_scaled)
 
 
-def _scale(grid: _Grid, window: int, origin: int) -> np.ndarray:
+class _Columns:
+    """The float32 feature matrix, filled one named column at a time so no float64 copies pile up."""
+
+    def __init__(self, rows: int, names: list[str]) -> None:
+        self.names = names
+        self.matrix = np.full((rows, len(names)), np.nan, dtype=FEATURE_DTYPE)
+        self._index = {name: j for j, name in enumerate(names)}
+
+    def __setitem__(self, name: str, values: np.ndarray) -> None:
+        self.matrix[:, self._index[name]] = values
+
+    def update(self, values: dict[str, np.ndarray]) -> None:
+        for name, column in values.items():
+            self[name] = column
+
+
+def _scale(grid: _Grid, window: int, origin: int) -> tuple[np.ndarray, np.ndarray]:
     """Per target row: mean |y| over ``window`` periods ending ``origin`` periods back.
 
-    Falls back to the entity's mean |y| over all its history before that, then to 1.
+    An empty or all-zero window falls back to the entity's mean |y| over all its history before
+    that, then to 1 (no history at all); the floor is ``SCALE_EPSILON``. Also returns whether the
+    scale is informative (some nonzero history): only then is ``y / scale`` a fair training target.
     """
     magnitude = np.abs(grid.y)
-    scale = grid.at(_rolling(magnitude, window, "mean"), origin)
+    rolling = grid.at(_rolling(magnitude, window, "mean"), origin)
     # Expanding mean per entity from cumulative sums, reset at each block's start.
     sums = np.cumsum(np.nan_to_num(magnitude))
     counts = np.cumsum(~np.isnan(magnitude))
     before = grid.rows - origin
     history = counts[before] - counts[grid.block_start]
     expanding = (sums[before] - sums[grid.block_start]) / np.maximum(history, 1)
-    scale = np.where(np.isnan(scale), np.where(history > 0, expanding, 1.0), scale)
-    return np.maximum(scale, SCALE_EPSILON)
+    fallback = np.where(expanding > 0, expanding, np.where(history > 0, SCALE_EPSILON, 1.0))
+    scale = np.where(rolling > 0, rolling, fallback)
+    return np.maximum(scale, SCALE_EPSILON), expanding > 0
 
 
-def _level_features(grid: _Grid, profile: Profile, origin: int, scale: np.ndarray) -> dict[str, np.ndarray]:
+def _level_features(grid: _Grid, profile: Profile, origin: int, scale: np.ndarray, columns: _Columns) -> None:
     """Lags and rolling statistics of y, divided by the scale so every entity looks alike."""
-    features = {f"lag_{k}": grid.at(grid.y, k) / scale for k in profile.features.lags}
+    for k in profile.features.lags:
+        columns[f"lag_{k}"] = grid.at(grid.y, k) / scale
     for rolling in profile.features.rolling:
         for stat in rolling.stats:
             values = _rolling(grid.y, rolling.window, stat)
-            features[f"roll{rolling.window}_{stat}"] = grid.at(values, origin) / scale
-    return features
+            columns[f"roll{rolling.window}_{stat}"] = grid.at(values, origin) / scale
 
 
 def calendar_features(stamps: np.ndarray, profile: Profile, city: str) -> dict[str, np.ndarray]:
     """Calendar and holiday features of the target periods themselves (known in advance)."""
     index = pd.DatetimeIndex(stamps)
     values = {
-        "dayofweek": lambda: index.dayofweek,
+        "dayofweek": lambda: index.day_of_week,
         "month": lambda: index.month,
-        "dayofyear": lambda: index.dayofyear,
+        "dayofyear": lambda: index.day_of_year,
         "hour": lambda: index.hour,
-        "is_weekend": lambda: index.dayofweek >= 5,
+        "is_weekend": lambda: index.day_of_week >= 5,
     }
     features = {name: np.asarray(values[name](), dtype=float) for name in profile.features.calendar}
     if profile.features.holidays:
@@ -325,17 +349,34 @@ def holiday_days(country: str, subdivision: str | None, years: tuple[int, ...]) 
 
 
 def _assemble(
-    ids: np.ndarray, stamps: np.ndarray, scale: np.ndarray, features: dict, y_scaled: np.ndarray,
-    profile: Profile,
+    ids: np.ndarray, stamps: np.ndarray, scale: np.ndarray, columns: _Columns, y_scaled: np.ndarray
 ) -> pd.DataFrame:
     """The output frame: identifiers, scale, float32 features in ``feature_names`` order, y_scaled."""
-    names = feature_names(profile)
-    matrix = np.empty((len(ids), len(names)), dtype=FEATURE_DTYPE)
-    for j, name in enumerate(names):
-        matrix[:, j] = features.get(name, np.nan)
-    frame = pd.DataFrame(matrix, columns=names, copy=False)
+    frame = pd.DataFrame(columns.matrix, columns=columns.names, copy=False)
     frame.insert(0, "entity_id", pd.array(ids, dtype=str))
     frame.insert(1, "ts", stamps)
     frame.insert(2, "scale", scale)
     frame["y_scaled"] = y_scaled
     return frame
+
+
+def lagged_target(series: pd.DataFrame, targets: pd.DataFrame, back: int, profile: Profile) -> np.ndarray:
+    """``y`` of ``series`` ``back`` periods before each target row (NaN where unknown).
+
+    Used for the seasonal-naive baseline (``back`` = the season).
+    """
+    shifted = pd.DataFrame(
+        {
+            "entity_id": targets["entity_id"].astype(str).to_numpy(dtype=object),
+            "period": to_periods(targets["ts"], profile) - back,
+        }
+    )
+    known = pd.DataFrame(
+        {
+            "entity_id": series["entity_id"].astype(str).to_numpy(dtype=object),
+            "period": to_periods(series["ts"], profile),
+            "y": series["y"].to_numpy(dtype="float64", na_value=np.nan),
+        }
+    ).drop_duplicates(["entity_id", "period"], keep="last")
+    merged = shifted.merge(known, on=["entity_id", "period"], how="left", sort=False)
+    return merged["y"].to_numpy()
