@@ -79,3 +79,22 @@ def cloud_events():
         pubsub = staticmethod(published)
 
     return Events
+
+
+@pytest.fixture
+def partitioned(deployment):
+    """A bucket with a small retail upload already partitioned; returns the partitions-ready message."""
+    from batchcast import synth, uploads
+    from batchcast.config import load_profile
+    from batchcast.messages import PartitionsReady
+    from batchcast.runtime import Runtime
+
+    frame = synth.generate(load_profile("retail"), 6, 90, seed=2, end=NOW.date())
+    blobs = deployment.ports.blobs
+    name = uploads.store_upload(blobs, frame.to_csv(index=False).encode(), ext="csv", now=NOW, dataset="retail")
+    info = blobs.stat(name)
+    from batchcast.backends.embedded import finalize_event
+
+    result = Runtime.handle(deployment, "partition", finalize_event(blobs.bucket, info))
+    [ready] = [m for m in result.messages if isinstance(m, PartitionsReady)]
+    return ready

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 from rich.console import Console
@@ -13,7 +13,8 @@ from rich.table import Table
 
 from batchcast import runtime, synth, uploads
 from batchcast.config import ConfigError, load_profile, profile_names
-from batchcast.demo import DemoResult, run_demo
+from batchcast.backends.embedded import BOOKKEEPING
+from batchcast.demo import DemoResult, prepare_root, run_demo
 from batchcast.messages import ScheduleTick, Topic
 from batchcast.obs import configure_logging
 from batchcast.ports import FixedClock, SystemClock
@@ -121,8 +122,11 @@ def demo(
 ) -> None:
     """Generate data and run the whole flow in-process; print a summary and draw a chart."""
     chosen = _profile(profile)
-    root.mkdir(parents=True, exist_ok=True)
-    configure_logging(_log_file(root, demo=True))
+    try:
+        prepare_root(root)
+    except FileExistsError as error:
+        raise typer.BadParameter(str(error)) from error
+    configure_logging(_log_file(root))
     with _progress() as progress:
         tasks: dict[str, int] = {}
 
@@ -149,11 +153,9 @@ def _drain_with_progress(deployment: runtime.Runtime) -> None:
         deployment.bus.drain()
 
 
-def _log_file(root: Path, demo: bool = False):
+def _log_file(root: Path) -> TextIO:
     # JSON log lines go to a file so the terminal stays readable; functions log to stdout instead.
-    path = root / ".batchcast" / "logs" / "batchcast.jsonl"
-    if demo and root.exists() and not (root / ".batchcast").exists():
-        path = Path(".batchcast-demo.log")
+    path = root / BOOKKEEPING / "logs" / "batchcast.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path.open("a")
 

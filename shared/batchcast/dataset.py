@@ -55,14 +55,15 @@ def cities_with_data(blobs: BlobStore, profile: Profile) -> list[str]:
 
 
 def fingerprint(files: dict[str, EntityFiles], profile: Profile) -> str:
-    """A hash of exactly which data (object names and generations) and which model settings a
-    training would see: equal fingerprints mean retraining would learn the same model."""
+    """A hash of exactly which data (object names and contents) and which model settings a
+    training would see: equal fingerprints mean retraining would learn the same model, wherever
+    the bucket is (content checksums, not generations, so a replayed bucket gets the same one)."""
     digest = hashlib.sha256()
     settings = profile.model_dump_json(include={"features", "training", "backtest", "horizon"})
     digest.update(settings.encode())
     for entity in files.values():
         for info in entity.files:
-            digest.update(f"{info.name}#{info.generation}\n".encode())
+            digest.update(f"{info.name}#{info.checksum or info.generation}\n".encode())
     return digest.hexdigest()
 
 

@@ -67,9 +67,9 @@ def run_demo(
     end: date,
     progress: Progress | None = None,
 ) -> DemoResult:
-    """Generate, upload and run everything to completion on the embedded backend."""
+    """Generate, upload and run everything to completion on the embedded backend (in ``root``,
+    which the caller has prepared with :func:`prepare_root`)."""
     started = time.monotonic()
-    prepare_root(root)
     frame = synth.generate(profile, entities, days, seed=seed, end=end)
     source = root / BOOKKEEPING / "demo" / f"{profile.name}.csv"
     source.parent.mkdir(parents=True, exist_ok=True)

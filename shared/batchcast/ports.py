@@ -40,6 +40,7 @@ class BlobInfo:
     size: int
     updated: datetime
     metadata: dict[str, str] = field(default_factory=dict)
+    checksum: str = ""  # a digest of the content (GCS: md5/crc32c), so equal bytes are recognisable
 
 
 class BlobStore(Protocol):

@@ -13,13 +13,13 @@ import json
 import platform
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version as package_version
 from typing import Any
 
 from batchcast import dataset, layout, metrics, schemas, storage
 from batchcast.config import Profile
-from batchcast.ml.backtest import backtest
+from batchcast.ml.backtest import fit_and_backtest
 from batchcast.ml.features import to_series
 from batchcast.ml.model import ForecastModel
 from batchcast.ports import BlobStore, NotFound, PreconditionFailed
@@ -61,7 +61,7 @@ def lookback(profile: Profile) -> int:
 
 def version_name(logical_time: datetime, fingerprint: str) -> str:
     """``<UTC logical time>-<fingerprint prefix>``: sortable, and the same for a redelivery."""
-    return f"{logical_time.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{fingerprint[:10]}"
+    return f"{logical_time.astimezone(UTC):%Y%m%dT%H%M%SZ}-{fingerprint[:10]}"
 
 
 def train_city(
@@ -79,7 +79,7 @@ def train_city(
     if not files:
         raise ValueError(f"no data for {profile.name}/{city}")
     fingerprint = dataset.fingerprint(files, profile)
-    trained_for = logical_time.astimezone(timezone.utc).isoformat()
+    trained_for = logical_time.astimezone(UTC).isoformat()
     ref = ModelRef(version_name(logical_time, fingerprint), fingerprint, trained_for)
     folder = layout.model_dir(profile.name, city, ref.version)
     if blobs.stat(folder + METADATA_FILE) is None:
@@ -100,8 +100,7 @@ def _train_and_store(
     now_local = datetime.fromisoformat(ref.trained_for).astimezone(profile.zone(city)).replace(tzinfo=None)
     since = now_local - profile.period * (profile.training.window + lookback(profile))
     series = to_series(dataset.read_rows(blobs, profile, files, since=since), profile)
-    model = ForecastModel.fit(series, profile, city)
-    result = backtest(series, profile, city)
+    model, result = fit_and_backtest(series, profile, city)
     model_bytes = model.dumps()
     _write_replacing_partial(blobs, folder + MODEL_FILE, model_bytes)
     _write_replacing_partial(blobs, folder + BACKTEST_FILE, schemas.write_frame("backtest", result.points))
@@ -126,7 +125,8 @@ def _train_and_store(
         storage.write_once(blobs, folder + METADATA_FILE, storage.dumps(metadata))
     except storage.ConflictingWrite:
         return  # a concurrent training of the same data finished first; its model is as good
-    summary = {k: metadata[k] for k in ("trained_for", "rows", "entities", "metrics", "train_seconds")}
+    # Timings stay in metadata.json: metrics must be byte-identical when a day is replayed.
+    summary = {k: metadata[k] for k in ("trained_for", "rows", "entities", "metrics")}
     metrics.record(blobs, profile.name, now_local.date(), city, "trainings", ref.version, summary)
 
 

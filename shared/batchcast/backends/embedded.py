@@ -11,6 +11,7 @@ Bookkeeping lives under ``<root>/.batchcast/`` so the rest of the root is exactl
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import heapq
 import itertools
 import json
@@ -88,6 +89,7 @@ class EmbeddedBlobStore:
                 "metadata": metadata or {},
                 "content_type": content_type,
                 "updated": self.clock.now().isoformat(),
+                "md5": hashlib.md5(data).hexdigest(),
             }
             meta_path = self._meta_path(name)
             meta_path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,8 +117,12 @@ class EmbeddedBlobStore:
             name=name,
             generation=int(meta["generation"]),
             size=stat.st_size,
-            updated=datetime.fromtimestamp(stat.st_mtime, UTC),
+            # The writer's clock, so a pinned clock pins event times too (mtime for hand-put files).
+            updated=datetime.fromisoformat(meta["updated"])
+            if "updated" in meta
+            else datetime.fromtimestamp(stat.st_mtime, UTC),
             metadata=dict(meta.get("metadata") or {}),
+            checksum=meta.get("md5", ""),
         )
 
     def list(self, prefix: str) -> Iterator[BlobInfo]:

@@ -28,13 +28,15 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     if not actions & {"train", "predict"}:
         result.status = "skipped"
         return result
+    failed = 0
     for city in cities:
         try:
             _one_city(ports, profile, city, message, actions, result, run)
         except Exception as error:  # one city failing must not stop the others
             run.log.exception(f"{profile.name}/{city} failed")
             result.fail(city, f"{type(error).__name__}: {error}")
-    if result.errors and len(result.errors) == len(cities):
+            failed += 1
+    if cities and failed == len(cities):
         result.status = "failed"
     return result
 

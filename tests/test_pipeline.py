@@ -1,0 +1,231 @@
+"""The whole flow on the embedded backend: upload → partition → train → predict → notify."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from batchcast import layout, runtime, schemas, synth, training, uploads
+from batchcast.cli import app
+from batchcast.config import load_profile
+from batchcast.demo import demo_clock
+from batchcast.messages import ScheduleTick, Topic
+from batchcast.ports import FixedClock
+
+END = date(2026, 3, 1)
+
+
+def _csv(profile_name: str, entities: int, days: int, seed: int = 1, end: date = END) -> bytes:
+    frame = synth.generate(load_profile(profile_name), entities, days, seed=seed, end=end)
+    return frame.to_csv(index=False).encode()
+
+
+def _run(root: Path, profile_name: str, data: bytes, **options) -> runtime.Runtime:
+    profile = load_profile(profile_name)
+    at = demo_clock(profile, END)
+    deployment = runtime.embedded(root, clock=FixedClock(at), backoff_seconds=0.001, **options)
+    uploads.store_upload(deployment.ports.blobs, data, ext="csv", now=at, dataset=profile_name)
+    deployment.bus.drain()
+    return deployment
+
+
+def _json(deployment: runtime.Runtime, name: str) -> dict:
+    return json.loads(deployment.ports.blobs.read(name))
+
+
+def _names(deployment: runtime.Runtime, prefix: str) -> list[str]:
+    return [info.name for info in deployment.ports.blobs.list(prefix)]
+
+
+def _runs(deployment: runtime.Runtime) -> list[dict]:
+    return [_json(deployment, name) for name in _names(deployment, layout.RUNS)]
+
+
+@pytest.fixture(scope="module")
+def retail(tmp_path_factory) -> runtime.Runtime:
+    return _run(tmp_path_factory.mktemp("retail"), "retail", _csv("retail", 16, 160))
+
+
+def test_every_store_gets_a_next_day_forecast(retail):
+    profile = load_profile("retail")
+    results = [_json(retail, n) for n in _names(retail, layout.results_prefix("retail"))]
+    assert len(results) == 16
+    for result in results:
+        assert result["target"]["start"] == "2026-03-02T00:00:00"  # the day that begins at the tick
+        [row] = result["forecast"]
+        assert 0 <= row["p10"] <= row["p50"] <= row["p90"]
+        assert result["history"] and result["as_of"].startswith("2026-03-02T00:00:00")
+    cities = {r["city"] for r in results}
+    assert cities <= set(profile.cities) and len(cities) >= 2
+
+
+def test_predictions_are_avro_per_city_and_shard(retail):
+    names = _names(retail, layout.PREDICTIONS)
+    assert names and all(n.startswith("predictions/dataset=retail/dt=2026-03-02/city=") for n in names)
+    rows = [r for n in names for r in schemas.read_frame(retail.ports.blobs.read(n), "prediction").to_dict("records")]
+    assert sorted(r["entity_id"] for r in rows) == sorted(
+        json.loads(retail.ports.blobs.read(n))["entity_id"] for n in _names(retail, layout.results_prefix("retail"))
+    )
+
+
+def test_models_are_versioned_with_metadata_and_a_verified_checksum(retail):
+    profile = load_profile("retail")
+    ref = next(training.latest(retail.ports.blobs, profile, c) for c in profile.cities
+               if training.latest(retail.ports.blobs, profile, c))
+    city = ref.version and next(c for c in profile.cities if training.latest(retail.ports.blobs, profile, c) == ref)
+    model, metadata = training.load_model(retail.ports.blobs, profile, city, ref.version)
+    for key in ("training_window", "rows", "features", "libraries", "metrics", "fingerprint", "model_sha256"):
+        assert metadata[key], key
+    assert metadata["libraries"]["scikit-learn"] and metadata["rows"] > 0
+    overall = metadata["metrics"]["overall"]
+    assert {"mae", "wape", "mase"} <= set(overall)
+    assert overall["mae"] < overall["naive_mae"]  # beats seasonal naive on the same backtest points
+    name = layout.model_dir("retail", city, ref.version) + "model.skops"
+    original = retail.ports.blobs.read(name)
+    retail.ports.blobs.write(name, original[:-1] + b"x")
+    try:
+        with pytest.raises(training.ModelIntegrityError, match="checksum"):
+            training.load_model(retail.ports.blobs, profile, city, ref.version)
+    finally:
+        retail.ports.blobs.write(name, original)
+
+
+def test_metrics_runs_and_freshness_are_written(retail):
+    [metrics_name, *_] = _names(retail, layout.METRICS)
+    document = _json(retail, metrics_name)
+    assert document["trainings"] and document["predictions"]
+    runs = _runs(retail)
+    assert {r["function"] for r in runs} == {"partition", "train_trigger", "predict", "notify"}
+    assert all(r["status"] == "succeeded" for r in runs), [r for r in runs if r["status"] != "succeeded"]
+    freshness = _json(retail, layout.FRESHNESS)["datasets"]["retail"]
+    assert freshness["stale"] == 0 and len(freshness["entities"]) == 16
+
+
+def test_bikeshare_forecasts_the_next_window_and_nothing_in_closed_hours(tmp_path):
+    deployment = _run(tmp_path, "bikeshare", _csv("bikeshare", 6, 50))
+    results = [_json(deployment, n) for n in _names(deployment, layout.results_prefix("bikeshare"))]
+    assert len(results) == 6
+    for result in results:
+        starts = [row["period_start"] for row in result["forecast"]]
+        assert starts == [f"2026-03-02T{h:02d}:00:00" for h in range(6, 12)]
+    assert all(n.endswith("part-06h-000.avro") for n in _names(deployment, layout.PREDICTIONS))
+
+
+def _outputs(deployment: runtime.Runtime) -> dict[str, str]:
+    """Digest of every output the guarantees cover (runs are per invocation; models hold timings)."""
+    prefixes = (layout.BATCH_DATA, layout.PREDICTIONS, layout.RESULTS, layout.METRICS, layout.REJECTED)
+    blobs = deployment.ports.blobs
+    return {n: hashlib.sha256(blobs.read(n)).hexdigest() for p in prefixes for n in _names(deployment, p)}
+
+
+def test_every_message_delivered_twice_gives_identical_outputs(tmp_path):
+    data = _csv("retail", 8, 120) + b"8,berlin,not-a-date,5\n"
+    once = _run(tmp_path / "once", "retail", data)
+    twice = _run(tmp_path / "twice", "retail", data, deliver_twice=True)
+    assert _outputs(once) == _outputs(twice) and _outputs(once)
+    assert any(n.startswith(layout.REJECTED) for n in _outputs(once))
+    trained = sum(r["counts"].get("models_trained", 0) for r in _runs(twice))
+    assert trained == len({n.split("/")[2] for n in _names(twice, layout.MODELS) if n.endswith("LATEST")})
+    before = _outputs(twice)
+    for entry in twice.bus.log():  # and once more, everything, into the same bucket
+        twice.bus.publish_raw(entry["topic"], entry["data"].encode(), entry["attributes"])
+    twice.bus.drain()
+    assert _outputs(twice) == before
+
+
+def test_a_burst_of_uploads_trains_each_city_once(tmp_path):
+    profile = load_profile("retail")
+    at = demo_clock(profile, END)
+    deployment = runtime.embedded(tmp_path, clock=FixedClock(at), backoff_seconds=0.001)
+    full = synth.generate(profile, 8, 120, seed=3, end=END)
+    for part, (_, chunk) in enumerate(full.groupby(full.index // (len(full) // 3 + 1))):
+        uploads.store_upload(deployment.ports.blobs, chunk.to_csv(index=False).encode(), ext="csv", now=at,
+                             dataset="retail", upload_id=f"burst-{part}")
+    deployment.bus.drain()
+    runs = _runs(deployment)
+    assert sum(r["function"] == "partition" for r in runs) == 3
+    trainings = sum(r["counts"].get("models_trained", 0) for r in runs)
+    assert trainings == len({c for c in full["city"]})
+
+
+def test_a_tick_without_new_data_predicts_without_retraining(retail, tmp_path):
+    profile = load_profile("retail")
+    before = {c: training.latest(retail.ports.blobs, profile, c) for c in profile.cities}
+    next_midnight = demo_clock(profile, END) + timedelta(days=1)
+    deployment = runtime.embedded(retail.ports.blobs.root, clock=FixedClock(next_midnight))
+    deployment.ports.bus.publish(Topic.SCHEDULE, ScheduleTick(dataset="retail", actions=["train", "predict"],
+                                                              logical_time=next_midnight))
+    deployment.bus.drain()
+    assert {c: training.latest(deployment.ports.blobs, profile, c) for c in profile.cities} == before
+    results = [_json(deployment, n) for n in _names(deployment, layout.results_prefix("retail"))]
+    assert {r["target"]["start"] for r in results} == {"2026-03-03T00:00:00"}
+
+
+def test_one_city_failing_to_predict_leaves_the_others_fresh(tmp_path, monkeypatch):
+    profile = load_profile("retail")
+    from batchcast.steps import predict
+
+    original = predict.training.load_model
+
+    def broken_for_munich(blobs, profile, city, version):
+        if city == "munich":
+            raise OSError("disk on fire")
+        return original(blobs, profile, city, version)
+
+    monkeypatch.setattr(predict.training, "load_model", broken_for_munich)
+    deployment = _run(tmp_path, "retail", _csv("retail", 16, 120))
+    results = [_json(deployment, n) for n in _names(deployment, layout.results_prefix("retail"))]
+    assert results and "munich" not in {r["city"] for r in results}
+    assert deployment.bus.dead_letters(Topic.PREDICT_REQUESTS)  # after 5 attempts
+    entities = _json(deployment, layout.FRESHNESS)["datasets"]["retail"]["entities"]
+    munich = [s for s in entities.values() if s["city"] == "munich"]
+    assert munich and all(s["stale"] and s["reason"] for s in munich)
+    assert all(not s["stale"] for s in entities.values() if s["city"] != "munich")
+    assert profile.cities["munich"]
+
+
+def test_training_failure_falls_back_to_the_previous_model(retail, monkeypatch):
+    profile = load_profile("retail")
+    city = next(c for c in profile.cities if training.latest(retail.ports.blobs, profile, c))
+    previous = training.latest(retail.ports.blobs, profile, city)
+    monkeypatch.setattr(training, "_train_and_store", lambda *a, **k: (_ for _ in ()).throw(MemoryError("oom")))
+    later = demo_clock(profile, END) + timedelta(days=2)
+    deployment = runtime.embedded(retail.ports.blobs.root, clock=FixedClock(later))
+    extra = _csv("retail", 16, 2, seed=1, end=END + timedelta(days=1))
+    uploads.store_upload(deployment.ports.blobs, extra, ext="csv", now=later, dataset="retail")
+    deployment.bus.drain()
+    [trigger] = [r for f, r in deployment.results if f == "train_trigger"]
+    assert trigger.status == "partial" and "model training failed" in trigger.errors[city]
+    assert training.latest(deployment.ports.blobs, profile, city) == previous
+    fresh = [_json(deployment, n) for n in _names(deployment, layout.results_prefix("retail"))]
+    assert {r["model_version"] for r in fresh if r["city"] == city} == {previous.version}
+
+
+def test_demo_command_prints_a_summary_and_draws_the_chart(tmp_path):
+    root = tmp_path / "demo"
+    outcome = CliRunner().invoke(app, ["demo", "--stores", "8", "--days", "120", "--root", str(root),
+                                       "--end", "2026-03-01"], env={"COLUMNS": "200"})
+    assert outcome.exit_code == 0, outcome.output
+    assert "backtest MASE" in outcome.output and "time per step" in outcome.output
+    chart = root / "forecast-retail.png"
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 20_000
+
+
+def test_demo_refuses_to_wipe_a_directory_it_did_not_create(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    outcome = CliRunner().invoke(app, ["demo", "--stores", "4", "--days", "60", "--root", str(tmp_path)])
+    assert outcome.exit_code != 0 and (tmp_path / "precious.txt").exists()
+
+
+def test_upload_command_runs_the_flow(tmp_path):
+    source = tmp_path / "sales.csv"
+    source.write_bytes(_csv("retail", 4, 90))
+    outcome = CliRunner().invoke(app, ["upload", str(source), "--root", str(tmp_path / "b"),
+                                       "--now", datetime(2026, 3, 2, 0, 0).isoformat() + "+01:00"])
+    assert outcome.exit_code == 0, outcome.output
+    assert len(list((tmp_path / "b" / "results" / "dataset=retail").glob("*.json"))) == 4
