@@ -32,7 +32,9 @@ END = date(2026, 11, 22)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--stores", type=int, default=1000)
     parser.add_argument("--days", type=int, default=1095)
     parser.add_argument("--seed", type=int, default=7)
@@ -58,11 +60,22 @@ def compare(stores: int, days: int, seed: int) -> None:
         print(f"retail {stores} stores x {days} days: {len(frame):,} rows, {csv.stat().st_size / 1e6:.1f} MB")
         del frame
         baseline = _child([str(HERE / "baseline.py"), str(csv)])
-        pipeline = _child([str(HERE / "pipeline.py"), "--side", "pipeline", "--csv", str(csv),
-                           "--root", str(Path(scratch) / "bucket")])
+        pipeline = _child(
+            [
+                str(HERE / "pipeline.py"),
+                "--side",
+                "pipeline",
+                "--csv",
+                str(csv),
+                "--root",
+                str(Path(scratch) / "bucket"),
+            ]
+        )
     for name, side in (("baseline", baseline), ("pipeline", pipeline)):
-        print(f"{name:<9} wall {side['seconds']:7.1f} s   peak RSS {side['peak_rss_mib']:7.0f} MiB   "
-              f"{side['predictions']:,} predictions")
+        print(
+            f"{name:<9} wall {side['seconds']:7.1f} s   peak RSS {side['peak_rss_mib']:7.0f} MiB   "
+            f"{side['predictions']:,} predictions"
+        )
     ratio = pipeline["seconds"] / baseline["seconds"]
     print(
         f"ratio pipeline/baseline = {ratio:.2f} (target <= 1.5); pipeline peak RSS "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import functions_framework
@@ -20,7 +20,7 @@ from batchcast import runtime
 from batchcast.messages import Message, encode
 
 FUNCTIONS = Path(__file__).parent
-NOW = datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -48,25 +48,42 @@ def serve() -> Callable[[str, str], FlaskClient]:
 def binary_event(event_type: str, data: dict) -> tuple[dict, bytes]:
     """Headers and body of a binary-mode CloudEvent, as Eventarc sends them."""
     headers = {
-        "ce-id": "1", "ce-source": "//test", "ce-type": event_type, "ce-specversion": "1.0",
-        "ce-time": NOW.isoformat(), "Content-Type": "application/json",
+        "ce-id": "1",
+        "ce-source": "//test",
+        "ce-type": event_type,
+        "ce-specversion": "1.0",
+        "ce-time": NOW.isoformat(),
+        "Content-Type": "application/json",
     }
     return headers, json.dumps(data).encode()
 
 
 def structured_event(event_type: str, data: dict) -> tuple[dict, bytes]:
     """Headers and body of a structured-mode CloudEvent, as curl examples send them."""
-    envelope = {"specversion": "1.0", "id": "1", "source": "//test", "type": event_type,
-                "time": NOW.isoformat(), "datacontenttype": "application/json", "data": data}
+    envelope = {
+        "specversion": "1.0",
+        "id": "1",
+        "source": "//test",
+        "type": event_type,
+        "time": NOW.isoformat(),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
     return {"Content-Type": "application/cloudevents+json"}, json.dumps(envelope).encode()
 
 
 def published(message: Message) -> dict:
     """The data of a messagePublished CloudEvent carrying ``message`` (a push subscription's shape)."""
     body, attributes = encode(message)
-    return {"message": {"data": base64.b64encode(body).decode(), "attributes": attributes,
-                        "messageId": "m1", "publishTime": NOW.isoformat()},
-            "subscription": "projects/p/subscriptions/s"}
+    return {
+        "message": {
+            "data": base64.b64encode(body).decode(),
+            "attributes": attributes,
+            "messageId": "m1",
+            "publishTime": NOW.isoformat(),
+        },
+        "subscription": "projects/p/subscriptions/s",
+    }
 
 
 @pytest.fixture
@@ -91,7 +108,9 @@ def partitioned(deployment):
 
     frame = synth.generate(load_profile("retail"), 6, 90, seed=2, end=NOW.date())
     blobs = deployment.ports.blobs
-    name = uploads.store_upload(blobs, frame.to_csv(index=False).encode(), ext="csv", now=NOW, dataset="retail")
+    name = uploads.store_upload(
+        blobs, frame.to_csv(index=False).encode(), ext="csv", now=NOW, dataset="retail"
+    )
     info = blobs.stat(name)
     from batchcast.backends.embedded import finalize_event
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from batchcast.steps import RunContext
 
 @pytest.fixture
 def clock() -> FixedClock:
-    return FixedClock(datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc))
+    return FixedClock(datetime(2026, 3, 2, 0, 0, tzinfo=UTC))
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -23,7 +23,7 @@ from batchcast.messages import (
 from batchcast.ports import PreconditionFailed
 from batchcast.sharding import plan_shards
 
-T0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
 
 # -- layout ----------------------------------------------------------------------------------------
@@ -64,9 +64,17 @@ def test_intraday_shards_carry_the_window_so_windows_never_collide():
 
 
 def _request(**changes) -> PredictRequest:
-    fields = dict(dataset="retail", city="berlin", shard=0, shards=2, model_version="v1",
-                  target_start=datetime(2026, 3, 2), target_end=datetime(2026, 3, 3),
-                  entities=["1", "2"], logical_time=T0)
+    fields = dict(
+        dataset="retail",
+        city="berlin",
+        shard=0,
+        shards=2,
+        model_version="v1",
+        target_start=datetime(2026, 3, 2),
+        target_end=datetime(2026, 3, 3),
+        entities=["1", "2"],
+        logical_time=T0,
+    )
     return PredictRequest(**(fields | changes))
 
 
@@ -85,9 +93,13 @@ def test_idempotency_key_ignores_the_publisher_but_not_the_meaning():
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b'{"kind": "nope"}', b'{"kind": "schedule", "dataset": "retail"}',
-     b'{"kind":"schedule","dataset":"retail","actions":[],"logical_time":"2026-03-02T00:00:00Z"}',
-     b'{"kind":"schedule","dataset":"retail","actions":["train"],"logical_time":"2026-03-02T00:00:00"}'],
+    [
+        b"not json",
+        b'{"kind": "nope"}',
+        b'{"kind": "schedule", "dataset": "retail"}',
+        b'{"kind":"schedule","dataset":"retail","actions":[],"logical_time":"2026-03-02T00:00:00Z"}',
+        b'{"kind":"schedule","dataset":"retail","actions":["train"],"logical_time":"2026-03-02T00:00:00"}',
+    ],
 )
 def test_bodies_that_break_the_contract_are_invalid(body):
     with pytest.raises(InvalidMessage):
@@ -108,13 +120,29 @@ def test_every_topic_has_a_dead_letter_twin():
 
 
 def test_eventarc_storage_event_and_gcs_notification_give_the_same_message():
-    resource = {"bucket": "b", "name": "raw/dt=2026-03-01/u.csv", "generation": "17", "size": "5",
-                "updated": "2026-03-01T10:00:00Z", "metadata": {"dataset": "retail"}}
+    resource = {
+        "bucket": "b",
+        "name": "raw/dt=2026-03-01/u.csv",
+        "generation": "17",
+        "size": "5",
+        "updated": "2026-03-01T10:00:00Z",
+        "metadata": {"dataset": "retail"},
+    }
     direct = message_from_event(STORAGE_FINALIZED, resource)
-    wrapped = message_from_event(PUBSUB_PUBLISHED, {"message": {
-        "data": base64.b64encode(json.dumps(resource).encode()).decode(),
-        "attributes": {"eventType": "OBJECT_FINALIZE", "bucketId": "b", "objectId": resource["name"],
-                       "objectGeneration": "17"}}})
+    wrapped = message_from_event(
+        PUBSUB_PUBLISHED,
+        {
+            "message": {
+                "data": base64.b64encode(json.dumps(resource).encode()).decode(),
+                "attributes": {
+                    "eventType": "OBJECT_FINALIZE",
+                    "bucketId": "b",
+                    "objectId": resource["name"],
+                    "objectGeneration": "17",
+                },
+            }
+        },
+    )
     assert isinstance(direct, ObjectFinalized) and direct == wrapped
     assert direct.generation == 17 and direct.metadata == {"dataset": "retail"}
 
@@ -128,9 +156,13 @@ def test_pipeline_message_in_message_published():
 
 @pytest.mark.parametrize(
     ("event_type", "data"),
-    [("google.cloud.audit.log.v1.written", {}), (STORAGE_FINALIZED, {"name": "x"}),
-     (PUBSUB_PUBLISHED, {"message": {"data": "!!!"}}), (PUBSUB_PUBLISHED, {}),
-     (PUBSUB_PUBLISHED, {"message": {"data": "", "attributes": {"eventType": "OBJECT_DELETE"}}})],
+    [
+        ("google.cloud.audit.log.v1.written", {}),
+        (STORAGE_FINALIZED, {"name": "x"}),
+        (PUBSUB_PUBLISHED, {"message": {"data": "!!!"}}),
+        (PUBSUB_PUBLISHED, {}),
+        (PUBSUB_PUBLISHED, {"message": {"data": "", "attributes": {"eventType": "OBJECT_DELETE"}}}),
+    ],
 )
 def test_events_we_cannot_handle_are_invalid(event_type, data):
     with pytest.raises(InvalidMessage):
@@ -154,8 +186,10 @@ def test_builtin_profiles_load_and_windows_follow_the_brief():
 def test_profile_mistakes_are_named():
     with pytest.raises(ConfigError, match="not valid TOML"):
         parse_profile("name = ")
-    bad_zone = 'name="x"\nschema_name="s"\nentity_key="e"\ntime_column="t"\ntarget="y"\nfrequency="daily"\n' \
-               'timezone="Mars/Base"\n'
+    bad_zone = (
+        'name="x"\nschema_name="s"\nentity_key="e"\ntime_column="t"\ntarget="y"\nfrequency="daily"\n'
+        'timezone="Mars/Base"\n'
+    )
     with pytest.raises(ConfigError, match="unknown time zone"):
         parse_profile(bad_zone)
     with pytest.raises(ConfigError, match="unknown profile"):
@@ -173,8 +207,13 @@ def test_short_lags_for_a_six_hour_horizon_are_refused():
 
 
 def test_settings_come_from_the_environment():
-    settings = Settings.from_env({"BATCHCAST_ROOT": "/tmp/x", "BATCHCAST_NOW": "2026-03-02T00:00:00Z",
-                                  "BATCHCAST_INGEST_TOKEN_SHA256": "AB, cd"})
+    settings = Settings.from_env(
+        {
+            "BATCHCAST_ROOT": "/tmp/x",
+            "BATCHCAST_NOW": "2026-03-02T00:00:00Z",
+            "BATCHCAST_INGEST_TOKEN_SHA256": "AB, cd",
+        }
+    )
     assert str(settings.root) == "/tmp/x" and settings.now == T0
     assert settings.ingest_token_hashes == {"ab", "cd"}
     with pytest.raises(ConfigError):

@@ -67,18 +67,22 @@ def test_every_store_gets_a_next_day_forecast(retail):
 def test_predictions_are_avro_per_city_and_shard(retail):
     names = _names(retail, layout.PREDICTIONS)
     assert names and all(n.startswith("predictions/dataset=retail/dt=2026-03-02/city=") for n in names)
-    rows = [r for n in names for r in schemas.read_frame(retail.ports.blobs.read(n), "prediction").to_dict("records")]
+    rows = [
+        r
+        for n in names
+        for r in schemas.read_frame(retail.ports.blobs.read(n), "prediction").to_dict("records")
+    ]
     assert sorted(r["entity_id"] for r in rows) == sorted(
-        json.loads(retail.ports.blobs.read(n))["entity_id"] for n in _names(retail, layout.results_prefix("retail"))
+        json.loads(retail.ports.blobs.read(n))["entity_id"]
+        for n in _names(retail, layout.results_prefix("retail"))
     )
 
 
 def test_models_are_versioned_with_metadata_and_a_verified_checksum(retail):
     profile = load_profile("retail")
-    ref = next(training.latest(retail.ports.blobs, profile, c) for c in profile.cities
-               if training.latest(retail.ports.blobs, profile, c))
-    city = ref.version and next(c for c in profile.cities if training.latest(retail.ports.blobs, profile, c) == ref)
-    model, metadata = training.load_model(retail.ports.blobs, profile, city, ref.version)
+    city = next(c for c in profile.cities if training.latest(retail.ports.blobs, profile, c))
+    ref = training.latest(retail.ports.blobs, profile, city)
+    _, metadata = training.load_model(retail.ports.blobs, profile, city, ref.version)
     for key in ("training_window", "rows", "features", "libraries", "metrics", "fingerprint", "model_sha256"):
         assert metadata[key], key
     assert metadata["libraries"]["scikit-learn"] and metadata["rows"] > 0
@@ -144,8 +148,14 @@ def test_a_burst_of_uploads_trains_each_city_once(tmp_path):
     deployment = runtime.embedded(tmp_path, clock=FixedClock(at), backoff_seconds=0.001)
     full = synth.generate(profile, 8, 120, seed=3, end=END)
     for part, (_, chunk) in enumerate(full.groupby(full.index // (len(full) // 3 + 1))):
-        uploads.store_upload(deployment.ports.blobs, chunk.to_csv(index=False).encode(), ext="csv", now=at,
-                             dataset="retail", upload_id=f"burst-{part}")
+        uploads.store_upload(
+            deployment.ports.blobs,
+            chunk.to_csv(index=False).encode(),
+            ext="csv",
+            now=at,
+            dataset="retail",
+            upload_id=f"burst-{part}",
+        )
     deployment.bus.drain()
     runs = _runs(deployment)
     assert sum(r["function"] == "partition" for r in runs) == 3
@@ -158,8 +168,10 @@ def test_a_tick_without_new_data_predicts_without_retraining(retail, tmp_path):
     before = {c: training.latest(retail.ports.blobs, profile, c) for c in profile.cities}
     next_midnight = demo_clock(profile, END) + timedelta(days=1)
     deployment = runtime.embedded(retail.ports.blobs.root, clock=FixedClock(next_midnight))
-    deployment.ports.bus.publish(Topic.SCHEDULE, ScheduleTick(dataset="retail", actions=["train", "predict"],
-                                                              logical_time=next_midnight))
+    deployment.ports.bus.publish(
+        Topic.SCHEDULE,
+        ScheduleTick(dataset="retail", actions=["train", "predict"], logical_time=next_midnight),
+    )
     deployment.bus.drain()
     assert {c: training.latest(deployment.ports.blobs, profile, c) for c in profile.cities} == before
     results = [_json(deployment, n) for n in _names(deployment, layout.results_prefix("retail"))]
@@ -193,7 +205,9 @@ def test_training_failure_falls_back_to_the_previous_model(retail, monkeypatch):
     profile = load_profile("retail")
     city = next(c for c in profile.cities if training.latest(retail.ports.blobs, profile, c))
     previous = training.latest(retail.ports.blobs, profile, city)
-    monkeypatch.setattr(training, "_train_and_store", lambda *a, **k: (_ for _ in ()).throw(MemoryError("oom")))
+    monkeypatch.setattr(
+        training, "_train_and_store", lambda *a, **k: (_ for _ in ()).throw(MemoryError("oom"))
+    )
     later = demo_clock(profile, END) + timedelta(days=2)
     deployment = runtime.embedded(retail.ports.blobs.root, clock=FixedClock(later))
     extra = _csv("retail", 16, 2, seed=1, end=END + timedelta(days=1))
@@ -208,8 +222,11 @@ def test_training_failure_falls_back_to_the_previous_model(retail, monkeypatch):
 
 def test_demo_command_prints_a_summary_and_draws_the_chart(tmp_path):
     root = tmp_path / "demo"
-    outcome = CliRunner().invoke(app, ["demo", "--stores", "8", "--days", "120", "--root", str(root),
-                                       "--end", "2026-03-01"], env={"COLUMNS": "200"})
+    outcome = CliRunner().invoke(
+        app,
+        ["demo", "--stores", "8", "--days", "120", "--root", str(root), "--end", "2026-03-01"],
+        env={"COLUMNS": "200"},
+    )
     assert outcome.exit_code == 0, outcome.output
     assert "backtest MASE" in outcome.output and "time per step" in outcome.output
     chart = root / "forecast-retail.png"
@@ -225,7 +242,16 @@ def test_demo_refuses_to_wipe_a_directory_it_did_not_create(tmp_path):
 def test_upload_command_runs_the_flow(tmp_path):
     source = tmp_path / "sales.csv"
     source.write_bytes(_csv("retail", 4, 90))
-    outcome = CliRunner().invoke(app, ["upload", str(source), "--root", str(tmp_path / "b"),
-                                       "--now", datetime(2026, 3, 2, 0, 0).isoformat() + "+01:00"])
+    outcome = CliRunner().invoke(
+        app,
+        [
+            "upload",
+            str(source),
+            "--root",
+            str(tmp_path / "b"),
+            "--now",
+            datetime(2026, 3, 2, 0, 0).isoformat() + "+01:00",
+        ],
+    )
     assert outcome.exit_code == 0, outcome.output
     assert len(list((tmp_path / "b" / "results" / "dataset=retail").glob("*.json"))) == 4

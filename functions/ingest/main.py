@@ -5,8 +5,8 @@ POST the file as the body with ``Authorization: Bearer <token>``; optional query
 partition) and the response previews what partition will accept and reject.
 """
 
-import functions_framework
 import flask
+import functions_framework
 
 from batchcast import runtime
 from batchcast.ingest import handle_upload

@@ -52,7 +52,9 @@ def test_a_broken_file_is_kept_and_answered_with_its_reasons(client, deployment)
     [("GET", "", b"", 405), ("POST", "", b"", 400), ("POST", "?format=xlsx", GOOD, 400)],
 )
 def test_misuse_is_answered_clearly(client, method, query, data, status):
-    response = client.open("/" + query, method=method, headers={"Authorization": f"Bearer {TOKEN}"}, data=data)
+    response = client.open(
+        "/" + query, method=method, headers={"Authorization": f"Bearer {TOKEN}"}, data=data
+    )
     assert response.status_code == status and "error" in response.json
 
 

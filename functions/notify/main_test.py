@@ -10,9 +10,12 @@ def _tick(partitioned) -> ScheduleTick:
     return ScheduleTick(dataset="retail", actions=["notify"], logical_time=partitioned.logical_time)
 
 
-def test_a_tick_before_any_forecast_marks_every_store_stale_once(deployment, partitioned, serve, cloud_events):
-    headers, body = cloud_events.binary("google.cloud.pubsub.topic.v1.messagePublished",
-                                        cloud_events.pubsub(_tick(partitioned)))
+def test_a_tick_before_any_forecast_marks_every_store_stale_once(
+    deployment, partitioned, serve, cloud_events
+):
+    headers, body = cloud_events.binary(
+        "google.cloud.pubsub.topic.v1.messagePublished", cloud_events.pubsub(_tick(partitioned))
+    )
     client = serve("notify")
     assert client.post("/", headers=headers, data=body).status_code == 200
     entities = json.loads(deployment.ports.blobs.read(layout.FRESHNESS))["datasets"]["retail"]["entities"]
@@ -23,8 +26,9 @@ def test_a_tick_before_any_forecast_marks_every_store_stale_once(deployment, par
 
 
 def test_stores_recover_when_their_forecast_arrives(deployment, partitioned, serve, cloud_events):
-    headers, body = cloud_events.binary("google.cloud.pubsub.topic.v1.messagePublished",
-                                        cloud_events.pubsub(_tick(partitioned)))
+    headers, body = cloud_events.binary(
+        "google.cloud.pubsub.topic.v1.messagePublished", cloud_events.pubsub(_tick(partitioned))
+    )
     client = serve("notify")
     client.post("/", headers=headers, data=body)
     deployment.handle("train_trigger", partitioned)

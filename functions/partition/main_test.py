@@ -13,13 +13,19 @@ def _upload(deployment) -> ObjectFinalized:
     blobs = deployment.ports.blobs
     name = uploads.store_upload(blobs, CSV, ext="csv", now=deployment.ports.clock.now(), dataset="retail")
     info = blobs.stat(name)
-    return ObjectFinalized(bucket="b", name=name, generation=info.generation, logical_time=info.updated,
-                           metadata=info.metadata)
+    return ObjectFinalized(
+        bucket="b", name=name, generation=info.generation, logical_time=info.updated, metadata=info.metadata
+    )
 
 
 def _resource(event: ObjectFinalized) -> dict:
-    return {"bucket": event.bucket, "name": event.name, "generation": str(event.generation),
-            "metadata": event.metadata, "updated": event.logical_time.isoformat()}
+    return {
+        "bucket": event.bucket,
+        "name": event.name,
+        "generation": str(event.generation),
+        "metadata": event.metadata,
+        "updated": event.logical_time.isoformat(),
+    }
 
 
 @pytest.mark.parametrize("mode", ["binary", "structured"])
@@ -39,9 +45,17 @@ def test_gcs_notification_through_pubsub_partitions_the_upload(deployment, serve
     import json
 
     event = _upload(deployment)
-    data = {"message": {"data": base64.b64encode(json.dumps(_resource(event)).encode()).decode(),
-                        "attributes": {"eventType": "OBJECT_FINALIZE", "bucketId": "b",
-                                       "objectId": event.name, "objectGeneration": str(event.generation)}}}
+    data = {
+        "message": {
+            "data": base64.b64encode(json.dumps(_resource(event)).encode()).decode(),
+            "attributes": {
+                "eventType": "OBJECT_FINALIZE",
+                "bucketId": "b",
+                "objectId": event.name,
+                "objectGeneration": str(event.generation),
+            },
+        }
+    }
     headers, body = cloud_events.binary(PUBSUB_PUBLISHED, data)
     assert serve("partition").post("/", headers=headers, data=body).status_code == 200
     assert len(list(deployment.ports.blobs.list(layout.BATCH_DATA))) == 2

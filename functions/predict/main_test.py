@@ -11,9 +11,13 @@ def _requests(deployment, partitioned) -> list[PredictRequest]:
     return [m for m in result.messages if isinstance(m, PredictRequest)]
 
 
-def test_a_predict_request_writes_its_shard_and_the_stores_results(deployment, partitioned, serve, cloud_events):
+def test_a_predict_request_writes_its_shard_and_the_stores_results(
+    deployment, partitioned, serve, cloud_events
+):
     request = _requests(deployment, partitioned)[0]
-    headers, body = cloud_events.binary("google.cloud.pubsub.topic.v1.messagePublished", cloud_events.pubsub(request))
+    headers, body = cloud_events.binary(
+        "google.cloud.pubsub.topic.v1.messagePublished", cloud_events.pubsub(request)
+    )
     assert serve("predict").post("/", headers=headers, data=body).status_code == 200
     [ready] = [e for e in deployment.bus.log() if e["topic"] == "predictions-ready"]
     message = decode(ready["data"], ready["attributes"])
@@ -24,10 +28,17 @@ def test_a_predict_request_writes_its_shard_and_the_stores_results(deployment, p
         assert result["model_version"] == request.model_version
 
 
-def test_a_request_for_a_missing_model_fails_so_pubsub_redelivers(deployment, partitioned, serve, cloud_events):
+def test_a_request_for_a_missing_model_fails_so_pubsub_redelivers(
+    deployment, partitioned, serve, cloud_events
+):
     request = _requests(deployment, partitioned)[0].model_copy(update={"model_version": "no-such-version"})
-    headers, body = cloud_events.binary("google.cloud.pubsub.topic.v1.messagePublished", cloud_events.pubsub(request))
+    headers, body = cloud_events.binary(
+        "google.cloud.pubsub.topic.v1.messagePublished", cloud_events.pubsub(request)
+    )
     assert serve("predict").post("/", headers=headers, data=body).status_code == 500
-    [record] = [json.loads(deployment.ports.blobs.read(i.name)) for i in deployment.ports.blobs.list(layout.RUNS)
-                if json.loads(deployment.ports.blobs.read(i.name))["function"] == "predict"]
+    [record] = [
+        json.loads(deployment.ports.blobs.read(i.name))
+        for i in deployment.ports.blobs.list(layout.RUNS)
+        if json.loads(deployment.ports.blobs.read(i.name))["function"] == "predict"
+    ]
     assert record["status"] == "failed" and "incomplete" in record["error"]

@@ -10,9 +10,12 @@ def _published(deployment, topic):
     return [e for e in deployment.bus.log() if e["topic"] == topic]
 
 
-def test_partitions_ready_trains_each_city_and_requests_predictions(deployment, partitioned, serve, cloud_events):
-    headers, body = cloud_events.binary("google.cloud.pubsub.topic.v1.messagePublished",
-                                        cloud_events.pubsub(partitioned))
+def test_partitions_ready_trains_each_city_and_requests_predictions(
+    deployment, partitioned, serve, cloud_events
+):
+    headers, body = cloud_events.binary(
+        "google.cloud.pubsub.topic.v1.messagePublished", cloud_events.pubsub(partitioned)
+    )
     assert serve("train_trigger").post("/", headers=headers, data=body).status_code == 200
     latest = [i.name for i in deployment.ports.blobs.list(layout.MODELS) if i.name.endswith("LATEST")]
     assert len(latest) == len(partitioned.cities)
@@ -24,8 +27,9 @@ def test_partitions_ready_trains_each_city_and_requests_predictions(deployment, 
 
 def test_a_tick_that_asks_only_for_notify_is_skipped(deployment, partitioned, serve, cloud_events):
     tick = ScheduleTick(dataset="retail", actions=["notify"], logical_time=partitioned.logical_time)
-    headers, body = cloud_events.structured("google.cloud.pubsub.topic.v1.messagePublished",
-                                            cloud_events.pubsub(tick))
+    headers, body = cloud_events.structured(
+        "google.cloud.pubsub.topic.v1.messagePublished", cloud_events.pubsub(tick)
+    )
     assert serve("train_trigger").post("/", headers=headers, data=body).status_code == 200
     assert list(deployment.ports.blobs.list(layout.MODELS)) == []
     assert _published(deployment, "predict-requests") == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, TextIO
 
@@ -12,8 +12,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from batchcast import runtime, synth, uploads
-from batchcast.config import ConfigError, load_profile, profile_names
 from batchcast.backends.embedded import BOOKKEEPING
+from batchcast.config import ConfigError, load_profile, profile_names
 from batchcast.demo import DemoResult, prepare_root, run_demo
 from batchcast.messages import ScheduleTick, Topic
 from batchcast.obs import configure_logging
@@ -35,7 +35,7 @@ def _yesterday() -> date:
 def _aware(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _profile(name: str):
@@ -52,13 +52,17 @@ def generate(
     stores: Annotated[int, typer.Option(help="How many stores (or stations).", min=1)] = 50,
     days: Annotated[int, typer.Option(help="How many days of history.", min=1)] = 365,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same file.")] = 0,
-    fmt: Annotated[str, typer.Option("--format", help="native, or a user-style format of the profile.")] = "native",
+    fmt: Annotated[
+        str, typer.Option("--format", help="native, or a user-style format of the profile.")
+    ] = "native",
     end: Annotated[datetime | None, typer.Option(help="Last day of data (default: yesterday).")] = None,
 ) -> None:
     """Write realistic synthetic data for a profile."""
     chosen = _profile(profile)
     try:
-        frame = synth.generate(chosen, stores, days, seed=seed, end=end.date() if end else _yesterday(), fmt=fmt)
+        frame = synth.generate(
+            chosen, stores, days, seed=seed, end=end.date() if end else _yesterday(), fmt=fmt
+        )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     synth.write_csv(frame, out)
@@ -68,7 +72,9 @@ def generate(
 @app.command()
 def upload(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A .csv or .avro file.")],
-    dataset: Annotated[str | None, typer.Option(help="Profile name (detected from the header if omitted).")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Profile name (detected from the header if omitted).")
+    ] = None,
     mapping: Annotated[str | None, typer.Option(help="Column mapping of the profile to use.")] = None,
     root: RootOption = Path("batchcast-data"),
     now: NowOption = None,
@@ -80,7 +86,12 @@ def upload(
     ext = file.suffix.lstrip(".").lower()
     try:
         name = uploads.store_upload(
-            deployment.ports.blobs, file.read_bytes(), ext=ext, now=clock.now(), dataset=dataset, mapping=mapping
+            deployment.ports.blobs,
+            file.read_bytes(),
+            ext=ext,
+            now=clock.now(),
+            dataset=dataset,
+            mapping=mapping,
         )
     except (ValueError, uploads.UploadConflict) as error:
         raise typer.BadParameter(str(error)) from error
@@ -92,14 +103,16 @@ def upload(
 @app.command()
 def tick(
     dataset: Annotated[str, typer.Option(help="Profile name.")],
-    actions: Annotated[str, typer.Option(help="Comma-separated: train, predict, notify.")] = "train,predict,notify",
+    actions: Annotated[
+        str, typer.Option(help="Comma-separated: train, predict, notify.")
+    ] = "train,predict,notify",
     at: NowOption = None,
     root: RootOption = Path("batchcast-data"),
 ) -> None:
     """Publish a schedule tick, as Cloud Scheduler does, and run what it triggers."""
     configure_logging(_log_file(root))
     _profile(dataset)
-    moment = _aware(at) or datetime.now(timezone.utc)
+    moment = _aware(at) or datetime.now(UTC)
     deployment = runtime.embedded(root, clock=FixedClock(moment))
     chosen = [a.strip() for a in actions.split(",") if a.strip()]
     try:
@@ -137,15 +150,25 @@ def demo(
 
         progress.add_task(f"{chosen.name}: {stores} entities × {days} days", total=None)
         result = run_demo(
-            chosen, entities=stores, days=days, root=root, seed=seed,
-            end=end.date() if end else _yesterday(), progress=update,
+            chosen,
+            entities=stores,
+            days=days,
+            root=root,
+            seed=seed,
+            end=end.date() if end else _yesterday(),
+            progress=update,
         )
     _print_demo(result)
 
 
 def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                    transient=False)
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def _drain_with_progress(deployment: runtime.Runtime) -> None:
@@ -175,8 +198,13 @@ def _print_demo(result: DemoResult) -> None:
         table.add_column(column)
     for city in result.cities:
         table.add_row(
-            city.city, str(city.entities_forecast), city.target or "-", _fmt(city.mase), _fmt(city.wape),
-            _fmt(city.coverage), city.model_version or "-",
+            city.city,
+            str(city.entities_forecast),
+            city.target or "-",
+            _fmt(city.mase),
+            _fmt(city.wape),
+            _fmt(city.coverage),
+            city.model_version or "-",
         )
     console.print(table)
     steps = Table(title="time per step (sum over invocations)")
@@ -184,13 +212,19 @@ def _print_demo(result: DemoResult) -> None:
     steps.add_column("runs", justify="right")
     steps.add_column("seconds", justify="right")
     for function in ("partition", "train_trigger", "predict", "notify"):
-        steps.add_row(function, str(result.step_runs.get(function, 0)), f"{result.step_seconds.get(function, 0):.2f}")
+        steps.add_row(
+            function, str(result.step_runs.get(function, 0)), f"{result.step_seconds.get(function, 0):.2f}"
+        )
     console.print(steps)
     total = sum(c.entities_forecast for c in result.cities)
-    console.print(f"{result.rows:,} rows uploaded as {result.upload}; {total} entities forecast; "
-                  f"{result.dead_letters} dead letters; {result.seconds:.1f}s in all")
+    console.print(
+        f"{result.rows:,} rows uploaded as {result.upload}; {total} entities forecast; "
+        f"{result.dead_letters} dead letters; {result.seconds:.1f}s in all"
+    )
     root = result.root
-    console.print(f"outputs under {root}/: predictions/, results/, metrics/, models/, runs/, status/freshness.json")
+    console.print(
+        f"outputs under {root}/: predictions/, results/, metrics/, models/, runs/, status/freshness.json"
+    )
     if result.chart:
         console.print(f"chart: {result.chart}")
 

@@ -51,7 +51,9 @@ def entity_files(blobs: BlobStore, profile: Profile, city: str) -> dict[str, Ent
 
 def cities_with_data(blobs: BlobStore, profile: Profile) -> list[str]:
     """The configured cities that have partitioned data."""
-    return [c for c in profile.cities if next(iter(blobs.list(layout.batch_data_prefix(profile.name, c))), None)]
+    return [
+        c for c in profile.cities if next(iter(blobs.list(layout.batch_data_prefix(profile.name, c))), None)
+    ]
 
 
 def fingerprint(files: dict[str, EntityFiles], profile: Profile) -> str:

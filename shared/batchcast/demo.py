@@ -12,7 +12,8 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time as clock_time, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
 
 from batchcast import layout, report, runtime, synth, uploads
@@ -85,15 +86,24 @@ def run_demo(
             progress(function, counts[function])
 
         deployment.bus.listeners.append(listen)
-    name = uploads.store_upload(deployment.ports.blobs, source.read_bytes(), ext="csv", now=at, dataset=profile.name)
+    name = uploads.store_upload(
+        deployment.ports.blobs, source.read_bytes(), ext="csv", now=at, dataset=profile.name
+    )
     deployment.bus.drain()
     result = DemoResult(
-        profile=profile.name, root=root, rows=len(frame), upload=name, clock=at,
-        seconds=time.monotonic() - started, cities=report.city_summaries(deployment.ports.blobs, profile),
+        profile=profile.name,
+        root=root,
+        rows=len(frame),
+        upload=name,
+        clock=at,
+        seconds=time.monotonic() - started,
+        cities=report.city_summaries(deployment.ports.blobs, profile),
         dead_letters=sum(len(deployment.bus.dead_letters(topic.value)) for topic in Topic),
     )
     result.step_seconds, result.step_runs = _step_times(deployment.ports.blobs)
-    result.chart = report.plot_forecasts(deployment.ports.blobs, profile, root / f"forecast-{profile.name}.png")
+    result.chart = report.plot_forecasts(
+        deployment.ports.blobs, profile, root / f"forecast-{profile.name}.png"
+    )
     return result
 
 

@@ -62,7 +62,12 @@ def handle_upload(
     dataset, mapping = args.get("dataset"), args.get("mapping")
     try:
         name = uploads.store_upload(
-            blobs, body, ext=ext, now=now, dataset=dataset, mapping=mapping,
+            blobs,
+            body,
+            ext=ext,
+            now=now,
+            dataset=dataset,
+            mapping=mapping,
             upload_id=headers.get("Idempotency-Key"),
         )
     except uploads.UploadConflict as error:

@@ -74,9 +74,7 @@ def parse_raw(name: str) -> RawName:
     """Parse ``raw/dt=YYYY-MM-DD/<upload_id>.<ext>``; raise :class:`LayoutError` naming the rule."""
     match = _RAW_NAME.match(name)
     if not match:
-        raise LayoutError(
-            f"object name {name!r} does not follow raw/dt=YYYY-MM-DD/<upload_id>.<csv|avro>"
-        )
+        raise LayoutError(f"object name {name!r} does not follow raw/dt=YYYY-MM-DD/<upload_id>.<csv|avro>")
     ext = match["ext"].lower()
     if ext not in RAW_EXTENSIONS:
         raise LayoutError(f"extension .{ext} is not one of {', '.join(RAW_EXTENSIONS)}")
@@ -108,9 +106,7 @@ def batch_data_entity_prefix(dataset: str, city: str, entity_key: str, entity_id
     return f"{batch_data_prefix(dataset, city)}{entity_key}={entity_id}/"
 
 
-def batch_data_object(
-    dataset: str, city: str, entity_key: str, entity_id: str, upload_id: str
-) -> str:
+def batch_data_object(dataset: str, city: str, entity_key: str, entity_id: str, upload_id: str) -> str:
     """One upload's rows for one entity."""
     return f"{batch_data_entity_prefix(dataset, city, entity_key, entity_id)}{upload_id}.avro"
 

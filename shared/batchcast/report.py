@@ -11,12 +11,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from batchcast import layout, schemas, storage, training  # noqa: E402
-from batchcast.config import Profile  # noqa: E402
-from batchcast.ports import BlobStore  # noqa: E402
+from batchcast import layout, schemas, storage, training
+from batchcast.config import Profile
+from batchcast.ports import BlobStore
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,9 @@ def city_summaries(blobs: BlobStore, profile: Profile) -> list[CitySummary]:
         ref = training.latest(blobs, profile, city)
         metrics = {}
         if ref:
-            metadata = storage.read_json(blobs, layout.model_dir(profile.name, city, ref.version) + "metadata.json")
+            metadata = storage.read_json(
+                blobs, layout.model_dir(profile.name, city, ref.version) + "metadata.json"
+            )
             metrics = (metadata or {}).get("metrics", {}).get("overall", {})
         documents = by_city.get(city, [])
         targets = sorted({d["target"]["start"] for d in documents})
@@ -95,15 +97,29 @@ def _plot_entity(axis: plt.Axes, blobs: BlobStore, profile: Profile, document: d
     if not backtest.empty:
         start = history["period_start"].min()
         backtest = backtest[backtest["period_start"] >= start]
-        axis.fill_between(backtest["period_start"], backtest["p10"], backtest["p90"], color="tab:blue", alpha=0.2,
-                          step="mid", label="backtest P10–P90")
-        axis.plot(backtest["period_start"], backtest["p50"], color="tab:blue", lw=1, ls="--", label="backtest P50")
+        axis.fill_between(
+            backtest["period_start"],
+            backtest["p10"],
+            backtest["p90"],
+            color="tab:blue",
+            alpha=0.2,
+            step="mid",
+            label="backtest P10–P90",
+        )
+        axis.plot(
+            backtest["period_start"], backtest["p50"], color="tab:blue", lw=1, ls="--", label="backtest P50"
+        )
     forecast = pd.DataFrame(document["forecast"])
     forecast["period_start"] = pd.to_datetime(forecast["period_start"])
     axis.errorbar(
-        forecast["period_start"], forecast["p50"],
+        forecast["period_start"],
+        forecast["p50"],
         yerr=[forecast["p50"] - forecast["p10"], forecast["p90"] - forecast["p50"]],
-        fmt="o", color="tab:red", ms=4, capsize=3, label="forecast P50 (P10–P90)",
+        fmt="o",
+        color="tab:red",
+        ms=4,
+        capsize=3,
+        label="forecast P50 (P10–P90)",
     )
     axis.set_title(f"{document['city']} / {document['entity_key']}={document['entity_id']}", fontsize=9)
     axis.legend(fontsize=7, loc="upper left")

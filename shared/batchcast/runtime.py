@@ -91,7 +91,9 @@ class Runtime:
                 self.results.append((function, result))
         return result
 
-    def handle_event(self, function: str, event_type: str, data: Any, event_time: str | None = None) -> StepResult | None:
+    def handle_event(
+        self, function: str, event_type: str, data: Any, event_time: str | None = None
+    ) -> StepResult | None:
         """Decode a CloudEvent and run the step; an undecodable event is logged and acknowledged."""
         try:
             message = message_from_event(event_type, data, event_time)
@@ -103,7 +105,9 @@ class Runtime:
     def _write_run_record(self, started_at: datetime, run_id: str, record: dict) -> None:
         name = layout.run_record(started_at.astimezone(UTC).date(), run_id)
         self.ports.blobs.write(
-            name, json.dumps(record, indent=2, sort_keys=True).encode(), if_generation_match=0,
+            name,
+            json.dumps(record, indent=2, sort_keys=True).encode(),
+            if_generation_match=0,
             content_type="application/json",
         )
 
@@ -121,14 +125,17 @@ def embedded(
     root.mkdir(parents=True, exist_ok=True)
     clock = clock or SystemClock()
     blobs = EmbeddedBlobStore(root, clock=clock)
-    bus = EmbeddedBus(root, max_attempts=max_attempts, deliver_twice=deliver_twice,
-                      backoff_seconds=backoff_seconds)
+    bus = EmbeddedBus(
+        root, max_attempts=max_attempts, deliver_twice=deliver_twice, backoff_seconds=backoff_seconds
+    )
     ports = Ports(blobs=blobs, bus=bus, mailer=OutboxMailer(root), clock=clock)
     runtime = Runtime(ports=ports, settings=Settings(root=root), bus=bus)
     for route in ROUTES:
         bus.subscribe(route.topic, route.subscription, _deliver_to(runtime, route.function))
     # The bucket notification: only raw/ triggers partition (anything else would loop forever).
-    blobs.on_finalize(layout.RAW, lambda info: bus.publish(Topic.RAW_OBJECTS, finalize_event(blobs.bucket, info)))
+    blobs.on_finalize(
+        layout.RAW, lambda info: bus.publish(Topic.RAW_OBJECTS, finalize_event(blobs.bucket, info))
+    )
     return runtime
 
 

@@ -27,7 +27,11 @@ def dumps(value: JsonValue) -> bytes:
 
 
 def write_once(
-    blobs: BlobStore, name: str, data: bytes, *, metadata: dict[str, str] | None = None,
+    blobs: BlobStore,
+    name: str,
+    data: bytes,
+    *,
+    metadata: dict[str, str] | None = None,
     content_type: str | None = None,
 ) -> bool:
     """Create ``name`` with ``data``; return False if it already held exactly these bytes."""
@@ -74,8 +78,11 @@ def update_json(
             return current
         try:
             blobs.write(
-                name, dumps(new), if_generation_match=info.generation if info else 0,
-                metadata=metadata(new) if metadata else None, content_type="application/json",
+                name,
+                dumps(new),
+                if_generation_match=info.generation if info else 0,
+                metadata=metadata(new) if metadata else None,
+                content_type="application/json",
             )
             return new
         except PreconditionFailed:

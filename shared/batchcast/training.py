@@ -118,7 +118,8 @@ def _train_and_store(
         "metrics": result.metrics,
         "model_file": MODEL_FILE,
         "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
-        "libraries": {"python": platform.python_version()} | {lib: package_version(lib) for lib in _LIBRARIES},
+        "libraries": {"python": platform.python_version()}
+        | {lib: package_version(lib) for lib in _LIBRARIES},
         "train_seconds": round(time.monotonic() - started, 3),
     }
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from batchcast import layout
 from batchcast.ports import BlobStore, PreconditionFailed
@@ -17,7 +17,7 @@ class UploadConflict(RuntimeError):
 
 def new_upload_id(now: datetime, data: bytes) -> str:
     """A time-sortable id that is the same for the same bytes at the same second (retries dedupe)."""
-    return f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{hashlib.sha256(data).hexdigest()[:12]}"
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{hashlib.sha256(data).hexdigest()[:12]}"
 
 
 def store_upload(
@@ -38,7 +38,7 @@ def store_upload(
     if ext not in layout.RAW_EXTENSIONS:
         raise ValueError(f"uploads must be one of {', '.join(layout.RAW_EXTENSIONS)}, not .{ext}")
     upload_id = upload_id or new_upload_id(now, data)
-    name = layout.raw_object(now.astimezone(timezone.utc).date(), upload_id, ext)
+    name = layout.raw_object(now.astimezone(UTC).date(), upload_id, ext)
     metadata = {k: v for k, v in {"dataset": dataset, "mapping": mapping}.items() if v}
     try:
         blobs.write(name, data, if_generation_match=0, metadata=metadata, content_type=CONTENT_TYPES[ext])

@@ -241,8 +241,15 @@ class EmbeddedBus:
                 for _ in range(copies):
                     heapq.heappush(
                         self._queue,
-                        Delivery(time.monotonic(), next(self._sequence), subscription, topic,
-                                 message_id, data, attributes),
+                        Delivery(
+                            time.monotonic(),
+                            next(self._sequence),
+                            subscription,
+                            topic,
+                            message_id,
+                            data,
+                            attributes,
+                        ),
                     )
         return message_id
 

@@ -17,7 +17,6 @@ from importlib import resources
 from typing import Any, BinaryIO
 
 import fastavro
-import numpy as np
 import pandas as pd
 from fastavro.read import SchemaResolutionError
 
@@ -65,15 +64,31 @@ def _parsed(name: str, raw_logical: bool) -> dict[str, Any]:
         for field in raw["fields"]:
             if isinstance(field["type"], dict):
                 field["type"] = field["type"]["type"]
-    return fastavro.parse_schema(raw)
+    # fastavro builds the parsed schema by iterating a set, so its key order (and so the
+    # ``avro.schema`` header it writes) would change with the process's hash seed.
+    return _sorted_keys(fastavro.parse_schema(raw))
 
 
-def write_records(name: str, records: Iterable[dict[str, Any]], metadata: dict[str, str] | None = None) -> bytes:
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(item) for item in value]
+    return value
+
+
+def write_records(
+    name: str, records: Iterable[dict[str, Any]], metadata: dict[str, str] | None = None
+) -> bytes:
     """Serialise records (Python values, logical types as Python objects) with schema ``name``."""
     buffer = io.BytesIO()
     try:
         fastavro.writer(
-            buffer, _parsed(name, False), records, codec="deflate", metadata=metadata or {},
+            buffer,
+            _parsed(name, False),
+            records,
+            codec="deflate",
+            metadata=metadata or {},
             sync_marker=SYNC_MARKER,
         )
     except (TypeError, ValueError, AttributeError) as error:
@@ -94,11 +109,16 @@ def write_frame(name: str, frame: pd.DataFrame, metadata: dict[str, str] | None 
             continue
         columns[field] = _to_avro_values(frame[field], info)
     names = list(columns)
-    records = (dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True))
+    records = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
     buffer = io.BytesIO()
     try:
         fastavro.writer(
-            buffer, _parsed(name, True), records, codec="deflate", metadata=metadata or {}, sync_marker=SYNC_MARKER
+            buffer,
+            _parsed(name, True),
+            records,
+            codec="deflate",
+            metadata=metadata or {},
+            sync_marker=SYNC_MARKER,
         )
     except (TypeError, ValueError, AttributeError) as error:
         raise SchemaMismatch(f"frame does not fit schema {name}: {error}") from error
@@ -121,8 +141,10 @@ def _to_avro_values(column: pd.Series, info: dict[str, Any]) -> list[Any]:
     elif info["type"] == "boolean":
         values = column.astype("boolean") if info["nullable"] else column.astype(bool)
     else:
-        values = column.astype("string")
-    return [None if v is pd.NA or (isinstance(v, float) and np.isnan(v)) else v for v in values.tolist()]
+        values = column.astype(object)
+    if not values.hasnans:
+        return values.tolist()
+    return values.to_numpy(dtype=object, na_value=None).tolist()
 
 
 def read_records(data: bytes | BinaryIO, name: str) -> tuple[list[dict[str, Any]], dict[str, str]]:

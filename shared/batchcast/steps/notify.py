@@ -35,8 +35,11 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
         previous = document.get("datasets", {}).get(profile.name, {}).get("entities", {})
         merged = _carry_since(statuses, previous)
         changes.update(_transitions(merged, previous))
-        section = {"checked_at": now.isoformat(), "stale": sum(s["stale"] for s in merged.values()),
-                   "entities": merged}
+        section = {
+            "checked_at": now.isoformat(),
+            "stale": sum(s["stale"] for s in merged.values()),
+            "entities": merged,
+        }
         return document | {"datasets": document.get("datasets", {}) | {profile.name: section}}
 
     storage.update_json(ports.blobs, layout.FRESHNESS, merge)
@@ -44,8 +47,12 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
         ports.mailer.send(_digest(profile, changes, now))
     stale = sum(s["stale"] for s in statuses.values())
     return StepResult(
-        counts={"entities": len(statuses), "stale": stale, "turned_stale": len(changes.get("stale", [])),
-                "recovered": len(changes.get("recovered", []))},
+        counts={
+            "entities": len(statuses),
+            "stale": stale,
+            "turned_stale": len(changes.get("stale", [])),
+            "recovered": len(changes.get("recovered", [])),
+        },
         details=changes,
     )
 
@@ -72,7 +79,8 @@ def entity_statuses(ports: Ports, profile: Profile, now: datetime) -> dict[str, 
                 "expected": expected_start.isoformat(),
                 "stale": stale,
                 "reason": _reason(profile, expected_start, entity_files.last, forecast_for, has_model)
-                if stale else None,
+                if stale
+                else None,
             }
     return statuses
 
@@ -97,7 +105,9 @@ def _carry_since(statuses: dict[str, dict], previous: dict[str, dict]) -> dict[s
         before = previous.get(entity)
         same_state = before is not None and before.get("stale") == status["stale"]
         # A stale entity has been stale since its forecast fell due; a fresh one since its as-of.
-        since = before.get("since") if same_state else status["expected"] if status["stale"] else status["as_of"]
+        since = (
+            before.get("since") if same_state else status["expected"] if status["stale"] else status["as_of"]
+        )
         merged[entity] = status | {"since": since}
     return merged
 

@@ -8,6 +8,7 @@ so a redelivered or replayed request rewrites exactly what it wrote before.
 from __future__ import annotations
 
 import math
+
 import pandas as pd
 
 from batchcast import dataset, layout, metrics, schemas, storage, training
@@ -31,7 +32,9 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     since = message.target_start - profile.period * (training.lookback(profile) + 1)
     rows = dataset.read_rows(ports.blobs, profile, files, entities=message.entities, since=since)
     series = to_series(rows, profile, until=message.target_start)
-    forecast = model.predict(series, profile, city, message.target_start, message.target_end, message.entities)
+    forecast = model.predict(
+        series, profile, city, message.target_start, message.target_end, message.entities
+    )
     forecast = forecast.sort_values(["entity_id", "period_start"]).reset_index(drop=True)
 
     predictions = _write_predictions(ports, profile, message, forecast)
@@ -56,7 +59,9 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     )
 
 
-def _write_predictions(ports: Ports, profile: Profile, message: PredictRequest, forecast: pd.DataFrame) -> str:
+def _write_predictions(
+    ports: Ports, profile: Profile, message: PredictRequest, forecast: pd.DataFrame
+) -> str:
     frame = forecast.assign(
         dataset=profile.name,
         city=message.city_,
@@ -70,7 +75,9 @@ def _write_predictions(ports: Ports, profile: Profile, message: PredictRequest, 
         message.city_,
         layout.shard_label(message.shard, message.target_start, intraday),
     )
-    data = schemas.write_frame("prediction", frame, metadata={"batchcast.model_version": message.model_version})
+    data = schemas.write_frame(
+        "prediction", frame, metadata={"batchcast.model_version": message.model_version}
+    )
     storage.write_once(ports.blobs, name, data, content_type="application/avro")
     return name
 
@@ -79,7 +86,9 @@ def _write_results(
     ports: Ports, profile: Profile, message: PredictRequest, forecast: pd.DataFrame, series: pd.DataFrame
 ) -> int:
     history_periods = HISTORY_PERIODS[profile.frequency]
-    recent = series[series["ts"] < pd.Timestamp(message.target_start)].groupby("entity_id").tail(history_periods)
+    recent = (
+        series[series["ts"] < pd.Timestamp(message.target_start)].groupby("entity_id").tail(history_periods)
+    )
     history = {entity: group for entity, group in recent.groupby("entity_id")}
     written = 0
     for entity, rows in forecast.groupby("entity_id", sort=True):
@@ -120,7 +129,9 @@ def _result_document(
             }
             for row in rows.itertuples()
         ],
-        "history": [] if history is None else [
+        "history": []
+        if history is None
+        else [
             {"period_start": ts.isoformat(), "actual": None if pd.isna(y) else _round(y)}
             for ts, y in zip(history["ts"], history["y"], strict=True)
         ],

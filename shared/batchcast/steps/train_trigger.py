@@ -79,7 +79,9 @@ def _model_for(
         if "train" not in actions:
             return current
         debounce = profile.training.debounce_minutes
-        if isinstance(message, PartitionsReady) and training.is_recent(current, message.logical_time, debounce):
+        if isinstance(message, PartitionsReady) and training.is_recent(
+            current, message.logical_time, debounce
+        ):
             result.notes.append(f"{city}: retrained less than {debounce} min ago; the next tick trains")
             return current
     try:

@@ -1,0 +1,254 @@
+"""Step partition: validate a raw upload and Hive-partition its good rows.
+
+Input: an :class:`ObjectFinalized` for an object under ``raw/``. Output, all create-only and
+byte-deterministic, so redelivery and replay rewrite nothing and publish the same message:
+
+* ``batch_data/dataset=<profile>/city=<city>/<entity>=<id>/<upload_id>.avro`` per (city, entity):
+  the upload's good rows of that entity sorted by period; Avro metadata ``batchcast.upload_id``,
+  ``batchcast.ingested_at`` (the message's logical time, UTC ISO), ``batchcast.raw_object``,
+  ``batchcast.schema_version``; object metadata ``rows``, ``first``, ``last`` (ISO period starts).
+* ``rejected/dt=<raw dt>/<upload_id>.csv`` (the bad rows in the user's columns, plus ``row``; an
+  Avro upload's bad rows are written as CSV too) or, when the whole file is rejected, a copy of the
+  raw bytes under its own extension; and ``<upload_id>.error.json``, the report naming every reason.
+* A misnamed object under ``raw/`` is copied to ``rejected/dt=<logical UTC date>/<safe name>``.
+
+Readers merging several uploads of one entity take, per (entity, period), the row of the upload
+with the latest ``batchcast.ingested_at`` (then the larger object name): a corrected re-upload wins.
+The raw object is never modified or deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC
+from typing import Any
+
+import pandas as pd
+
+from batchcast import layout, schemas, storage
+from batchcast.messages import InvalidMessage, Message, ObjectFinalized, PartitionsReady
+from batchcast.ports import Ports
+from batchcast.steps import RunContext, Status, StepResult
+from batchcast.validation import GROUP_KEY, ValidatedUpload, validate_upload
+
+CONTENT_TYPES = {"csv": "text/csv", "avro": "application/avro", "json": "application/json"}
+
+
+def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
+    """Partition the upload ``message`` announces; see the module docstring for what is written."""
+    if not isinstance(message, ObjectFinalized):
+        raise InvalidMessage(f"partition takes object-finalized messages, not {message.kind}")
+    name = message.name
+    if not name.startswith(layout.RAW) or name.endswith("/"):
+        return StepResult(status="skipped", notes=[f"{name} is not an upload under {layout.RAW}"])
+    info = ports.blobs.stat(name)
+    if info is None:
+        return StepResult(status="failed", errors={name: "the object no longer exists"})
+    if info.generation > message.generation:
+        note = (
+            f"{name}#{message.generation} was overwritten (now #{info.generation}); its own event covers it"
+        )
+        return StepResult(status="skipped", notes=[note])
+    try:
+        raw = layout.parse_raw(name)
+    except layout.LayoutError as error:
+        return _quarantine_misnamed(ports, message, str(error))
+    data = ports.blobs.read(name)
+    metadata = {**info.metadata, **message.metadata}
+    upload = validate_upload(
+        data,
+        raw.ext,
+        logical_time=message.logical_time,
+        dataset=metadata.get("dataset") or None,
+        mapping=metadata.get("mapping") or None,
+    )
+    try:
+        cities, partitions = _write_partitions(ports, message, raw.upload_id, upload)
+        report = _write_rejected(ports, message, raw, upload, data)
+    except storage.ConflictingWrite as error:
+        # An earlier delivery of this upload id wrote other bytes: the raw object was replaced under
+        # the same name (uploads are immutable). Retrying cannot help; the run record says why.
+        why = f"{error}; was {name} replaced? Upload changed data under a new name"
+        return StepResult(status="failed", errors={name: why})
+    result = _result(message, raw.upload_id, upload, cities, partitions, report)
+    run.log.info(result.notes[-1], fields={"counts": result.counts, "status": result.status})
+    return result
+
+
+def _write_partitions(
+    ports: Ports, message: ObjectFinalized, upload_id: str, upload: ValidatedUpload
+) -> tuple[list[str], int]:
+    """Write one Avro file per (city, entity); return the cities and how many files there are."""
+    profile = upload.profile
+    if profile is None or upload.good.empty:
+        return [], 0
+    schema = profile.schema_name
+    metadata = {
+        "batchcast.upload_id": upload_id,
+        "batchcast.ingested_at": message.logical_time.astimezone(UTC).isoformat(),
+        "batchcast.raw_object": message.name,
+        "batchcast.schema_version": str(schemas.version(schema)),
+    }
+    partitions = 0
+    # An optional field that no row has (trips' weather) is left out: write_frame writes it as null
+    # all the same, without converting a column of nulls value by value.
+    good = upload.good.dropna(axis=1, how="all")
+    # Rows arrive sorted by city, entity and period: groups come out in that order, rows in time order.
+    for (city, entity), rows in good.groupby([GROUP_KEY, profile.entity_key], sort=False):
+        name = layout.batch_data_object(profile.name, city, profile.entity_key, entity, upload_id)
+        periods = rows[profile.time_column]
+        blob_metadata = {
+            "rows": str(len(rows)),
+            "first": _iso(periods.iloc[0]),
+            "last": _iso(periods.iloc[-1]),
+        }
+        storage.write_once(
+            ports.blobs,
+            name,
+            schemas.write_frame(schema, rows, metadata=metadata),
+            metadata=blob_metadata,
+            content_type=CONTENT_TYPES["avro"],
+        )
+        partitions += 1
+    return sorted(good[GROUP_KEY].unique()), partitions
+
+
+def _write_rejected(
+    ports: Ports, message: ObjectFinalized, raw: layout.RawName, upload: ValidatedUpload, data: bytes
+) -> str | None:
+    """Quarantine what was rejected and write its report; return the report's name (None: nothing)."""
+    if upload.file_errors:
+        ext, content = raw.ext, data
+    elif upload.row_errors:
+        ext, content = "csv", upload.rejected.to_csv(index=False, lineterminator="\n").encode()
+    else:
+        return None
+    quarantined = layout.rejected_object(raw.dt, raw.upload_id, ext)
+    storage.write_once(ports.blobs, quarantined, content, content_type=CONTENT_TYPES[ext])
+    return _write_report(
+        ports,
+        layout.rejected_report(raw.dt, raw.upload_id),
+        _report(message, raw.upload_id, upload, quarantined),
+    )
+
+
+def _report(message: ObjectFinalized, upload_id: str, upload: ValidatedUpload, quarantined: str) -> dict:
+    profile = upload.profile
+    return {
+        "upload_id": upload_id,
+        "raw_object": message.name,
+        "logical_time": message.logical_time.astimezone(UTC).isoformat(),
+        "dataset": profile.name if profile else None,
+        "mapping": upload.mapping,
+        "status": _status(upload),
+        "summary": _summary(upload),
+        "rejected_object": quarantined,
+        "file_errors": upload.file_errors,
+        "warnings": upload.warnings,
+        "counts": {
+            "read": upload.rows_read,
+            "accepted": upload.rows_accepted,
+            "rejected": upload.rows_rejected,
+        },
+        "reasons": upload.reason_counts(),
+        "rows": upload.row_errors,
+    }
+
+
+def _write_report(ports: Ports, name: str, report: dict[str, Any]) -> str:
+    storage.write_once(ports.blobs, name, storage.dumps(report), content_type=CONTENT_TYPES["json"])
+    return name
+
+
+def _quarantine_misnamed(ports: Ports, message: ObjectFinalized, why: str) -> StepResult:
+    """Copy an object whose name breaks the raw/ layout to rejected/, with a report saying why."""
+    dt = message.logical_time.astimezone(UTC).date()
+    safe_id, ext = _safe_name(message.name)
+    quarantined = layout.rejected_object(dt, safe_id, ext)
+    storage.write_once(ports.blobs, quarantined, ports.blobs.read(message.name))
+    upload = ValidatedUpload(None, None, pd.DataFrame(), pd.DataFrame(), [], [why], [], 0)
+    report = _write_report(
+        ports, layout.rejected_report(dt, safe_id), _report(message, safe_id, upload, quarantined)
+    )
+    return StepResult(
+        status="rejected",
+        errors={message.name: why},
+        notes=[f"quarantined as {quarantined}"],
+        counts=_counts(upload, 0),
+        details={"report": report},
+    )
+
+
+def _safe_name(name: str) -> tuple[str, str]:
+    """A valid id and extension for a misnamed object; a hash of the full name keeps them unique."""
+    base = name.rstrip("/").rsplit("/", 1)[-1]
+    stem, _, ext = base.rpartition(".") if "." in base else (base, "", "")
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._-")[:80] or "upload"
+    ext = re.sub(r"[^A-Za-z0-9]+", "", ext)[:16].lower() or "bin"
+    return f"{cleaned}-{hashlib.sha256(name.encode()).hexdigest()[:10]}", ext
+
+
+def _result(
+    message: ObjectFinalized,
+    upload_id: str,
+    upload: ValidatedUpload,
+    cities: list[str],
+    partitions: int,
+    report: str | None,
+) -> StepResult:
+    status = _status(upload)
+    result = StepResult(
+        status=status,
+        counts=_counts(upload, partitions),
+        notes=[*upload.warnings, _summary(upload)],
+        details={"report": report} if report else {},
+    )
+    if upload.file_errors:
+        result.errors[message.name] = "; ".join(upload.file_errors)
+    if partitions and upload.profile is not None:
+        result.messages.append(
+            PartitionsReady(
+                dataset=upload.profile.name,
+                logical_time=message.logical_time,
+                upload_id=upload_id,
+                raw_object=message.name,
+                raw_generation=message.generation,
+                cities=cities,
+                rows_accepted=upload.rows_accepted,
+                rows_rejected=upload.rows_rejected,
+            )
+        )
+    return result
+
+
+def _status(upload: ValidatedUpload) -> Status:
+    if upload.file_errors or upload.rows_accepted == 0:
+        return "rejected"
+    return "partial" if upload.rows_rejected else "succeeded"
+
+
+def _counts(upload: ValidatedUpload, partitions: int) -> dict[str, int | float]:
+    return {
+        "rows_read": upload.rows_read,
+        "rows_accepted": upload.rows_accepted,
+        "rows_rejected": upload.rows_rejected,
+        "partitions": partitions,
+    }
+
+
+def _summary(upload: ValidatedUpload) -> str:
+    """One line for the uploader: what flowed and why the rest did not."""
+    if upload.file_errors:
+        return f"file rejected: {'; '.join(upload.file_errors)}"
+    text = f"{upload.rows_accepted} of {upload.rows_read} rows accepted"
+    reasons = upload.reason_counts()
+    if reasons:
+        text += (
+            f"; {upload.rows_rejected} rejected (" + ", ".join(f"{n} {r}" for r, n in reasons.items()) + ")"
+        )
+    return text
+
+
+def _iso(period: pd.Timestamp) -> str:
+    return pd.Timestamp(period).isoformat()
