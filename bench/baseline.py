@@ -59,17 +59,17 @@ def features(frame: pd.DataFrame, country: str, subdivision: str | None) -> pd.D
     out["roll7_std"] = rolled.transform(lambda s: s.rolling(7, min_periods=2).std()) / scale
     out["roll28_mean"] = rolled.transform(lambda s: s.rolling(28, min_periods=1).mean()) / scale
     out["roll28_max"] = rolled.transform(lambda s: s.rolling(28, min_periods=1).max()) / scale
-    out["dayofweek"] = frame["date"].dt.dayofweek
+    out["dayofweek"] = frame["date"].dt.day_of_week
     out["month"] = frame["date"].dt.month
-    out["dayofyear"] = frame["date"].dt.dayofyear
+    out["dayofyear"] = frame["date"].dt.day_of_year
     calendar = holidays.country_holidays(country, subdiv=subdivision, years=range(2020, 2028))
     days = pd.DatetimeIndex(sorted(pd.Timestamp(d) for d in calendar))
     out["is_holiday"] = frame["date"].isin(days).astype(float)
     position = days.searchsorted(frame["date"])
     following = days[np.minimum(position, len(days) - 1)]
     previous = days[np.maximum(position - 1, 0)]
-    out["days_to_holiday"] = ((following - frame["date"]).days).clip(0, 7)
-    out["days_since_holiday"] = ((frame["date"] - previous).days).clip(0, 7)
+    out["days_to_holiday"] = (following - frame["date"]).dt.days.clip(0, 7)
+    out["days_since_holiday"] = (frame["date"] - previous).dt.days.clip(0, 7)
     for column in ("open", "promo", "temp", "precipitation"):
         out[f"cov_{column}"] = by_store[column].shift(1).astype(float)
     out["log_scale"] = np.log1p(scale)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from batchcast import runtime
+from batchcast.config import Profile, load_profile
 from batchcast.obs import run_logger
 from batchcast.ports import FixedClock
 from batchcast.steps import RunContext
@@ -26,3 +27,13 @@ def deployment(tmp_path: Path, clock: FixedClock) -> runtime.Runtime:
 @pytest.fixture
 def run_context() -> RunContext:
     return RunContext("test-run", "test", run_logger("test", "test-run", None, None))
+
+
+@pytest.fixture(scope="module")
+def retail() -> Profile:
+    return load_profile("retail")
+
+
+@pytest.fixture(scope="module")
+def bikeshare() -> Profile:
+    return load_profile("bikeshare")

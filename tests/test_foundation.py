@@ -311,3 +311,69 @@ def test_plan_shards_balances_rows_and_isolates_the_giant():
     assert sorted(e for shard in shards for e in shard) == sorted(weights)
     assert plan_shards(weights, 1000, 8) == plan_shards(dict(reversed(weights.items())), 1000, 8)
     assert plan_shards({}, 10, 2) == []
+
+
+# -- Avro schemas ----------------------------------------------------------------------------------
+
+
+def test_avro_files_declare_logical_types_for_external_readers():
+    import io
+
+    import fastavro
+    import pandas as pd
+
+    from batchcast import schemas
+
+    frame = pd.DataFrame(
+        {"store_id": ["1"], "city": ["berlin"], "date": [pd.Timestamp("2026-03-01")], "sales": [10.0]}
+    )
+    data = schemas.write_frame("retail_observation", frame)
+    header = {f["name"]: f["type"] for f in fastavro.reader(io.BytesIO(data)).writer_schema["fields"]}
+    assert header["date"] == {"type": "int", "logicalType": "date"}  # BigQuery reads a DATE, not an INT
+    back = schemas.read_frame(data, "retail_observation")
+    assert back.loc[0, "date"] == pd.Timestamp("2026-03-01") and pd.isna(back.loc[0, "temp"])
+
+
+def test_a_file_of_an_older_compatible_schema_version_reads_with_defaults():
+    import io
+
+    import fastavro
+
+    from batchcast import schemas
+
+    older = schemas.schema("retail_observation") | {
+        "fields": [
+            f for f in schemas.schema("retail_observation")["fields"] if f["name"] not in ("temp", "promo")
+        ]
+    }
+    buffer = io.BytesIO()
+    fastavro.writer(
+        buffer,
+        fastavro.parse_schema(older),
+        [
+            {
+                "store_id": "1",
+                "city": "berlin",
+                "date": 20513,
+                "sales": 5.0,
+                "open": True,
+                "precipitation": None,
+            }
+        ],
+    )
+    frame = schemas.read_frame(buffer.getvalue(), "retail_observation")
+    assert frame.loc[0, "sales"] == 5.0 and frame["temp"].isna().all() and frame["promo"].isna().all()
+
+
+def test_a_file_of_an_incompatible_schema_is_refused():
+    import io
+
+    import fastavro
+
+    from batchcast import schemas
+
+    other = {"type": "record", "name": "X", "fields": [{"name": "store_id", "type": "int"}]}
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, fastavro.parse_schema(other), [{"store_id": 1}])
+    with pytest.raises(schemas.SchemaMismatch):
+        schemas.read_frame(buffer.getvalue(), "retail_observation")

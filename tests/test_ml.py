@@ -13,7 +13,7 @@ import skops.io as sio
 from sklearn.preprocessing import FunctionTransformer
 
 from batchcast import schemas
-from batchcast.config import Profile, load_profile
+from batchcast.config import Profile
 from batchcast.ml import (
     BacktestResult,
     ForecastModel,
@@ -78,16 +78,6 @@ def bikeshare_observations(stations: int = 8, days: int = 21, seed: int = 0) -> 
         }
     )
     return frame[frame["hour"].dt.hour >= 6].reset_index(drop=True)
-
-
-@pytest.fixture(scope="module")
-def retail() -> Profile:
-    return load_profile("retail")
-
-
-@pytest.fixture(scope="module")
-def bikeshare() -> Profile:
-    return load_profile("bikeshare")
 
 
 @pytest.fixture(scope="module")

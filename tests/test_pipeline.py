@@ -47,13 +47,13 @@ def _runs(deployment: runtime.Runtime) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def retail(tmp_path_factory) -> runtime.Runtime:
+def retail_run(tmp_path_factory) -> runtime.Runtime:
     return _run(tmp_path_factory.mktemp("retail"), "retail", _csv("retail", 16, 160))
 
 
-def test_every_store_gets_a_next_day_forecast(retail):
+def test_every_store_gets_a_next_day_forecast(retail_run):
     profile = load_profile("retail")
-    results = [_json(retail, n) for n in _names(retail, layout.results_prefix("retail"))]
+    results = [_json(retail_run, n) for n in _names(retail_run, layout.results_prefix("retail"))]
     assert len(results) == 16
     for result in results:
         assert result["target"]["start"] == "2026-03-02T00:00:00"  # the day that begins at the tick
@@ -64,25 +64,25 @@ def test_every_store_gets_a_next_day_forecast(retail):
     assert cities <= set(profile.cities) and len(cities) >= 2
 
 
-def test_predictions_are_avro_per_city_and_shard(retail):
-    names = _names(retail, layout.PREDICTIONS)
+def test_predictions_are_avro_per_city_and_shard(retail_run):
+    names = _names(retail_run, layout.PREDICTIONS)
     assert names and all(n.startswith("predictions/dataset=retail/dt=2026-03-02/city=") for n in names)
     rows = [
         r
         for n in names
-        for r in schemas.read_frame(retail.ports.blobs.read(n), "prediction").to_dict("records")
+        for r in schemas.read_frame(retail_run.ports.blobs.read(n), "prediction").to_dict("records")
     ]
     assert sorted(r["entity_id"] for r in rows) == sorted(
-        json.loads(retail.ports.blobs.read(n))["entity_id"]
-        for n in _names(retail, layout.results_prefix("retail"))
+        json.loads(retail_run.ports.blobs.read(n))["entity_id"]
+        for n in _names(retail_run, layout.results_prefix("retail"))
     )
 
 
-def test_models_are_versioned_with_metadata_and_a_verified_checksum(retail):
+def test_models_are_versioned_with_metadata_and_a_verified_checksum(retail_run):
     profile = load_profile("retail")
-    city = next(c for c in profile.cities if training.latest(retail.ports.blobs, profile, c))
-    ref = training.latest(retail.ports.blobs, profile, city)
-    _, metadata = training.load_model(retail.ports.blobs, profile, city, ref.version)
+    city = next(c for c in profile.cities if training.latest(retail_run.ports.blobs, profile, c))
+    ref = training.latest(retail_run.ports.blobs, profile, city)
+    _, metadata = training.load_model(retail_run.ports.blobs, profile, city, ref.version)
     for key in ("training_window", "rows", "features", "libraries", "metrics", "fingerprint", "model_sha256"):
         assert metadata[key], key
     assert metadata["libraries"]["scikit-learn"] and metadata["rows"] > 0
@@ -90,23 +90,23 @@ def test_models_are_versioned_with_metadata_and_a_verified_checksum(retail):
     assert {"mae", "wape", "mase"} <= set(overall)
     assert overall["mae"] < overall["naive_mae"]  # beats seasonal naive on the same backtest points
     name = layout.model_dir("retail", city, ref.version) + "model.skops"
-    original = retail.ports.blobs.read(name)
-    retail.ports.blobs.write(name, original[:-1] + b"x")
+    original = retail_run.ports.blobs.read(name)
+    retail_run.ports.blobs.write(name, original[:-1] + b"x")
     try:
         with pytest.raises(training.ModelIntegrityError, match="checksum"):
-            training.load_model(retail.ports.blobs, profile, city, ref.version)
+            training.load_model(retail_run.ports.blobs, profile, city, ref.version)
     finally:
-        retail.ports.blobs.write(name, original)
+        retail_run.ports.blobs.write(name, original)
 
 
-def test_metrics_runs_and_freshness_are_written(retail):
-    [metrics_name, *_] = _names(retail, layout.METRICS)
-    document = _json(retail, metrics_name)
+def test_metrics_runs_and_freshness_are_written(retail_run):
+    [metrics_name, *_] = _names(retail_run, layout.METRICS)
+    document = _json(retail_run, metrics_name)
     assert document["trainings"] and document["predictions"]
-    runs = _runs(retail)
+    runs = _runs(retail_run)
     assert {r["function"] for r in runs} == {"partition", "train_trigger", "predict", "notify"}
     assert all(r["status"] == "succeeded" for r in runs), [r for r in runs if r["status"] != "succeeded"]
-    freshness = _json(retail, layout.FRESHNESS)["datasets"]["retail"]
+    freshness = _json(retail_run, layout.FRESHNESS)["datasets"]["retail"]
     assert freshness["stale"] == 0 and len(freshness["entities"]) == 16
 
 
@@ -163,11 +163,11 @@ def test_a_burst_of_uploads_trains_each_city_once(tmp_path):
     assert trainings == len({c for c in full["city"]})
 
 
-def test_a_tick_without_new_data_predicts_without_retraining(retail, tmp_path):
+def test_a_tick_without_new_data_predicts_without_retraining(retail_run, tmp_path):
     profile = load_profile("retail")
-    before = {c: training.latest(retail.ports.blobs, profile, c) for c in profile.cities}
+    before = {c: training.latest(retail_run.ports.blobs, profile, c) for c in profile.cities}
     next_midnight = demo_clock(profile, END) + timedelta(days=1)
-    deployment = runtime.embedded(retail.ports.blobs.root, clock=FixedClock(next_midnight))
+    deployment = runtime.embedded(retail_run.ports.blobs.root, clock=FixedClock(next_midnight))
     deployment.ports.bus.publish(
         Topic.SCHEDULE,
         ScheduleTick(dataset="retail", actions=["train", "predict"], logical_time=next_midnight),
@@ -201,15 +201,15 @@ def test_one_city_failing_to_predict_leaves_the_others_fresh(tmp_path, monkeypat
     assert profile.cities["munich"]
 
 
-def test_training_failure_falls_back_to_the_previous_model(retail, monkeypatch):
+def test_training_failure_falls_back_to_the_previous_model(retail_run, monkeypatch):
     profile = load_profile("retail")
-    city = next(c for c in profile.cities if training.latest(retail.ports.blobs, profile, c))
-    previous = training.latest(retail.ports.blobs, profile, city)
+    city = next(c for c in profile.cities if training.latest(retail_run.ports.blobs, profile, c))
+    previous = training.latest(retail_run.ports.blobs, profile, city)
     monkeypatch.setattr(
         training, "_train_and_store", lambda *a, **k: (_ for _ in ()).throw(MemoryError("oom"))
     )
     later = demo_clock(profile, END) + timedelta(days=2)
-    deployment = runtime.embedded(retail.ports.blobs.root, clock=FixedClock(later))
+    deployment = runtime.embedded(retail_run.ports.blobs.root, clock=FixedClock(later))
     extra = _csv("retail", 16, 2, seed=1, end=END + timedelta(days=1))
     uploads.store_upload(deployment.ports.blobs, extra, ext="csv", now=later, dataset="retail")
     deployment.bus.drain()
@@ -255,3 +255,22 @@ def test_upload_command_runs_the_flow(tmp_path):
     )
     assert outcome.exit_code == 0, outcome.output
     assert len(list((tmp_path / "b" / "results" / "dataset=retail").glob("*.json"))) == 4
+
+
+@pytest.mark.parametrize(
+    ("profile_name", "fmt", "city"),
+    [("retail", "rossmann", "berlin"), ("bikeshare", "citibike", "vancouver")],
+)
+def test_users_own_export_flows_through_its_mapping_without_naming_the_dataset(
+    tmp_path, profile_name, fmt, city
+):
+    profile = load_profile(profile_name)
+    frame = synth.generate(profile, 5, 60, seed=4, end=END, fmt=fmt)
+    at = demo_clock(profile, END)
+    deployment = runtime.embedded(tmp_path, clock=FixedClock(at), backoff_seconds=0.001)
+    uploads.store_upload(deployment.ports.blobs, frame.to_csv(index=False).encode(), ext="csv", now=at)
+    deployment.bus.drain()
+    results = [_json(deployment, n) for n in _names(deployment, layout.results_prefix(profile_name))]
+    assert len(results) == 5 and {r["city"] for r in results} == {city}
+    [partition] = [r for r in _runs(deployment) if r["function"] == "partition"]
+    assert partition["status"] == "succeeded", partition

@@ -18,16 +18,6 @@ END = date(2024, 7, 31)  # a summer window: busy bikes; a year back covers Chris
 
 
 @pytest.fixture(scope="module")
-def retail() -> Profile:
-    return load_profile("retail")
-
-
-@pytest.fixture(scope="module")
-def bikeshare() -> Profile:
-    return load_profile("bikeshare")
-
-
-@pytest.fixture(scope="module")
 def stores(retail: Profile) -> pd.DataFrame:
     """Two years of 40 stores, with per-row helpers: weekday, holiday flag, relative sales."""
     frame = synth.generate(retail, 40, 730, seed=7, end=END)

@@ -88,7 +88,7 @@ def entity_table(profile: Profile, entities: int, *, seed: int = 0, fmt: str = "
     """
     _check_arguments(profile, entities, 1, seed, fmt)
     if profile.frequency == "daily":
-        return _stores(profile, entities, seed)
+        return _stores(profile, entities, seed, fmt)
     return _stations(profile, entities, seed, fmt)
 
 
@@ -199,10 +199,11 @@ _WEEKDAYS = np.array([1.02, 0.94, 0.92, 0.97, 1.10, 1.30])  # Mon..Sat; Saturday
 _MEDIAN_SALES = 5_000.0  # a median store's ordinary day, in euros (Rossmann-like)
 
 
-def _stores(profile: Profile, entities: int, seed: int) -> pd.DataFrame:
-    """Stores ``1..N`` spread unevenly over all cities; lognormal sizes plus one very large store."""
+def _stores(profile: Profile, entities: int, seed: int, fmt: str) -> pd.DataFrame:
+    """Stores ``1..N`` spread unevenly over the cities (only the first for ``rossmann``, whose mapping
+    puts every row in one city); lognormal sizes plus one very large store."""
     rng = _rng(seed, _ENTITIES)
-    cities = list(profile.cities)
+    cities = list(profile.cities)[:1] if fmt == "rossmann" else list(profile.cities)
     counts = _spread(rng, entities, len(cities), minimum=1)
     city = rng.permutation(np.repeat(np.arange(len(cities)), counts))  # ids interleave cities
     size = _MEDIAN_SALES * rng.lognormal(0.0, 1.0, entities)
@@ -234,13 +235,13 @@ class _Panel:
 
 
 def _retail(profile: Profile, entities: int, dates: pd.DatetimeIndex, seed: int, fmt: str) -> pd.DataFrame:
-    panel = _retail_panel(profile, entities, dates, seed)
+    panel = _retail_panel(profile, entities, dates, seed, fmt)
     return _rossmann_frame(panel, seed) if fmt == "rossmann" else _retail_frame(panel)
 
 
-def _retail_panel(profile: Profile, entities: int, dates: pd.DatetimeIndex, seed: int) -> _Panel:
+def _retail_panel(profile: Profile, entities: int, dates: pd.DatetimeIndex, seed: int, fmt: str) -> _Panel:
     cities = list(profile.cities)
-    stores = _stores(profile, entities, seed)
+    stores = _stores(profile, entities, seed, fmt)
     city = pd.Index(cities).get_indexer(stores["city"])
     holiday, pre_holiday, strict = (flags[:, city] for flags in _holiday_matrix(profile, cities, dates))
     temp, precipitation = (values[:, city] for values in _weather(seed, dates, cities))

@@ -154,8 +154,16 @@ def advance_latest(blobs: BlobStore, profile: Profile, city: str, ref: ModelRef)
 
 
 def load_model(blobs: BlobStore, profile: Profile, city: str, version: str) -> tuple[ForecastModel, dict]:
-    """Load a registered model after checking its bytes against the recorded SHA-256."""
+    """Load a registered model after checking its bytes against the recorded SHA-256.
+
+    Versions are written once, so a loaded model is kept per (version, object generation): the
+    shards of one run, and a warm function instance's next requests, skip the skops load.
+    """
     folder = layout.model_dir(profile.name, city, version)
+    info = blobs.stat(folder + MODEL_FILE)
+    key = (folder, info.generation if info else 0)
+    if key in _loaded:
+        return _loaded[key]
     try:
         metadata = json.loads(blobs.read(folder + METADATA_FILE))
         data = blobs.read(folder + metadata["model_file"])
@@ -163,7 +171,15 @@ def load_model(blobs: BlobStore, profile: Profile, city: str, version: str) -> t
         raise ModelIntegrityError(f"model {profile.name}/{city}/{version} is incomplete") from error
     if hashlib.sha256(data).hexdigest() != metadata["model_sha256"]:
         raise ModelIntegrityError(f"model {profile.name}/{city}/{version} does not match its checksum")
-    return ForecastModel.loads(data), metadata
+    loaded = ForecastModel.loads(data), metadata
+    if len(_loaded) >= _CACHE_SIZE:
+        _loaded.pop(next(iter(_loaded)))
+    _loaded[key] = loaded
+    return loaded
+
+
+_CACHE_SIZE = 8
+_loaded: dict[tuple[str, int], tuple[ForecastModel, dict]] = {}
 
 
 def is_recent(ref: ModelRef, logical_time: datetime, minutes: int) -> bool:

@@ -81,19 +81,7 @@ def write_records(
     name: str, records: Iterable[dict[str, Any]], metadata: dict[str, str] | None = None
 ) -> bytes:
     """Serialise records (Python values, logical types as Python objects) with schema ``name``."""
-    buffer = io.BytesIO()
-    try:
-        fastavro.writer(
-            buffer,
-            _parsed(name, False),
-            records,
-            codec="deflate",
-            metadata=metadata or {},
-            sync_marker=SYNC_MARKER,
-        )
-    except (TypeError, ValueError, AttributeError) as error:
-        raise SchemaMismatch(f"records do not fit schema {name}: {error}") from error
-    return buffer.getvalue()
+    return _write(name, False, records, metadata)
 
 
 def write_frame(name: str, frame: pd.DataFrame, metadata: dict[str, str] | None = None) -> bytes:
@@ -110,18 +98,27 @@ def write_frame(name: str, frame: pd.DataFrame, metadata: dict[str, str] | None 
         columns[field] = _to_avro_values(frame[field], info)
     names = list(columns)
     records = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    # Values of logical types are already numbers (converted column-wise above, which is far faster
+    # than per record); fastavro passes numbers through, and the header keeps the logical types that
+    # readers such as BigQuery rely on.
+    return _write(name, False, records, metadata)
+
+
+def _write(
+    name: str, raw_logical: bool, records: Iterable[dict[str, Any]], metadata: dict[str, str] | None
+) -> bytes:
     buffer = io.BytesIO()
     try:
         fastavro.writer(
             buffer,
-            _parsed(name, True),
+            _parsed(name, raw_logical),
             records,
             codec="deflate",
             metadata=metadata or {},
             sync_marker=SYNC_MARKER,
         )
     except (TypeError, ValueError, AttributeError) as error:
-        raise SchemaMismatch(f"frame does not fit schema {name}: {error}") from error
+        raise SchemaMismatch(f"data does not fit schema {name}: {error}") from error
     return buffer.getvalue()
 
 
@@ -148,10 +145,19 @@ def _to_avro_values(column: pd.Series, info: dict[str, Any]) -> list[Any]:
 
 
 def read_records(data: bytes | BinaryIO, name: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Read every record (logical types as raw numbers) and the file's metadata, resolved to ``name``."""
+    """Read every record and the file's metadata, resolved to schema ``name``.
+
+    Logical types come back as raw numbers, or as Python dates/datetimes when the file was written
+    with exactly this schema version: resolving each record against a reader schema costs twice the
+    time, so it is only done when the writer's fields differ (an older or newer compatible version).
+    :func:`records_to_frame` accepts both.
+    """
     stream = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
     try:
-        reader = fastavro.reader(stream, reader_schema=_parsed(name, True))
+        reader = fastavro.reader(stream)
+        if _field_types(reader.writer_schema) != _field_types(_parsed(name, False)):
+            stream.seek(0)
+            reader = fastavro.reader(stream, reader_schema=_parsed(name, True))
         records = list(reader)
     except SchemaResolutionError as error:
         raise SchemaMismatch(f"file's schema is incompatible with {name}: {error}") from error
@@ -159,6 +165,10 @@ def read_records(data: bytes | BinaryIO, name: str) -> tuple[list[dict[str, Any]
         raise SchemaMismatch(f"not a readable Avro file: {error}") from error
     metadata = {k: v for k, v in reader.metadata.items() if not k.startswith("avro.")}
     return records, metadata
+
+
+def _field_types(parsed: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(f["name"], json.dumps(f["type"], sort_keys=True)) for f in parsed.get("fields", [])]
 
 
 def read_frame(data: bytes | BinaryIO, name: str) -> pd.DataFrame:
@@ -178,11 +188,15 @@ def records_to_frame(records: list[dict[str, Any]], name: str) -> pd.DataFrame:
 
 def _from_avro_column(column: pd.Series, info: dict[str, Any]) -> pd.Series:
     logical = info["logical"]
+    raw = pd.api.types.is_integer_dtype(column) or column.empty
     if logical == "date":
-        return EPOCH + pd.to_timedelta(column.astype("int64"), unit="D")
-    if logical in ("local-timestamp-millis", "timestamp-millis"):
-        stamps = EPOCH + pd.to_timedelta(column.astype("int64"), unit="ms")
-        return stamps.dt.tz_localize("UTC") if logical == "timestamp-millis" else stamps
+        return EPOCH + pd.to_timedelta(column.astype("int64"), unit="D") if raw else pd.to_datetime(column)
+    if logical == "local-timestamp-millis":
+        return EPOCH + pd.to_timedelta(column.astype("int64"), unit="ms") if raw else pd.to_datetime(column)
+    if logical == "timestamp-millis":
+        if raw:
+            return (EPOCH + pd.to_timedelta(column.astype("int64"), unit="ms")).dt.tz_localize("UTC")
+        return pd.to_datetime(column, utc=True)
     if info["type"] in ("int", "long"):
         return column.astype("Int64" if info["nullable"] else "int64")
     if info["type"] in ("float", "double"):
