@@ -228,7 +228,7 @@ def test_demo_command_prints_a_summary_and_draws_the_chart(tmp_path):
         env={"COLUMNS": "200"},
     )
     assert outcome.exit_code == 0, outcome.output
-    assert "backtest MASE" in outcome.output and "time per step" in outcome.output
+    assert "MASE" in outcome.output and "time per step" in outcome.output
     chart = root / "forecast-retail.png"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 20_000
 

@@ -127,8 +127,8 @@ def tick(
 @app.command()
 def demo(
     profile: Annotated[str, typer.Option(help="retail or bikeshare")] = "retail",
-    stores: Annotated[int, typer.Option(help="Stores (or stations).", min=2)] = 60,
-    days: Annotated[int, typer.Option(help="Days of history.", min=60)] = 400,
+    stores: Annotated[int, typer.Option(help="Stores (or stations).", min=2)] = 40,
+    days: Annotated[int, typer.Option(help="Days of history.", min=60)] = 365,
     root: RootOption = Path("demo-output"),
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     end: Annotated[datetime | None, typer.Option(help="Last day of data (default: yesterday).")] = None,
@@ -193,24 +193,23 @@ def _print_runs(deployment: runtime.Runtime) -> None:
 
 
 def _print_demo(result: DemoResult) -> None:
-    table = Table(title=f"batchcast demo · {result.profile} · clock at {result.clock.isoformat()}")
-    for column in ("city", "forecast", "target", "backtest MASE", "WAPE", "P10–P90 coverage", "model"):
-        table.add_column(column)
+    table = Table(title=f"{result.profile} demo, clock at {result.clock:%Y-%m-%d %H:%M %Z}")
+    for column in ("city", "forecast", "target", "MASE", "WAPE", "P10–P90"):
+        table.add_column(column, justify="left" if column in ("city", "target") else "right")
     for city in result.cities:
         table.add_row(
             city.city,
             str(city.entities_forecast),
-            city.target or "-",
+            (city.target or "-").replace("T", " ")[:16],
             _fmt(city.mase),
             _fmt(city.wape),
             _fmt(city.coverage),
-            city.model_version or "-",
         )
     console.print(table)
-    steps = Table(title="time per step (sum over invocations)")
-    steps.add_column("function")
-    steps.add_column("runs", justify="right")
-    steps.add_column("seconds", justify="right")
+    console.print("MASE, WAPE and P10–P90 coverage come from each city's rolling-origin backtest.")
+    steps = Table(title="time per step")
+    for column in ("function", "runs", "seconds"):
+        steps.add_column(column, justify="left" if column == "function" else "right")
     for function in ("partition", "train_trigger", "predict", "notify"):
         steps.add_row(
             function, str(result.step_runs.get(function, 0)), f"{result.step_seconds.get(function, 0):.2f}"
@@ -218,15 +217,12 @@ def _print_demo(result: DemoResult) -> None:
     console.print(steps)
     total = sum(c.entities_forecast for c in result.cities)
     console.print(
-        f"{result.rows:,} rows uploaded as {result.upload}; {total} entities forecast; "
-        f"{result.dead_letters} dead letters; {result.seconds:.1f}s in all"
+        f"{result.rows:,} rows uploaded as {result.upload}\n{total} entities forecast, "
+        f"{result.dead_letters} dead letters, {result.seconds:.1f} s in all"
     )
-    root = result.root
-    console.print(
-        f"outputs under {root}/: predictions/, results/, metrics/, models/, runs/, status/freshness.json"
-    )
+    console.print(f"outputs: {result.root}/ (predictions/, results/, metrics/, models/, runs/, status/)")
     if result.chart:
-        console.print(f"chart: {result.chart}")
+        console.print(f"chart:   {result.chart}")
 
 
 def _fmt(value: float | None) -> str:
