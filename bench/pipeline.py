@@ -96,7 +96,7 @@ def _child(argv: list[str]) -> dict:
 
 def run_pipeline(csv: Path, root: Path) -> dict:
     """Upload ``csv`` and drain the embedded bus; report time, peak RSS and predictions made."""
-    from batchcast import layout, runtime, uploads
+    from batchcast import layout, report, runtime, uploads
     from batchcast.config import load_profile
     from batchcast.demo import demo_clock
     from batchcast.obs import configure_logging
@@ -114,10 +114,7 @@ def run_pipeline(csv: Path, root: Path) -> dict:
     failed = [f for f, r in deployment.results if r.status in ("failed", "partial")]
     if failed:
         raise SystemExit(f"pipeline runs failed: {failed}")
-    steps: dict[str, float] = {}
-    for info in deployment.ports.blobs.list(layout.RUNS):
-        record = json.loads(deployment.ports.blobs.read(info.name))
-        steps[record["function"]] = steps.get(record["function"], 0.0) + record["duration_seconds"]
+    steps, _ = report.step_times(deployment.ports.blobs)
     return {"seconds": seconds, "peak_rss_mib": _peak_rss_mib(), "predictions": predictions, "steps": steps}
 
 

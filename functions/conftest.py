@@ -16,8 +16,10 @@ import functions_framework
 import pytest
 from flask.testing import FlaskClient
 
-from batchcast import runtime
-from batchcast.messages import Message, encode
+from batchcast import runtime, synth, uploads
+from batchcast.backends.embedded import finalize_event
+from batchcast.config import load_profile
+from batchcast.messages import Message, PartitionsReady, encode
 
 FUNCTIONS = Path(__file__).parent
 NOW = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
@@ -101,19 +103,11 @@ def cloud_events():
 @pytest.fixture
 def partitioned(deployment):
     """A bucket with a small retail upload already partitioned; returns the partitions-ready message."""
-    from batchcast import synth, uploads
-    from batchcast.config import load_profile
-    from batchcast.messages import PartitionsReady
-    from batchcast.runtime import Runtime
-
     frame = synth.generate(load_profile("retail"), 6, 90, seed=2, end=NOW.date())
     blobs = deployment.ports.blobs
     name = uploads.store_upload(
         blobs, frame.to_csv(index=False).encode(), ext="csv", now=NOW, dataset="retail"
     )
-    info = blobs.stat(name)
-    from batchcast.backends.embedded import finalize_event
-
-    result = Runtime.handle(deployment, "partition", finalize_event(blobs.bucket, info))
+    result = deployment.handle("partition", finalize_event(blobs.bucket, blobs.stat(name)))
     [ready] = [m for m in result.messages if isinstance(m, PartitionsReady)]
     return ready

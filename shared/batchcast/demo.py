@@ -6,21 +6,20 @@ bike-share: 06:00), the moment a real deployment would forecast from such an upl
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
 
-from batchcast import layout, report, runtime, synth, uploads
+from batchcast import report, runtime, synth, uploads
 from batchcast.backends.embedded import BOOKKEEPING, Delivery
 from batchcast.config import Profile
 from batchcast.messages import Topic
-from batchcast.ports import BlobStore, FixedClock
+from batchcast.ports import FixedClock
 
 Progress = Callable[[str, int], None]  # (function, deliveries so far)
 
@@ -100,18 +99,8 @@ def run_demo(
         cities=report.city_summaries(deployment.ports.blobs, profile),
         dead_letters=sum(len(deployment.bus.dead_letters(topic.value)) for topic in Topic),
     )
-    result.step_seconds, result.step_runs = _step_times(deployment.ports.blobs)
+    result.step_seconds, result.step_runs = report.step_times(deployment.ports.blobs)
     result.chart = report.plot_forecasts(
         deployment.ports.blobs, profile, root / f"forecast-{profile.name}.png"
     )
     return result
-
-
-def _step_times(blobs: BlobStore) -> tuple[dict[str, float], dict[str, int]]:
-    seconds: dict[str, float] = defaultdict(float)
-    runs: dict[str, int] = defaultdict(int)
-    for info in blobs.list(layout.RUNS):
-        record = json.loads(blobs.read(info.name))
-        seconds[record["function"]] += record["duration_seconds"]
-        runs[record["function"]] += 1
-    return dict(seconds), dict(runs)

@@ -6,17 +6,16 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers and CI
-
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from batchcast import layout, schemas, storage, training
 from batchcast.config import Profile
 from batchcast.ports import BlobStore
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ def city_summaries(blobs: BlobStore, profile: Profile) -> list[CitySummary]:
         metrics = {}
         if ref:
             metadata = storage.read_json(
-                blobs, layout.model_dir(profile.name, city, ref.version) + "metadata.json"
+                blobs, layout.model_dir(profile.name, city, ref.version) + training.METADATA_FILE
             )
             metrics = (metadata or {}).get("metrics", {}).get("overall", {})
         documents = by_city.get(city, [])
@@ -75,6 +74,12 @@ def plot_forecasts(blobs: BlobStore, profile: Profile, out: Path, count: int = 4
     documents = [d for d in results(blobs, profile) if d["history"]]
     if not documents:
         return None
+    # Imported here: matplotlib costs every ``batchcast`` command start-up time, and only this draws.
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
     documents.sort(key=lambda d: -_mean_actual(d))
     step = max(1, len(documents) // count)
     chosen = documents[::step][:count]
@@ -89,7 +94,7 @@ def plot_forecasts(blobs: BlobStore, profile: Profile, out: Path, count: int = 4
     return out
 
 
-def _plot_entity(axis: plt.Axes, blobs: BlobStore, profile: Profile, document: dict) -> None:
+def _plot_entity(axis: Axes, blobs: BlobStore, profile: Profile, document: dict) -> None:
     history = pd.DataFrame(document["history"])
     history["period_start"] = pd.to_datetime(history["period_start"])
     axis.plot(history["period_start"], history["actual"], color="black", lw=1.2, label="actual")
@@ -139,3 +144,14 @@ def _backtest_points(blobs: BlobStore, profile: Profile, document: dict) -> pd.D
 def _mean_actual(document: dict) -> float:
     values = [h["actual"] for h in document["history"] if h["actual"] is not None]
     return sum(values) / len(values) if values else 0.0
+
+
+def step_times(blobs: BlobStore) -> tuple[dict[str, float], dict[str, int]]:
+    """Per function, the seconds its invocations took in all and how many there were (run records)."""
+    seconds: dict[str, float] = defaultdict(float)
+    runs: dict[str, int] = defaultdict(int)
+    for info in blobs.list(layout.RUNS):
+        record = json.loads(blobs.read(info.name))
+        seconds[record["function"]] += record["duration_seconds"]
+        runs[record["function"]] += 1
+    return dict(seconds), dict(runs)

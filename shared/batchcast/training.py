@@ -22,7 +22,7 @@ from batchcast.config import Profile
 from batchcast.ml.backtest import fit_and_backtest
 from batchcast.ml.features import to_series
 from batchcast.ml.model import ForecastModel
-from batchcast.ports import BlobStore, NotFound, PreconditionFailed
+from batchcast.ports import BlobStore, NotFound
 
 MODEL_FILE = "model.skops"
 BACKTEST_FILE = "backtest.avro"
@@ -139,18 +139,12 @@ def _write_replacing_partial(blobs: BlobStore, name: str, data: bytes) -> None:
 
 def advance_latest(blobs: BlobStore, profile: Profile, city: str, ref: ModelRef) -> bool:
     """Point LATEST at ``ref`` unless it already points at a newer training; True if it moved."""
-    name = layout.model_latest(profile.name, city)
-    for _ in range(10):
-        info = blobs.stat(name)
-        current = storage.read_json(blobs, name) if info else None
-        if current and current["trained_for"] >= ref.trained_for:
-            return False
-        try:
-            blobs.write(name, storage.dumps(ref.__dict__), if_generation_match=info.generation if info else 0)
-            return True
-        except PreconditionFailed:
-            continue
-    raise PreconditionFailed(f"{name}: too many concurrent updates")
+    pointer = dict(ref.__dict__)
+
+    def forward(current: dict | None) -> dict | None:
+        return pointer if current is None or current["trained_for"] < ref.trained_for else None
+
+    return storage.update_json(blobs, layout.model_latest(profile.name, city), forward) == pointer
 
 
 def load_model(blobs: BlobStore, profile: Profile, city: str, version: str) -> tuple[ForecastModel, dict]:
