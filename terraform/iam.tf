@@ -24,7 +24,7 @@ locals {
     train_trigger = { read = ["batch_data/"], create = ["runs/"], update = ["models/", "status/outcomes/"] }
     predict       = { read = ["batch_data/", "models/"], create = ["predictions/", "runs/"], update = ["results/", "metrics/", "status/outcomes/"] }
     notify        = { read = ["batch_data/", "models/", "results/", "config/"], create = ["runs/"], update = ["status/"] }
-    api           = { read = ["results/", "metrics/", "status/", "config/"], create = [], update = [] }
+    api           = { read = ["results/", "status/", "config/"], create = [], update = [] }
     train_job     = { read = ["batch_data/"], create = ["runs/"], update = ["models/", "status/outcomes/"] }
   }
 

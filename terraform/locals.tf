@@ -12,12 +12,12 @@ locals {
 
   # batchcast.wiring.ROUTES: subscription id ("<function>--<topic>", underscores as dashes) -> route.
   routes = {
-    "partition--raw-objects"           = { topic = "raw-objects", function = "partition" }
-    "train-trigger--partitions-ready"  = { topic = "partitions-ready", function = "train_trigger" }
-    "train-trigger--schedule"          = { topic = "schedule", function = "train_trigger" }
-    "predict--predict-requests"        = { topic = "predict-requests", function = "predict" }
-    "notify--predictions-ready"        = { topic = "predictions-ready", function = "notify" }
-    "notify--schedule"                 = { topic = "schedule", function = "notify" }
+    "partition--raw-objects"          = { topic = "raw-objects", function = "partition" }
+    "train-trigger--partitions-ready" = { topic = "partitions-ready", function = "train_trigger" }
+    "train-trigger--schedule"         = { topic = "schedule", function = "train_trigger" }
+    "predict--predict-requests"       = { topic = "predict-requests", function = "predict" }
+    "notify--predictions-ready"       = { topic = "predictions-ready", function = "notify" }
+    "notify--schedule"                = { topic = "schedule", function = "notify" }
   }
 
   # The five Cloud Functions (functions/<name>/main.py defines <name>). Event-driven functions stop

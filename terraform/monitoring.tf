@@ -91,7 +91,7 @@ resource "google_monitoring_alert_policy" "failed_run" {
   conditions {
     display_name = "failed runs > 0"
     condition_threshold {
-      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.failed_runs.name}\" AND resource.type=\"cloud_run_revision\""
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.failed_runs.name}\""
       comparison      = "COMPARISON_GT"
       threshold_value = 0
       duration        = "0s"
