@@ -3,14 +3,14 @@ resource "google_pubsub_topic" "topic" {
   for_each     = toset(local.topics)
   name         = each.key
   kms_key_name = var.kms_key_name
-  depends_on   = [google_project_service.api]
+  depends_on   = [google_project_service.api, google_kms_crypto_key_iam_member.cmek]
 }
 
 resource "google_pubsub_topic" "dead_letter" {
   for_each     = toset(local.topics)
   name         = "${each.key}-dlq"
   kms_key_name = var.kms_key_name
-  depends_on   = [google_project_service.api]
+  depends_on   = [google_project_service.api, google_kms_crypto_key_iam_member.cmek]
 }
 
 # A topic without a subscription drops what is published to it: each dead-letter topic keeps its

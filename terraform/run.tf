@@ -6,7 +6,7 @@ resource "google_artifact_registry_repository" "images" {
   format        = "DOCKER"
   description   = "batchcast images (the API image also runs the training job)"
   kms_key_name  = var.kms_key_name
-  depends_on    = [google_project_service.api]
+  depends_on    = [google_project_service.api, google_kms_crypto_key_iam_member.cmek]
 }
 
 resource "google_cloud_run_v2_service" "api" {

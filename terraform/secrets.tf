@@ -28,7 +28,7 @@ resource "google_secret_manager_secret" "secret" {
     }
   }
 
-  depends_on = [google_project_service.api]
+  depends_on = [google_project_service.api, google_kms_crypto_key_iam_member.cmek]
 }
 
 resource "google_secret_manager_secret_version" "secret" {

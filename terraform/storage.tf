@@ -68,7 +68,7 @@ resource "google_storage_bucket" "data" {
     }
   }
 
-  depends_on = [google_project_service.api]
+  depends_on = [google_project_service.api, google_kms_crypto_key_iam_member.cmek]
 }
 
 # Function source archives (dist/functions/<name>.zip), uploaded under their content hash so a
@@ -104,7 +104,7 @@ resource "google_storage_bucket" "sources" {
     }
   }
 
-  depends_on = [google_project_service.api]
+  depends_on = [google_project_service.api, google_kms_crypto_key_iam_member.cmek]
 }
 
 # Usage logs of the two buckets above (who read or wrote which object, for audits).
@@ -136,7 +136,7 @@ resource "google_storage_bucket" "access_logs" {
     }
   }
 
-  depends_on = [google_project_service.api]
+  depends_on = [google_project_service.api, google_kms_crypto_key_iam_member.cmek]
 }
 
 # Cloud Storage writes usage logs as this group (the documented grantee for log buckets).

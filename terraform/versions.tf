@@ -5,10 +5,20 @@ terraform {
       source  = "hashicorp/google"
       version = ">= 5.40, < 7.0"
     }
+    # Only for google_project_service_identity (cmek.tf), which the GA provider lacks.
+    google-beta = {
+      source  = "hashicorp/google-beta"
+      version = ">= 5.40, < 7.0"
+    }
   }
 }
 
 provider "google" {
+  project = var.project
+  region  = var.region
+}
+
+provider "google-beta" {
   project = var.project
   region  = var.region
 }

@@ -25,7 +25,7 @@ import pytest
 from batchcast import layout, messages, runtime
 from batchcast.config import BUILTIN_PROFILES, Settings, load_profile, profile_names
 from batchcast.events import PUBSUB_PUBLISHED, message_from_event
-from batchcast.messages import ScheduleTick, Topic
+from batchcast.messages import InvalidMessage, ScheduleTick, Topic
 from batchcast.wiring import FUNCTIONS, ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,6 +219,15 @@ def test_scheduler_body_decodes_to_a_tick(tf_text: str) -> None:
     assert tick.logical_time.isoformat() == "2026-03-02T14:00:00+00:00"
     # A redelivery carries the same publish time, so the same idempotency key.
     assert message_from_event(PUBSUB_PUBLISHED, envelope).idempotency_key == tick.idempotency_key
+    # A tick that says when it is for (batchcast tick, a replay) keeps its own time.
+    pinned = {**body, "logical_time": "2026-03-01T06:00:00-08:00"}
+    envelope["message"]["data"] = base64.b64encode(json.dumps(pinned).encode()).decode()
+    assert message_from_event(PUBSUB_PUBLISHED, envelope).logical_time.isoformat() == pinned["logical_time"]
+    # Without a publish time there is nothing to take the time from: the contract rejects it.
+    envelope["message"]["data"] = base64.b64encode(json.dumps(body).encode()).decode()
+    del envelope["message"]["publishTime"]
+    with pytest.raises(InvalidMessage):
+        message_from_event(PUBSUB_PUBLISHED, envelope)
 
 
 def test_push_delivery_reaches_the_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
