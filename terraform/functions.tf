@@ -4,6 +4,8 @@
 # Triggers: ingest is HTTP (stores POST their files with a bearer token). The other four are fed by
 # the push subscriptions in pubsub.tf (raw/ finalize notifications for partition, pipeline messages
 # for the rest); a non-2xx answer makes Pub/Sub retry with backoff and dead-letter after 5 attempts.
+# Without an event_trigger the platform deploys them as HTTP functions; functions-framework still
+# serves each one as a CloudEvent function, because main.py registers it with @cloud_event.
 resource "google_service_account" "fn" {
   for_each     = local.functions
   account_id   = "${var.name_prefix}-fn-${replace(each.key, "_", "-")}"

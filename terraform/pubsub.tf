@@ -59,6 +59,7 @@ resource "google_pubsub_subscription" "route" {
     max_delivery_attempts = 5
   }
 
+  # service_config.uri is the run.app URL: the one internal ingress admits Pub/Sub pushes on.
   push_config {
     push_endpoint = "${google_cloudfunctions2_function.fn[each.value.function].service_config[0].uri}/projects/${var.project}/topics/${each.value.topic}"
     oidc_token {
