@@ -365,3 +365,22 @@ def test_training_job_runs_an_existing_command(tf: dict) -> None:
     [task] = tf["resource"]["google_cloud_run_v2_job"]["train"]["template"][0]["template"]
     [container] = task["containers"]
     assert container["command"] == ["batchcast"] and container["args"][0] in _cli_commands()
+
+
+def test_every_reference_resolves(tf_text: str) -> None:
+    """What `terraform validate` would catch first: references to undeclared resources, data
+    sources, locals and variables (typos, renamed resources)."""
+    code = re.sub(r"#.*", "", tf_text)
+    resources = set(re.findall(r'^resource "([a-z0-9_]+)" "([a-z0-9_]+)"', code, re.M))
+    data = set(re.findall(r'^data "([a-z0-9_]+)" "([a-z0-9_]+)"', code, re.M))
+    variables = set(re.findall(r'^variable "([a-z0-9_]+)"', code, re.M))
+    local_blocks = re.findall(r"^locals \{\n(.*?)^\}", code, re.M | re.S)
+    local_names = {name for block in local_blocks for name in re.findall(r"^  ([a-z0-9_]+)\s*=", block, re.M)}
+    body = re.sub(r'^(resource|data|variable) "[^"]+"( "[^"]+")? \{', "", code, flags=re.M)
+    for kind, name in set(re.findall(r"(?<!data\.)\b(google_[a-z0-9_]+)\.([a-z0-9_]+)", body)):
+        assert (kind, name) in resources, f"{kind}.{name} is not declared"
+    for kind, name in set(re.findall(r"\bdata\.(google_[a-z0-9_]+)\.([a-z0-9_]+)", body)):
+        assert (kind, name) in data, f"data.{kind}.{name} is not declared"
+    assert set(re.findall(r"\bvar\.([a-z0-9_]+)", body)) <= variables
+    assert set(re.findall(r"\blocal\.([a-z0-9_]+)", body)) <= local_names
+    assert len(resources) > 30 and {"project", "region"} <= variables
