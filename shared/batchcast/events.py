@@ -57,7 +57,26 @@ def _published(data: dict[str, Any]) -> Message:
         return _object_finalized(resource, envelope.get("publishTime"))
     if "eventType" in attributes:
         raise InvalidMessage(f"GCS notification {attributes['eventType']} is not handled")
+    if attributes.get("kind") == "schedule":
+        body = _stamp_tick(body, envelope.get("publishTime"))
     return decode(body, {k: v for k, v in attributes.items() if k in ("kind", "dataset", "city")})
+
+
+def _stamp_tick(body: bytes, publish_time: str | None) -> bytes:
+    """Give a Cloud Scheduler tick its logical time: the publish time, to the minute.
+
+    A Scheduler job's body is fixed, so it cannot say when it fired; its publish time can (it is
+    the same on every redelivery, so the tick's idempotency key is too). Ticks that carry a
+    ``logical_time`` (``batchcast tick``, replays) keep it.
+    """
+    try:
+        tick = json.loads(body)
+    except ValueError:
+        return body  # decode() reports it
+    if not isinstance(tick, dict) or "logical_time" in tick or not publish_time:
+        return body
+    tick["logical_time"] = _parse_time(publish_time).replace(second=0, microsecond=0).isoformat()
+    return json.dumps(tick).encode()
 
 
 def _object_finalized(resource: dict[str, Any], event_time: str | None) -> ObjectFinalized:
