@@ -11,13 +11,14 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from batchcast import runtime, synth, uploads
+from batchcast import runtime, stack, synth, uploads
 from batchcast.backends.embedded import BOOKKEEPING
 from batchcast.config import ConfigError, load_profile, profile_names
 from batchcast.demo import DemoResult, prepare_root, run_demo
 from batchcast.messages import ScheduleTick, Topic
 from batchcast.obs import configure_logging
 from batchcast.ports import FixedClock, SystemClock
+from batchcast.wiring import FUNCTIONS
 
 app = typer.Typer(help="batchcast: uploads in, fresh batch forecasts out.", no_args_is_help=True)
 console = Console()
@@ -238,6 +239,69 @@ def profiles(name: Annotated[str | None, typer.Argument(help="Show one profile i
             console.print(f"{known:<12} {chosen.description}  (mappings: {', '.join(chosen.mappings)})")
         return
     console.print_json(_profile(name).model_dump_json())
+
+
+stack_app = typer.Typer(help="The local emulator stack: fake-gcs-server, Pub/Sub emulator, functions.")
+app.add_typer(stack_app, name="stack")
+StackDir = Annotated[Path, typer.Option("--dir", help="Where the stack keeps its state, env.sh and logs.")]
+
+
+@stack_app.command("up")
+def stack_up(
+    directory: StackDir = Path(".batchcast-stack"),
+    gcs_port: Annotated[int, typer.Option(help="fake-gcs-server's port (0: any free port).")] = 4443,
+    pubsub_port: Annotated[int, typer.Option(help="The Pub/Sub emulator's port (0: any free port).")] = 8085,
+    functions_port: Annotated[
+        int, typer.Option(help="First function's port; the others follow (0: any free ports).")
+    ] = 8081,
+    project: Annotated[str, typer.Option(help="The emulated project.")] = stack.PROJECT,
+    bucket: Annotated[str, typer.Option(help="The emulated bucket.")] = stack.BUCKET,
+    pubsub_emulator: Annotated[
+        str | None, typer.Option(help="The emulator's launcher (default: found through gcloud).")
+    ] = None,
+) -> None:
+    """Start the emulator stack and print the environment variables that talk to it."""
+    ports = {name: functions_port + i if functions_port else 0 for i, name in enumerate(FUNCTIONS)}
+    try:
+        state = stack.up(
+            directory,
+            project=project,
+            bucket=bucket,
+            gcs_port=gcs_port,
+            pubsub_port=pubsub_port,
+            function_ports=ports,
+            pubsub_emulator=pubsub_emulator,
+        )
+    except stack.StackError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
+    print(state.env_script(), end="")
+    console.print(
+        f"# also in {directory / stack.ENV_FILE} (source it); logs in {directory / 'logs'}/", highlight=False
+    )
+
+
+@stack_app.command("down")
+def stack_down(directory: StackDir = Path(".batchcast-stack")) -> None:
+    """Stop every process of the stack."""
+    stopped = stack.down(directory)
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "no stack was running")
+
+
+@stack_app.command("status")
+def stack_status(directory: StackDir = Path(".batchcast-stack")) -> None:
+    """Show which processes of the stack run and where they log."""
+    processes = stack.status(directory)
+    if not processes:
+        console.print(f"no stack at {directory}")
+        raise typer.Exit(1)
+    table = Table("process", "pid", "port", "state", "log")
+    for process, alive in processes:
+        state = "up" if alive else "DOWN"
+        table.add_row(process.name, str(process.pid), str(process.port), state, process.log)
+    console.print(table)
+    if not all(alive for _, alive in processes):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":
