@@ -125,3 +125,17 @@ def test_a_poison_message_is_dead_lettered_after_five_attempts(stack_env):
     log = (Path(stack_env.directory) / "logs" / "predict.log").read_text()
     assert "unknown profile 'ghost'" in log
     bus.close()
+
+
+def test_missing_prerequisites_are_named(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(stack.StackError) as raised:
+        stack.find_prerequisites("/nonexistent/cloud-pubsub-emulator")
+    assert "java" in str(raised.value) and "Pub/Sub emulator" in str(raised.value)
+    assert "gcloud components install pubsub-emulator" in str(raised.value)
+
+
+def test_an_external_emulator_must_be_listening(tmp_path):
+    with pytest.raises(stack.StackError, match="no Pub/Sub emulator listens"):
+        stack.up(tmp_path, external_pubsub=True, pubsub_port=stack.free_port())
+    assert stack.status(tmp_path) == []  # nothing left running

@@ -253,12 +253,15 @@ def stack_up(
     pubsub_port: Annotated[int, typer.Option(help="The Pub/Sub emulator's port (0: any free port).")] = 8085,
     functions_port: Annotated[
         int, typer.Option(help="First function's port; the others follow (0: any free ports).")
-    ] = 8081,
+    ] = 8091,
     project: Annotated[str, typer.Option(help="The emulated project.")] = stack.PROJECT,
     bucket: Annotated[str, typer.Option(help="The emulated bucket.")] = stack.BUCKET,
     pubsub_emulator: Annotated[
         str | None, typer.Option(help="The emulator's launcher (default: found through gcloud).")
     ] = None,
+    external_pubsub: Annotated[
+        bool, typer.Option(help="Use the Pub/Sub emulator already listening on --pubsub-port.")
+    ] = False,
 ) -> None:
     """Start the emulator stack and print the environment variables that talk to it."""
     ports = {name: functions_port + i if functions_port else 0 for i, name in enumerate(FUNCTIONS)}
@@ -271,6 +274,7 @@ def stack_up(
             pubsub_port=pubsub_port,
             function_ports=ports,
             pubsub_emulator=pubsub_emulator,
+            external_pubsub=external_pubsub,
         )
     except stack.StackError as error:
         console.print(f"[red]{error}[/red]")

@@ -105,17 +105,18 @@ class StackState:
         return "\n".join(lines) + "\n"
 
 
-def find_prerequisites(pubsub_emulator: str | None = None) -> Prerequisites:
+def find_prerequisites(pubsub_emulator: str | None = None, *, need_pubsub: bool = True) -> Prerequisites:
     """Locate Java, the Pub/Sub emulator, fake-gcs-server and functions-framework.
 
-    Raise :class:`StackError` naming every missing one and how to get it.
+    Raise :class:`StackError` naming every missing one and how to get it. Without ``need_pubsub``
+    (an emulator already runs elsewhere), Java and the launcher are not looked for.
     """
     missing = []
-    java = shutil.which("java")
+    java = shutil.which("java") if need_pubsub else "-"
     if not java:
         missing.append("java (apt-get install default-jre-headless)")
-    emulator = pubsub_emulator or _pubsub_launcher()
-    if not emulator or not Path(emulator).is_file():
+    emulator = (pubsub_emulator or _pubsub_launcher()) if need_pubsub else "-"
+    if not emulator or (need_pubsub and not Path(emulator).is_file()):
         missing.append(
             "the Pub/Sub emulator (gcloud components install pubsub-emulator beta, "
             "or apt-get install google-cloud-cli-pubsub-emulator)"
@@ -184,34 +185,36 @@ def up(
     min_backoff_seconds: int = 1,
     max_backoff_seconds: int = 10,
     pubsub_emulator: str | None = None,
+    external_pubsub: bool = False,
     timeout: float = 180,
 ) -> StackState:
     """Start the stack (port 0: a free port) and return its state; on failure, stop what started.
 
     ``sources`` replaces a function's ``main.py`` (tests serve a wrapper that fails on purpose).
+    ``external_pubsub``: a Pub/Sub emulator already listens on ``127.0.0.1:<pubsub_port>`` (e.g. the
+    ``google-cloud-cli:emulators`` container run with ``--network host``); it is used, not started.
     """
     directory = Path(directory).resolve()
     if status(directory) and any(alive for _, alive in status(directory)):
         raise StackError(f"a stack already runs from {directory}: batchcast stack down --dir {directory}")
-    tools = find_prerequisites(pubsub_emulator)
+    if external_pubsub and not pubsub_port:
+        raise StackError("an external Pub/Sub emulator needs its port")
+    tools = find_prerequisites(pubsub_emulator, need_pubsub=not external_pubsub)
     logs = directory / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     state = StackState(str(directory), project, bucket, gcs_port or free_port(), pubsub_port or free_port())
     ports = {name: (function_ports or {}).get(name) or free_port() for name in FUNCTIONS}
     try:
-        state.processes.append(
-            _start(
-                "pubsub-emulator",
-                [tools.pubsub_emulator, f"--host={HOST}", f"--port={state.pubsub_port}"],
-                state.pubsub_port,
-                logs,
-                os.environ,
-            )
-        )
-        _save(state)
-        _wait_for_port(state.processes[-1], timeout)
+        if external_pubsub:
+            if not _listening(state.pubsub_port):
+                raise StackError(f"no Pub/Sub emulator listens on {HOST}:{state.pubsub_port}")
+        else:
+            command = [tools.pubsub_emulator, f"--host={HOST}", f"--port={state.pubsub_port}"]
+            state.processes.append(_start("pubsub-emulator", command, state.pubsub_port, logs, os.environ))
+            _save(state)
+            _wait_for_port(state.processes[-1], timeout)
         env = {**os.environ, **state.env(), **(extra_env or {})}
-        with _environ(state.env()):
+        with environ(state.env()):
             _create_topics(state)
         gcs_command = [
             tools.fake_gcs_server,
@@ -229,7 +232,7 @@ def up(
         state.processes.append(_start("fake-gcs-server", gcs_command, state.gcs_port, logs, env))
         _save(state)
         _wait_for_port(state.processes[-1], timeout)
-        with _environ(state.env()):
+        with environ(state.env()):
             _create_bucket(state)
         env["BATCHCAST_ROOT"] = str(directory / "local")  # the placeholder mailer's outbox
         env["PYTHONUNBUFFERED"] = "1"  # log lines reach the log file as they happen
@@ -248,7 +251,7 @@ def up(
         _save(state)
         for process in state.processes:
             _wait_for_port(process, timeout)
-        with _environ(state.env()):
+        with environ(state.env()):
             _create_subscriptions(state, min_backoff_seconds, max_backoff_seconds)
     except BaseException:
         down(directory)
@@ -356,8 +359,8 @@ def _stop(pid: int, grace: float = 10) -> bool:
 
 
 @contextlib.contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    # The client libraries read the emulator variables when a client is built.
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """Set ``values`` in this process's environment for the block (clients read the emulator variables)."""
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
