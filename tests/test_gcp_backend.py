@@ -233,3 +233,22 @@ def test_dead_letters_are_listed_and_stay_until_acked(bus, stack_env):
     while not acked and time.monotonic() < deadline:
         acked = [d for d in bus.dead_letters(Topic.SCHEDULE, ack=True) if d["message"] == tick]
     assert acked
+
+
+def test_from_env_builds_the_gcp_runtime_on_the_emulators(stack_env, monkeypatch, tmp_path):
+    from batchcast import runtime
+    from batchcast.config import ConfigError, Settings
+
+    monkeypatch.setenv("BATCHCAST_ROOT", str(tmp_path))
+    runtime.from_env.cache_clear()
+    try:
+        deployment = runtime.from_env()
+        assert isinstance(deployment.ports.blobs, GcsBlobStore) and isinstance(
+            deployment.ports.bus, PubSubBus
+        )
+        assert deployment.ports.blobs.bucket == stack_env.bucket
+        assert deployment.ports.blobs.stat("nothing/here") is None  # it really talks to fake-gcs-server
+    finally:
+        runtime.from_env.cache_clear()
+    with pytest.raises(ConfigError, match="BATCHCAST_PROJECT"):
+        runtime.gcp(Settings(backend="gcp", bucket="b"))
