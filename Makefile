@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-bikeshare test lint bench clean
+.PHONY: demo demo-bikeshare test lint bench bench-stack clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,5 +31,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
 
+# Retail 200 stores × 730 days on the emulator stack vs. the embedded backend.
+bench-stack: $(STAMP)
+	$(BIN)/python bench/stack.py
+
 clean:
-	rm -rf $(VENV) demo-output demo-output-bikeshare batchcast-data
+	rm -rf $(VENV) demo-output demo-output-bikeshare batchcast-data .batchcast-stack
