@@ -210,8 +210,7 @@ def up(
                 raise StackError(f"no Pub/Sub emulator listens on {HOST}:{state.pubsub_port}")
         else:
             command = [tools.pubsub_emulator, f"--host={HOST}", f"--port={state.pubsub_port}"]
-            state.processes.append(_start("pubsub-emulator", command, state.pubsub_port, logs, os.environ))
-            _save(state)
+            _start(state, "pubsub-emulator", command, state.pubsub_port, os.environ)
             _wait_for_port(state.processes[-1], timeout)
         env = {**os.environ, **state.env(), **(extra_env or {})}
         with environ(state.env()):
@@ -229,8 +228,7 @@ def up(
             f"-event.bucket={bucket}",
             "-event.list=finalize",
         ]
-        state.processes.append(_start("fake-gcs-server", gcs_command, state.gcs_port, logs, env))
-        _save(state)
+        _start(state, "fake-gcs-server", gcs_command, state.gcs_port, env)
         _wait_for_port(state.processes[-1], timeout)
         with environ(state.env()):
             _create_bucket(state)
@@ -247,8 +245,7 @@ def up(
                 f"--host={HOST}",
                 f"--port={ports[name]}",
             ]
-            state.processes.append(_start(name, command, ports[name], logs, env))
-        _save(state)
+            _start(state, name, command, ports[name], env)
         for process in state.processes:
             _wait_for_port(process, timeout)
         with environ(state.env()):
@@ -297,8 +294,10 @@ def _save(state: StackState) -> None:
     path.write_text(json.dumps(asdict(state), indent=2))
 
 
-def _start(name: str, command: list[str], port: int, logs: Path, env) -> Process:
-    log = logs / f"{name}.log"
+def _start(state: StackState, name: str, command: list[str], port: int, env) -> Process:
+    """Start one process in its own group, logging to logs/<name>.log, and record it at once
+    (so ``down`` can stop it even if a later step of ``up`` fails)."""
+    log = Path(state.directory) / "logs" / f"{name}.log"
     with log.open("ab") as out:
         popen = subprocess.Popen(
             command,
@@ -308,7 +307,10 @@ def _start(name: str, command: list[str], port: int, logs: Path, env) -> Process
             env=dict(env),
             start_new_session=True,  # its own process group: down stops its children too
         )
-    return Process(name, popen.pid, port, str(log))
+    process = Process(name, popen.pid, port, str(log))
+    state.processes.append(process)
+    _save(state)
+    return process
 
 
 def _wait_for_port(process: Process, timeout: float) -> None:
