@@ -20,7 +20,8 @@ from google.cloud import storage
 from batchcast import layout, stack, synth
 from batchcast.backends.gcp import PubSubBus, storage_client
 from batchcast.config import load_profile
-from batchcast.messages import PredictRequest, Topic
+from batchcast.messages import ObjectFinalized, PredictRequest, Topic
+from batchcast.wiring import Route
 
 pytestmark = pytest.mark.slow
 
@@ -140,3 +141,23 @@ def test_an_external_emulator_must_be_listening(tmp_path):
     with pytest.raises(stack.StackError, match="no Pub/Sub emulator listens"):
         stack.up(tmp_path, external_pubsub=True, pubsub_port=stack.free_port())
     assert stack.status(tmp_path) == []  # nothing left running
+
+
+def test_seek_redelivers_an_upload_and_the_function_acks_it_without_work(stack_env, bucket):
+    today = datetime.now(UTC).date()
+    before = datetime.now(UTC) - timedelta(seconds=2)
+    name = f"raw/dt={today}/stack-seek.csv"
+    _upload(bucket, name, b"store_id,city,date,sales\nnot-a-store,atlantis,yesterday,-1\n")
+    report = layout.rejected_report(today, "stack-seek")
+    _wait(report, lambda: report in _names(bucket, layout.REJECTED), timeout=120)
+    key = ObjectFinalized(
+        bucket=stack_env.bucket, name=name, generation=bucket.get_blob(name).generation, logical_time=before
+    ).idempotency_key
+    runs_before = _names(bucket, layout.RUNS)
+    bus = PubSubBus(stack_env.project)
+    bus.seek(Route(Topic.RAW_OBJECTS, "partition").subscription, before)  # as `batchcast replay` will
+    bus.close()
+    log = Path(stack_env.directory) / "logs" / "partition.log"
+    acked = f"duplicate acknowledged: object-finalized {key}"
+    _wait("the redelivered upload", lambda: acked in log.read_text())
+    assert _names(bucket, layout.RUNS) == runs_before  # acknowledged without a run
