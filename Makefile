@@ -10,7 +10,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: demo demo-bikeshare test lint bench clean functions
+.PHONY: demo demo-bikeshare test lint bench bench-stack clean functions
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,5 +45,9 @@ test: $(STAMP) $(CHECKOV_STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
 
+# Retail 200 stores × 730 days on the emulator stack vs. the embedded backend.
+bench-stack: $(STAMP)
+	$(BIN)/python bench/stack.py
+
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) dist demo-output demo-output-bikeshare batchcast-data
+	rm -rf $(VENV) $(CHECKOV_VENV) dist demo-output demo-output-bikeshare batchcast-data .batchcast-stack

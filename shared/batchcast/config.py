@@ -368,6 +368,13 @@ class Settings(_Strict):
     root: Path = Path("batchcast-data")  # embedded: the directory that plays the bucket
     bucket: str = "embedded"  # gcp: the bucket name
     project: str | None = None  # gcp: the project of the topics
+    region: str | None = None  # gcp: where functions and jobs run
+    # gcp: the Cloud Run job long trainings run in (projects/P/locations/R/jobs/J). Unset: a local
+    # ``batchcast train`` process, as on the emulator stack.
+    train_job: str | None = None
+    # Events published longer ago than this are acknowledged without work, so a message that
+    # somehow keeps coming back (Eventarc retries storage events for a day) stops costing runs.
+    max_event_age_seconds: int = Field(default=86_400, ge=1)
     max_attempts: int = Field(default=5, ge=1)  # embedded bus: deliveries before dead-lettering
     now: AwareDatetime | None = None  # pin the clock (tests, demos, reruns); None: the real clock
     # SHA-256 hex digests of the bearer tokens the ingest endpoint accepts, comma-separated.

@@ -12,6 +12,7 @@ The layout is a contract (users, the API and BigQuery external tables read it)::
     metrics/dataset=<profile>/dt=YYYY-MM-DD/city=<city>.json
     runs/dt=YYYY-MM-DD/<run_id>.json
     status/freshness.json
+    status/processed/<function>/<idempotency_key>.json
 
 ``<shard>`` is ``NNN`` for daily targets and ``HHh-NNN`` (the target window's start hour) for
 intraday targets, so the three bike-share windows of one day never share a file.
@@ -32,6 +33,8 @@ RESULTS = "results/"
 METRICS = "metrics/"
 RUNS = "runs/"
 FRESHNESS = "status/freshness.json"
+# One marker per (function, message) that finished, so a redelivered event is acked without work.
+PROCESSED = "status/processed/"
 
 RAW_EXTENSIONS = ("csv", "avro")
 
@@ -181,3 +184,8 @@ def metrics_object(dataset: str, dt: date, city: str) -> str:
 def run_record(dt: date, run_id: str) -> str:
     """The record of one invocation."""
     return f"{RUNS}dt={dt.isoformat()}/{check_id(run_id, 'run id')}.json"
+
+
+def processed_marker(function: str, idempotency_key: str) -> str:
+    """The marker saying ``function`` finished the message with this idempotency key."""
+    return f"{PROCESSED}{check_id(function, 'function')}/{check_id(idempotency_key, 'idempotency key')}.json"
