@@ -12,6 +12,7 @@ The layout is a contract (users, the API and BigQuery external tables read it)::
     metrics/dataset=<profile>/dt=YYYY-MM-DD/city=<city>.json
     runs/dt=YYYY-MM-DD/<run_id>.json
     status/freshness.json
+    config/api_tokens.json    (read-only configuration; nothing triggers on config/)
 
 ``<shard>`` is ``NNN`` for daily targets and ``HHh-NNN`` (the target window's start hour) for
 intraday targets, so the three bike-share windows of one day never share a file.
@@ -32,6 +33,7 @@ RESULTS = "results/"
 METRICS = "metrics/"
 RUNS = "runs/"
 FRESHNESS = "status/freshness.json"
+API_TOKENS = "config/api_tokens.json"  # the bearer-token map (digests only) when not in the environment
 
 RAW_EXTENSIONS = ("csv", "avro")
 
