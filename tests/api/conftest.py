@@ -78,7 +78,7 @@ def auth():
     return _auth
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def token_map_json() -> str:
     """The token map as BATCHCAST_API_TOKENS holds it."""
     return json.dumps(TOKEN_MAP)
