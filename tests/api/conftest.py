@@ -8,7 +8,11 @@ stale, which is what managers see when the pipeline stopped.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -153,3 +157,24 @@ def client(blobs: RecordingBlobStore) -> Iterator[TestClient]:
     app = create_app(blobs=blobs, tokens=TokenStore(blobs, json.dumps(TOKEN_MAP)))
     with TestClient(app) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def server(stale_bucket: Path, token_map_json: str) -> Iterator[str]:
+    """``batchcast serve --port 0 --root <stale bucket>`` in its own process; yields its base URL."""
+    env = os.environ | {"BATCHCAST_API_TOKENS": token_map_json}
+    command = [sys.executable, "-m", "batchcast.cli", "serve", "--port", "0", "--root", str(stale_bucket)]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        for line in process.stderr:  # uvicorn says where it listens once it does
+            if "Uvicorn running on" in line:
+                base = line.split("Uvicorn running on ")[1].split()[0]
+                break
+            assert time.monotonic() < deadline, "batchcast serve did not start within 60 s"
+        else:
+            pytest.fail(f"batchcast serve exited with {process.wait()}")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -1,4 +1,4 @@
-"""The managers' page in headless Chromium, served by ``batchcast serve`` over a stale bucket.
+"""The managers' page in headless Chromium, served by ``batchcast serve`` over the stale bucket.
 
 Chromium comes from Debian (``apt-get install -y chromium``; ``.ci/run`` installs it). Without it
 the tests skip on a developer's machine and fail under CI=true.
@@ -11,10 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
-import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,27 +28,6 @@ def chromium() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-@pytest.fixture(scope="module")
-def server(stale_bucket: Path, token_map_json: str) -> Iterator[str]:
-    """``batchcast serve --port 0 --root <stale bucket>`` in its own process; yields its base URL."""
-    env = os.environ | {"BATCHCAST_API_TOKENS": token_map_json}
-    command = [sys.executable, "-m", "batchcast.cli", "serve", "--port", "0", "--root", str(stale_bucket)]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        for line in process.stderr:  # uvicorn says where it listens once it does
-            if "Uvicorn running on" in line:
-                base = line.split("Uvicorn running on ")[1].split()[0]
-                break
-            assert time.monotonic() < deadline, "batchcast serve did not start within 60 s"
-        else:
-            pytest.fail(f"batchcast serve exited with {process.wait()}")
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, str]:
