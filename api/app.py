@@ -52,6 +52,8 @@ CSV_COLUMNS = (
     "stale_since",
 )
 
+# Answers depend on the caller's token and the Accept header: no shared cache may keep them.
+PRIVATE = {"Cache-Control": "private, no-cache", "Vary": "Accept, Authorization"}
 Id = Annotated[
     str,
     PathParam(pattern=layout.SAFE_ID.pattern, max_length=128, description="letters, digits, '_', '.', '-'"),
@@ -210,8 +212,8 @@ def create_app(blobs: BlobStore | None = None, tokens: TokenStore | None = None)
         if result is None:
             raise HTTPException(404, f"no results for {dataset}/{entity_id}")
         if _wants_csv(fmt, request.headers.get("accept", "")):
-            return Response(_to_csv(result), media_type="text/csv; charset=utf-8")
-        return JSONResponse(Result.model_validate(result).model_dump(mode="json"))
+            return Response(_to_csv(result), media_type="text/csv; charset=utf-8", headers=PRIVATE)
+        return JSONResponse(Result.model_validate(result).model_dump(mode="json"), headers=PRIVATE)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -167,6 +167,13 @@ def test_a_result_has_forecast_history_freshness_and_local_as_of(client, auth, s
     assert body["as_of_local"] == "2026-03-02T01:00:00+01:00"  # Berlin wall clock in winter
 
 
+def test_answers_are_private_to_the_caller(client, auth):
+    for query in ("", "?format=csv"):
+        response = client.get(f"/results/1{query}", headers=auth("anna"))
+        assert response.headers["Cache-Control"] == "private, no-cache"
+        assert response.headers["Vary"] == "Accept, Authorization"
+
+
 def test_a_fresh_store_says_so(filled_bucket, recording, auth, token_map_json):
     app = create_app(blobs=recording(filled_bucket), tokens=TokenStore(None, token_map_json))
     with TestClient(app) as client:
