@@ -100,8 +100,16 @@ function el(name, attributes, text) {
   return node;
 }
 
+// A round grid step (1, 2 or 5 times a power of ten) that cuts ``span`` into about ``count`` parts.
+function niceStep(span, count) {
+  const raw = span / count;
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  const norm = raw / magnitude;
+  return (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 5 ? 5 : 10) * magnitude;
+}
+
 function drawChart(result) {
-  const width = 900, height = 340, left = 64, right = 16, top = 16, bottom = 40;
+  const width = 900, height = 340, left = 64, right = 40, top = 16, bottom = 40;
   const history = result.history.filter((h) => h.actual !== null);
   const rows = result.forecast.filter((r) => r.p10 !== null && r.p90 !== null);
   const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, role: "img",
@@ -114,21 +122,22 @@ function drawChart(result) {
     return svg;
   }
   const [x0, x1] = [Math.min(...xs), Math.max(...xs) || 1];
-  const [y0, y1] = [Math.min(...ys), Math.max(...ys) * 1.08 || 1];
+  const step = niceStep(Math.max(...ys) - Math.min(...ys) || 1, 4);
+  const y0 = Math.floor(Math.min(...ys) / step) * step;
+  const y1 = Math.ceil((Math.max(...ys) * 1.04) / step) * step || step;
   const x = (t) => left + ((t - x0) / (x1 - x0 || 1)) * (width - left - right);
   const y = (v) => top + (1 - (v - y0) / (y1 - y0 || 1)) * (height - top - bottom);
 
-  for (let i = 0; i <= 4; i++) {  // horizontal grid with values
-    const value = y0 + ((y1 - y0) * i) / 4;
+  for (let value = y0; value <= y1 + step / 2; value += step) {  // horizontal grid at round values
     svg.append(el("line", { x1: left, x2: width - right, y1: y(value), y2: y(value), class: "grid",
       stroke: "#e3e8ee" }));
     svg.append(el("text", { x: left - 6, y: y(value) + 4, "text-anchor": "end", "font-size": 11,
-      fill: "#5b6878" }, Math.round(value).toLocaleString("en-US")));
+      fill: "#5b6878" }, Number(value.toPrecision(12)).toLocaleString("en-US")));
   }
   const periods = [...new Set(xs)].sort((a, b) => a - b);  // ticks on period boundaries
-  const step = Math.max(1, Math.ceil(periods.length / 7));
+  const every = Math.max(1, Math.ceil(periods.length / 7));
   const daily = periods.every((t) => t % 86400000 === 0);
-  for (let i = 0; i < periods.length; i += step) {
+  for (let i = 0; i < periods.length; i += every) {
     const label = new Date(periods[i]).toISOString().slice(5, 16).replace("T", " ");  // MM-DD hh:mm
     svg.append(el("text", { x: x(periods[i]), y: height - bottom + 18, "text-anchor": "middle",
       "font-size": 11, fill: "#5b6878" }, daily ? label.slice(0, 5) : label));
