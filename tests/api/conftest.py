@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -165,15 +167,28 @@ def server(stale_bucket: Path, token_map_json: str) -> Iterator[str]:
     env = os.environ | {"BATCHCAST_API_TOKENS": token_map_json}
     command = [sys.executable, "-m", "batchcast.cli", "serve", "--port", "0", "--root", str(stale_bucket)]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def drain() -> None:  # read stderr to the end, so a chatty server never blocks on a full pipe
+        for line in process.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=drain, daemon=True).start()
     try:
         deadline = time.monotonic() + 60
-        for line in process.stderr:  # uvicorn says where it listens once it does
+        while True:  # uvicorn says where it listens once it does
+            try:
+                if time.monotonic() > deadline:
+                    raise queue.Empty
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail("batchcast serve did not start within 60 s")
+            if line is None:
+                pytest.fail(f"batchcast serve exited with {process.wait()}")
             if "Uvicorn running on" in line:
                 base = line.split("Uvicorn running on ")[1].split()[0]
                 break
-            assert time.monotonic() < deadline, "batchcast serve did not start within 60 s"
-        else:
-            pytest.fail(f"batchcast serve exited with {process.wait()}")
         yield base
     finally:
         process.terminate()
