@@ -147,11 +147,7 @@ def _caller(
 ) -> Principal:
     """The token's holder; 401 (with WWW-Authenticate) when there is none, 503 without a token map."""
     try:
-        principal = (
-            request.app.state.backend.tokens.authenticate(f"Bearer {credentials.credentials}")
-            if credentials
-            else None
-        )
+        principal = request.app.state.backend.tokens.find(credentials.credentials) if credentials else None
     except TokenMapError as error:
         raise HTTPException(503, "the token map cannot be read; try again later") from error
     if principal is None:

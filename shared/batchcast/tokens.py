@@ -159,7 +159,11 @@ class TokenStore:
     def authenticate(self, authorization: str | None) -> Principal | None:
         """The holder of the request's bearer token, or None (missing, malformed or unknown)."""
         token = bearer(authorization)
-        return None if token is None else self.current().find(token)
+        return None if token is None else self.find(token)
+
+    def find(self, token: str) -> Principal | None:
+        """The holder of ``token`` in the map in force, or None."""
+        return self.current().find(token)
 
     def current(self) -> TokenMap:
         """The map in force; raise :class:`TokenMapError` when it never could be read."""
