@@ -236,6 +236,7 @@ def test_push_delivery_reaches_the_step(tmp_path: Path, monkeypatch: pytest.Monk
     is turned into a messagePublished CloudEvent by functions-framework and runs the step."""
     monkeypatch.setenv("BATCHCAST_ROOT", str(tmp_path / "bucket"))
     monkeypatch.delenv("BATCHCAST_BACKEND", raising=False)
+    monkeypatch.setenv("BATCHCAST_NOW", "2026-03-01T23:31:00Z")  # within the event-age limit
     runtime.from_env.cache_clear()
     try:
         app = functions_framework.create_app("notify", str(ROOT / "functions" / "notify" / "main.py"))

@@ -377,6 +377,26 @@ def rerun(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8080,
+    root: Annotated[
+        Path | None,
+        typer.Option(help="Embedded bucket directory; without it, BATCHCAST_BACKEND and friends decide."),
+    ] = None,
+) -> None:
+    """Serve the results API and the managers' page (uvicorn)."""
+    import uvicorn
+
+    from batchcast_api.app import app as from_env_app
+    from batchcast_api.app import create_app
+
+    # --root serves a local bucket directly; otherwise the deployment's settings pick the backend.
+    served = create_app(blobs=runtime.embedded(root).ports.blobs) if root else from_env_app
+    uvicorn.run(served, host=host, port=port, log_level="info")
+
+
+@app.command()
 def profiles(name: Annotated[str | None, typer.Argument(help="Show one profile in full.")] = None) -> None:
     """List the known profiles, or validate and show one (a name or a .toml path)."""
     if name is None:

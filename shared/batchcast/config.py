@@ -377,14 +377,9 @@ class Settings(_Strict):
     max_event_age_seconds: int = Field(default=86_400, ge=1)
     max_attempts: int = Field(default=5, ge=1)  # embedded bus: deliveries before dead-lettering
     now: AwareDatetime | None = None  # pin the clock (tests, demos, reruns); None: the real clock
-    # SHA-256 hex digests of the bearer tokens the ingest endpoint accepts, comma-separated.
-    # Only hashes are configured (from the environment or Secret Manager), never tokens.
-    ingest_token_sha256: str = ""
-
-    @property
-    def ingest_token_hashes(self) -> frozenset[str]:
-        """The accepted token digests, lower-case."""
-        return frozenset(h.strip().lower() for h in self.ingest_token_sha256.split(",") if h.strip())
+    # The bearer-token map's JSON (see batchcast.tokens), injected from Secret Manager; when empty
+    # the map is read from the bucket object config/api_tokens.json. It holds digests, never tokens.
+    api_tokens: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

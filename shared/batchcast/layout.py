@@ -13,6 +13,7 @@ The layout is a contract (users, the API and BigQuery external tables read it)::
     runs/dt=YYYY-MM-DD/<run_id>.json
     status/freshness.json
     status/processed/<function>/<idempotency_key>.json
+    config/api_tokens.json    (read-only configuration; nothing triggers on config/)
 
 ``<shard>`` is ``NNN`` for daily targets and ``HHh-NNN`` (the target window's start hour) for
 intraday targets, so the three bike-share windows of one day never share a file.
@@ -35,6 +36,7 @@ RUNS = "runs/"
 FRESHNESS = "status/freshness.json"
 # One marker per (function, message) that finished, so a redelivered event is acked without work.
 PROCESSED = "status/processed/"
+API_TOKENS = "config/api_tokens.json"  # the bearer-token map (digests only) when not in the environment
 
 RAW_EXTENSIONS = ("csv", "avro")
 
