@@ -44,26 +44,35 @@ def bikeshare() -> Profile:
     return load_profile("bikeshare")
 
 
+def write_small_retail(directory: Path, name: str, sales_column: str = "sales", **training: object) -> Path:
+    """Write ``<directory>/<name>.toml``: the retail profile cut to two cities and a cheaper model.
+
+    ``sales_column`` renames the native export's sales column (so its files fit only this
+    profile); keyword arguments become extra ``[training]`` settings (strings are quoted).
+    """
+    text = (Path(str(resources.files("batchcast") / "profiles")) / "retail.toml").read_text()
+    text = text.replace('sales = "sales"', f'sales = "{sales_column}"')
+    text = re.sub(r"\n\[cities\.(cologne|paris)\]\n(\w+ = .*\n)+", "\n", text)
+    text = text.replace("max_iter = 150", "max_iter = 40").replace("folds = 3", "folds = 1")
+    extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in training.items())
+    text = text.replace('name = "retail"', f'name = "{name}"')
+    text = text.replace("debounce_minutes = 0\n", "debounce_minutes = 0\n" + extra)
+    path = directory / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture
 def small_retail(tmp_path_factory, monkeypatch) -> Iterator[Callable[..., Profile]]:
-    """Make a two-city copy of the retail profile with a cheaper model, under another name.
+    """``small_retail("name", **training)``: a :func:`write_small_retail` profile, loaded.
 
-    ``small_retail("name", **training)`` writes ``name.toml`` into a profile directory that
-    ``BATCHCAST_PROFILE_DIR`` points at (child processes inherit it) and returns the profile;
-    keyword arguments become extra ``[training]`` settings (strings are quoted).
+    Its directory is ``BATCHCAST_PROFILE_DIR`` for the test (child processes inherit it).
     """
     directory = tmp_path_factory.mktemp("profiles")
     monkeypatch.setenv("BATCHCAST_PROFILE_DIR", str(directory))
-    load_profile.cache_clear()
-    text = (Path(str(resources.files("batchcast") / "profiles")) / "retail.toml").read_text()
-    text = re.sub(r"\n\[cities\.(cologne|paris)\]\n(\w+ = .*\n)+", "\n", text)
-    text = text.replace("max_iter = 150", "max_iter = 40").replace("folds = 3", "folds = 1")
 
     def make(name: str, **training: object) -> Profile:
-        extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in training.items())
-        body = text.replace('name = "retail"', f'name = "{name}"')
-        body = body.replace("debounce_minutes = 0\n", "debounce_minutes = 0\n" + extra)
-        (directory / f"{name}.toml").write_text(body)
+        write_small_retail(directory, name, **training)
         load_profile.cache_clear()
         return load_profile(name)
 
@@ -96,6 +105,7 @@ def predict_fails_for(monkeypatch) -> Callable[[str], Callable[[], None]]:
 # -- the emulator stack ----------------------------------------------------------------------------
 
 TESTS = Path(__file__).parent
+STACK_PROFILES = "profiles"
 
 
 def require_emulators() -> None:
@@ -119,10 +129,15 @@ def emulator_stack(tmp_path_factory: pytest.TempPathFactory):
     directory = tmp_path_factory.mktemp("stack")
     flaky = directory / "flaky"
     flaky.mkdir()
+    # A profile whose trainings run as jobs, for the job test (STACK_PROFILES in the stack's dir).
+    profiles = directory / STACK_PROFILES
+    profiles.mkdir()
+    # Its export names sales "units", so plain retail files still fit only the retail profile.
+    write_small_retail(profiles, "retailjob", sales_column="units", mode="job")
     state = stack.up(
         directory,
         sources={"predict": TESTS / "stack_targets" / "flaky_predict.py"},
-        extra_env={"BATCHCAST_TEST_FLAKY_DIR": str(flaky)},
+        extra_env={"BATCHCAST_TEST_FLAKY_DIR": str(flaky), "BATCHCAST_PROFILE_DIR": str(profiles)},
     )
     try:
         yield state
@@ -136,3 +151,9 @@ def stack_env(emulator_stack, monkeypatch: pytest.MonkeyPatch):
     for name, value in emulator_stack.env().items():
         monkeypatch.setenv(name, value)
     return emulator_stack
+
+
+@pytest.fixture
+def stack_profiles(emulator_stack) -> Path:
+    """The profile directory the stack's functions read (it holds the job-mode "retailjob")."""
+    return Path(emulator_stack.directory) / STACK_PROFILES

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 from google.cloud import storage
+from typer.testing import CliRunner
 
 from batchcast import layout, stack, synth
 from batchcast.backends.gcp import PubSubBus, storage_client
+from batchcast.cli import app
 from batchcast.config import load_profile
 from batchcast.messages import ObjectFinalized, PredictRequest, Topic
 from batchcast.wiring import Route
@@ -161,3 +163,44 @@ def test_seek_redelivers_an_upload_and_the_function_acks_it_without_work(stack_e
     acked = f"duplicate acknowledged: object-finalized {key}"
     _wait("the redelivered upload", lambda: acked in log.read_text())
     assert _names(bucket, layout.RUNS) == runs_before  # acknowledged without a run
+
+
+def test_job_mode_trains_in_a_batchcast_train_process_that_publishes_the_predictions(
+    stack_env, stack_profiles, bucket, monkeypatch
+):
+    # "retailjob" (tests/conftest.py) is the two-city retail profile with training.mode = "job".
+    monkeypatch.setenv("BATCHCAST_PROFILE_DIR", str(stack_profiles))
+    load_profile.cache_clear()
+    profile = load_profile("retailjob")
+    frame = synth.generate(profile, 4, 90, seed=5, end=date.today() - timedelta(days=1))
+    export = frame.rename(columns={"sales": "units"}).to_csv(index=False).encode()  # its own header
+    _upload(bucket, f"raw/dt={datetime.now(UTC).date()}/stack-job.csv", export)
+    stores = set(frame["store_id"].astype(str))
+    wanted = {layout.results_object("retailjob", profile.entity_key, s) for s in stores}
+    _wait(
+        "results from the job's predictions",
+        lambda: wanted <= _names(bucket, layout.results_prefix("retailjob")),
+    )
+    runs = [json.loads(bucket.blob(n).download_as_bytes()) for n in _names(bucket, layout.RUNS)]
+    runs = [r for r in runs if r["dataset"] == "retailjob"]
+    [trigger] = [r for r in runs if r["function"] == "train_trigger"]
+    assert trigger["counts"]["jobs_launched"] == 2 and trigger["published"] == 0
+    jobs = [r for r in runs if r["function"] == "train"]
+    assert sorted(r["city"] for r in jobs) == ["berlin", "munich"]
+    assert all(r["status"] == "succeeded" and r["published"] >= 1 for r in jobs)
+    logs = list((Path(stack_env.directory) / "local" / ".batchcast" / "jobs").glob("train-*.log"))
+    assert len(logs) == 2
+    load_profile.cache_clear()
+
+
+def test_replay_command_seeks_the_subscription_on_gcp(stack_env):
+    cli = CliRunner()
+    since = datetime.now(UTC).isoformat()
+    args = ["replay", "--subscription", "notify--schedule", "--since", since]
+    dry = cli.invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "would seek notify--schedule" in dry.output and "notify acknowledges without work" in dry.output
+    done = cli.invoke(app, args)  # a real seek on the emulator, to now: nothing is re-delivered
+    assert done.exit_code == 0, done.output and "seeking notify--schedule" in done.output
+    unknown = cli.invoke(app, ["replay", "--subscription", "notify--nothing", "--since", since])
+    assert unknown.exit_code != 0 and "unknown subscription" in unknown.output
