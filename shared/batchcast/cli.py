@@ -1,7 +1,8 @@
-"""The ``batchcast`` command: generate data, upload it, tick the schedule, run the demo."""
+"""The ``batchcast`` command: generate data, upload it, tick the schedule, run the demo, show status."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, TextIO
@@ -12,6 +13,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from batchcast import runtime, synth, uploads
+from batchcast import status as status_report
 from batchcast.backends.embedded import BOOKKEEPING
 from batchcast.config import ConfigError, load_profile, profile_names
 from batchcast.demo import DemoResult, prepare_root, run_demo
@@ -227,6 +229,28 @@ def _print_demo(result: DemoResult) -> None:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+@app.command()
+def status(
+    root: RootOption = Path("batchcast-data"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Per dataset and city: last success, last failure, stale entities, dead letters, long runs."""
+    if not (root / BOOKKEEPING).is_dir():
+        raise typer.BadParameter(f"{root} is not a batchcast root (no {BOOKKEEPING}/ inside)")
+    deployment = runtime.embedded(root)
+    document = status_report.collect(deployment.ports.blobs, deployment.bus.dead_letters)
+    if as_json:
+        typer.echo(json.dumps(document, indent=2, sort_keys=True))
+        return
+    printable = status_report.rows(document)
+    table = Table(title=f"batchcast status of {root}")
+    for column in printable[0] if printable else ("dataset", "city"):
+        table.add_column(column, overflow="fold")
+    for line in printable:
+        table.add_row(*line.values())
+    console.print(table)
 
 
 @app.command()

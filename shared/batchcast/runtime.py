@@ -15,13 +15,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from batchcast import layout
+from batchcast import layout, outcomes
 from batchcast.backends.embedded import EmbeddedBlobStore, EmbeddedBus, OutboxMailer, finalize_event
+from batchcast.backends.smtp import SmtpMailer
 from batchcast.config import Settings
 from batchcast.events import message_from_event
 from batchcast.messages import InvalidMessage, Message, Topic, with_run_id
-from batchcast.obs import new_run_id, run_logger
-from batchcast.ports import Clock, FixedClock, Ports, SystemClock
+from batchcast.obs import RunLogger, new_run_id, run_logger
+from batchcast.ports import Clock, FixedClock, Mailer, Ports, SystemClock
 from batchcast.steps import RunContext, StepResult
 from batchcast.wiring import ROUTES, step_for
 
@@ -49,7 +50,7 @@ class Runtime:
         result: StepResult | None = None
         error: BaseException | None = None
         try:
-            result = step_for(function)(self.ports, message, RunContext(run_id, function, log))
+            result = step_for(function)(self.ports, message, RunContext(run_id, function, log, self.settings))
             for outgoing in result.messages:
                 self.ports.bus.publish(outgoing.topic, with_run_id(outgoing, run_id))
         except InvalidMessage as exc:
@@ -81,11 +82,21 @@ class Runtime:
                 "published": len(result.messages) if result and error is None else 0,
             }
             self._write_run_record(started_at, run_id, record)
+            self._record_outcome(record, message, result, log)
             level = "error" if status == "failed" else "warning" if status == "partial" else "info"
             getattr(log, level)(
                 f"{function} {status} in {seconds:.2f}s",
                 exc_info=error,
-                fields={"status": status, "duration_seconds": round(seconds, 3), "counts": record["counts"]},
+                # The line log-based metrics count (runs by status) and measure (duration).
+                fields={
+                    "metric": "batchcast_run",
+                    "function": function,
+                    "dataset": record["dataset"],
+                    "city": record["city"],
+                    "status": status,
+                    "duration_seconds": round(seconds, 3),
+                    "counts": record["counts"],
+                },
             )
             if result is not None:
                 self.results.append((function, result))
@@ -101,6 +112,16 @@ class Runtime:
             run_logger(function, "-", None, None).error(f"event ignored: {exc}")
             return None
         return self.handle(function, message)
+
+    def _record_outcome(
+        self, record: dict, message: Message, result: StepResult | None, log: RunLogger
+    ) -> None:
+        # Status bookkeeping must never turn a finished run into a failed one: the run record
+        # above is the source of truth, the outcome documents a cheap index of it.
+        try:
+            outcomes.record_run(self.ports.blobs, record, message, result)
+        except Exception:
+            log.exception("could not update status/outcomes")
 
     def _write_run_record(self, started_at: datetime, run_id: str, record: dict) -> None:
         name = layout.run_record(started_at.astimezone(UTC).date(), run_id)
@@ -128,8 +149,9 @@ def embedded(
     bus = EmbeddedBus(
         root, max_attempts=max_attempts, deliver_twice=deliver_twice, backoff_seconds=backoff_seconds
     )
-    ports = Ports(blobs=blobs, bus=bus, mailer=OutboxMailer(root), clock=clock)
-    runtime = Runtime(ports=ports, settings=Settings(root=root), bus=bus)
+    settings = Settings.from_env().model_copy(update={"root": root})
+    ports = Ports(blobs=blobs, bus=bus, mailer=mailer_for(settings), clock=clock)
+    runtime = Runtime(ports=ports, settings=settings, bus=bus)
     for route in ROUTES:
         bus.subscribe(route.topic, route.subscription, _deliver_to(runtime, route.function))
     # The bucket notification: only raw/ triggers partition (anything else would loop forever).
@@ -137,6 +159,13 @@ def embedded(
         layout.RAW, lambda info: bus.publish(Topic.RAW_OBJECTS, finalize_event(blobs.bucket, info))
     )
     return runtime
+
+
+def mailer_for(settings: Settings) -> Mailer:
+    """SMTP when ``BATCHCAST_SMTP_HOST`` is set; otherwise the embedded outbox under the root."""
+    if settings.smtp_host:
+        return SmtpMailer.from_settings(settings)
+    return OutboxMailer(settings.root)
 
 
 def _deliver_to(runtime: Runtime, function: str):
