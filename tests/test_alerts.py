@@ -444,3 +444,64 @@ def test_settings_choose_the_mailer(tmp_path, monkeypatch):
     mailer = deployment.ports.mailer
     assert isinstance(mailer, SmtpMailer) and mailer.host == "smtp.example.com" and mailer.port == 587
     assert "hunter2" not in repr(deployment.settings)
+
+
+# -- reasons and status without email ------------------------------------------------------------
+
+
+def test_a_failed_first_training_is_the_reason_and_status_shows_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("BATCHCAST_SMTP_HOST", raising=False)
+    monkeypatch.setattr(
+        training, "_train_and_store", lambda *a, **k: (_ for _ in ()).throw(MemoryError("out of memory"))
+    )
+    deployment = _deployment(tmp_path, FixedClock(MIDNIGHT))
+    _upload(deployment, 2, 40, ("berlin",))
+    deployment.bus.drain()
+    _tick(deployment, CHECK)
+    entities = _json(deployment, layout.FRESHNESS)["datasets"]["retail"]["entities"]
+    assert {s["reason"] for s in entities.values()} == {
+        "model training failed for city berlin: MemoryError: out of memory"
+    }
+    report = json.loads(CliRunner().invoke(app, ["status", "--root", str(tmp_path), "--json"]).output)
+    berlin = report["datasets"]["retail"]["cities"]["berlin"]
+    assert berlin["last_failure"]["function"] == "train_trigger"
+    assert berlin["stale_reasons"] == {"model training failed for city berlin: MemoryError: out of memory": 2}
+    assert report["datasets"]["retail"]["cities"]["*"]["last_success"]["function"] == "notify"
+
+
+def test_long_runs_are_kept_in_the_outcomes_and_reported(tmp_path):
+    from batchcast import outcomes, status
+    from batchcast.messages import PredictRequest
+
+    deployment = _deployment(tmp_path, FixedClock(MIDNIGHT))
+    request = PredictRequest(
+        dataset="retail",
+        city="paris",
+        shard=0,
+        shards=1,
+        model_version="v1",
+        target_start=datetime(2026, 3, 2),
+        target_end=datetime(2026, 3, 3),
+        entities=["7"],
+        logical_time=MIDNIGHT,
+    )
+    for run_id, seconds in (("r1", 12.0), ("r2", 734.5)):
+        record = {
+            "run_id": run_id,
+            "function": "predict",
+            "dataset": "retail",
+            "city": "paris",
+            "status": "succeeded",
+            "started_at": MIDNIGHT.isoformat(),
+            "duration_seconds": seconds,
+            "error": None,
+            "errors": {},
+            "message": {"logical_time": MIDNIGHT.isoformat()},
+        }
+        outcomes.record_run(deployment.ports.blobs, record, request, None)
+    document = status.collect(deployment.ports.blobs, deployment.bus.dead_letters)
+    paris = document["datasets"]["retail"]["cities"]["paris"]
+    assert [r["run_id"] for r in paris["long_runs"]] == ["r2"]
+    assert paris["last_success"]["run_id"] == "r1"  # the same run's second shard wrote nothing new
+    [row] = status.rows(document)
+    assert row["long runs"] == "predict 734s"
