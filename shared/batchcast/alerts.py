@@ -38,6 +38,8 @@ from batchcast.ports import Ports
 CLAIM_LEASE = timedelta(minutes=10)  # a claim older than this belonged to a run that died
 KEEP_DIGESTS = 30
 KEEP_CLOSED = 50
+MAX_PER_RUN = 200  # emails one run claims: well inside a function's 540 s, even on a slow server
+MARK_EVERY = 10  # sends recorded per bucket write
 
 
 class ManagerDirectory(BaseModel):
@@ -197,7 +199,7 @@ def deliver(ports: Ports, profile: Profile, mailing: Mailing, run_id: str) -> De
         if not current:
             return None
         document = _copy(current)
-        for key, _ in list(_due(document, now)):
+        for key, _ in list(_due(document, now))[:MAX_PER_RUN]:
             _email_state(document, key).update(state="sending", claimed_by=run_id, claimed_at=now.isoformat())
             claimed.append(key)
         return document if claimed else None
@@ -207,10 +209,11 @@ def deliver(ports: Ports, profile: Profile, mailing: Mailing, run_id: str) -> De
     if not claimed:
         return delivery
     directory = load_directory(ports)
+    done: dict[str, tuple[str, str | None]] = {}  # key -> (new state, error), written in batches
     for index, key in enumerate(claimed):
         email = _compose(profile, mailing, directory, document, key)
         if email is None:
-            _finish(ports, name, key, run_id, state="skipped", when=now)
+            done[key] = ("skipped", None)
             delivery.skipped.append(key)
             continue
         try:
@@ -220,44 +223,54 @@ def deliver(ports: Ports, profile: Profile, mailing: Mailing, run_id: str) -> De
             # claim and the rest, so the emails stay pending and the next run tries again.
             reason = f"{type(error).__name__}: {error}"
             delivery.error = f"{key}: {reason}"
-            for left in claimed[index:]:
-                _finish(ports, name, left, run_id, state="pending", when=now, error=reason)
+            done |= {left: ("pending", reason) for left in claimed[index:]}
             break
-        _finish(ports, name, key, run_id, state="sent", when=now)
+        done[key] = ("sent", None)
         delivery.sent.append(key)
+        if len(done) >= MARK_EVERY:
+            # One object takes about one write per second: mark sends in small batches, not
+            # one by one (a crash re-sends at most this batch, after the lease).
+            _finish(ports, name, run_id, done, now)
+            done = {}
+    _finish(ports, name, run_id, done, now)
     return delivery
 
 
 def _finish(
-    ports: Ports, name: str, key: str, run_id: str, *, state: str, when: datetime, error: str | None = None
+    ports: Ports, name: str, run_id: str, done: dict[str, tuple[str, str | None]], when: datetime
 ) -> None:
+    """Record what became of claimed emails: sent, skipped (no recipients) or pending again."""
+
     def mark(current: dict | None) -> dict | None:
         document = _copy(current or {})
-        try:
-            email = _email_state(document, key)
-        except KeyError:
-            return None  # the episode was closed meanwhile
-        if email.get("claimed_by") != run_id or email["state"] != "sending":
-            return None  # our claim expired and another run took it over
-        email.update(state=state, attempts=email.get("attempts", 0) + 1)
-        email.pop("claimed_by", None)
-        email.pop("claimed_at", None)
-        if state == "sent":
-            email["sent_at"] = when.isoformat()
-        if error:
-            email["last_error"] = error[:500]
-        if state in ("sent", "skipped") and ":" in key and not key.startswith("digest:"):
-            _close_if_done(document, key)
-        return document
+        changed = False
+        for key, (state, error) in done.items():
+            try:
+                email = _email_state(document, key)
+            except KeyError:
+                continue  # the episode was closed meanwhile
+            if email.get("claimed_by") != run_id or email["state"] != "sending":
+                continue  # our claim expired and another run took it over
+            email.update(state=state, attempts=email.get("attempts", 0) + 1)
+            email.pop("claimed_by", None)
+            email.pop("claimed_at", None)
+            if state == "sent":
+                email["sent_at"] = when.isoformat()
+            if error:
+                email["last_error"] = error[:500]
+            if state in ("sent", "skipped") and key.endswith(":recovered"):
+                _close(document, key)
+            changed = True
+        return document if changed else None
 
-    storage.update_json(ports.blobs, name, mark)
+    if done:
+        storage.update_json(ports.blobs, name, mark)
 
 
-def _close_if_done(document: dict, key: str) -> None:
-    entity, what = key.rsplit(":", 1)
-    if what == "recovered":
-        episode = document["episodes"].pop(entity)
-        document["closed"] = [*document["closed"], _summary(episode, "recovered")][-KEEP_CLOSED:]
+def _close(document: dict, key: str) -> None:
+    entity = key.removesuffix(":recovered")
+    episode = document["episodes"].pop(entity)
+    document["closed"] = [*document["closed"], _summary(episode, "recovered")][-KEEP_CLOSED:]
 
 
 def _copy(document: dict) -> dict:
