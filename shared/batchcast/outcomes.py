@@ -38,9 +38,12 @@ def city_outcomes(
     error = record.get("error") or ""
     if record["status"] in ("failed", "rejected") and not error:
         error = "; ".join(f"{k}: {v}" for k, v in (record.get("errors") or {}).items()) or record["status"]
-    if record.get("city"):
-        city_error = error or (record.get("errors") or {}).get(record["city"], "")
-        return {record["city"]: city_error}
+    # The step says whether its work was about one city (predict sets ``result.city``); notify,
+    # though triggered by one city's predictions, checks the whole dataset. A run that died
+    # without a result is put on the city of its message.
+    city = result.city if result is not None else message.city
+    if city:
+        return {city: error or (record.get("errors") or {}).get(city, "")}
     outcomes: dict[str | None, str] = {None: error}
     cities = _profile_cities(record["dataset"])
     touched = set(getattr(message, "cities", []) or [])

@@ -38,6 +38,7 @@ def collect(blobs: BlobStore, dead_letters: DeadLetters) -> dict[str, Any]:
                 "stale_reasons": {},
                 "dead_letters": [],
                 "long_runs": [],
+                "functions": {},
             },
         )
 
@@ -46,6 +47,7 @@ def collect(blobs: BlobStore, dead_letters: DeadLetters) -> dict[str, Any]:
         entry["last_success"] = _latest(document, "last_success")
         entry["last_failure"] = _latest(document, "last_failure")
         entry["long_runs"] = document.get("long_runs", [])
+        entry["functions"] = document.get("functions", {})
     freshness = storage.read_json(blobs, layout.FRESHNESS) or {"datasets": {}}
     for dataset, section in freshness["datasets"].items():
         datasets.setdefault(dataset, {"cities": {}}).update(
