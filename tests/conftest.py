@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -37,3 +41,52 @@ def retail() -> Profile:
 @pytest.fixture(scope="module")
 def bikeshare() -> Profile:
     return load_profile("bikeshare")
+
+
+@pytest.fixture
+def small_retail(tmp_path_factory, monkeypatch) -> Iterator[Callable[..., Profile]]:
+    """Make a two-city copy of the retail profile with a cheaper model, under another name.
+
+    ``small_retail("name", **training)`` writes ``name.toml`` into a profile directory that
+    ``BATCHCAST_PROFILE_DIR`` points at (child processes inherit it) and returns the profile;
+    keyword arguments become extra ``[training]`` settings (strings are quoted).
+    """
+    directory = tmp_path_factory.mktemp("profiles")
+    monkeypatch.setenv("BATCHCAST_PROFILE_DIR", str(directory))
+    load_profile.cache_clear()
+    text = (Path(str(resources.files("batchcast") / "profiles")) / "retail.toml").read_text()
+    text = re.sub(r"\n\[cities\.(cologne|paris)\]\n(\w+ = .*\n)+", "\n", text)
+    text = text.replace("max_iter = 150", "max_iter = 40").replace("folds = 3", "folds = 1")
+
+    def make(name: str, **training: object) -> Profile:
+        extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in training.items())
+        body = text.replace('name = "retail"', f'name = "{name}"')
+        body = body.replace("debounce_minutes = 0\n", "debounce_minutes = 0\n" + extra)
+        (directory / f"{name}.toml").write_text(body)
+        load_profile.cache_clear()
+        return load_profile(name)
+
+    yield make
+    load_profile.cache_clear()
+
+
+@pytest.fixture
+def predict_fails_for(monkeypatch) -> Callable[[str], Callable[[], None]]:
+    """``predict_fails_for("munich")`` makes predict's model load fail there (an outage).
+
+    Returns a function that ends the outage, as deploying a fix would.
+    """
+    from batchcast.steps import predict
+
+    original = predict.training.load_model
+
+    def start(failing_city: str) -> Callable[[], None]:
+        def broken(blobs, profile, city, version):
+            if city == failing_city:
+                raise OSError(f"model storage for {city} unreachable")
+            return original(blobs, profile, city, version)
+
+        monkeypatch.setattr(predict.training, "load_model", broken)
+        return lambda: monkeypatch.setattr(predict.training, "load_model", original)
+
+    return start

@@ -178,18 +178,9 @@ def test_a_tick_without_new_data_predicts_without_retraining(retail_run, tmp_pat
     assert {r["target"]["start"] for r in results} == {"2026-03-03T00:00:00"}
 
 
-def test_one_city_failing_to_predict_leaves_the_others_fresh(tmp_path, monkeypatch):
+def test_one_city_failing_to_predict_leaves_the_others_fresh(tmp_path, predict_fails_for):
     profile = load_profile("retail")
-    from batchcast.steps import predict
-
-    original = predict.training.load_model
-
-    def broken_for_munich(blobs, profile, city, version):
-        if city == "munich":
-            raise OSError("disk on fire")
-        return original(blobs, profile, city, version)
-
-    monkeypatch.setattr(predict.training, "load_model", broken_for_munich)
+    predict_fails_for("munich")
     deployment = _run(tmp_path, "retail", _csv("retail", 16, 120))
     results = [_json(deployment, n) for n in _names(deployment, layout.results_prefix("retail"))]
     assert results and "munich" not in {r["city"] for r in results}

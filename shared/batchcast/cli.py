@@ -12,19 +12,24 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from batchcast import dataset as datasets
+from batchcast import replay as replays
 from batchcast import runtime, synth, uploads
 from batchcast import status as status_report
 from batchcast.backends.embedded import BOOKKEEPING
-from batchcast.config import ConfigError, load_profile, profile_names
+from batchcast.config import ConfigError, Settings, load_profile, profile_names
 from batchcast.demo import DemoResult, prepare_root, run_demo
-from batchcast.messages import ScheduleTick, Topic
+from batchcast.messages import InvalidMessage, ScheduleTick, Topic, TrainRequest, decode
 from batchcast.obs import configure_logging
-from batchcast.ports import FixedClock, SystemClock
+from batchcast.ports import BlobStore, Clock, FixedClock, SystemClock
 
 app = typer.Typer(help="batchcast: uploads in, fresh batch forecasts out.", no_args_is_help=True)
 console = Console()
 
-RootOption = Annotated[Path, typer.Option(help="Embedded backend: the directory that plays the bucket.")]
+RootOption = Annotated[
+    Path | None,
+    typer.Option(help="Embedded backend: the directory that plays the bucket (default: BATCHCAST_ROOT)."),
+]
 NowOption = Annotated[
     datetime | None, typer.Option(help="Pretend it is this time (ISO 8601, UTC if no offset).")
 ]
@@ -38,6 +43,16 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _deployment(root: Path | None, clock: Clock | None = None) -> runtime.Runtime:
+    """The embedded deployment on ``root`` (or ``BATCHCAST_ROOT``), with the log file set up."""
+    settings = Settings.from_env()
+    root = root or settings.root
+    configure_logging(_log_file(root))
+    if clock is None:
+        clock = FixedClock(settings.now) if settings.now else SystemClock()
+    return runtime.embedded(root, clock=clock, max_attempts=settings.max_attempts)
 
 
 def _profile(name: str):
@@ -78,13 +93,12 @@ def upload(
         str | None, typer.Option(help="Profile name (detected from the header if omitted).")
     ] = None,
     mapping: Annotated[str | None, typer.Option(help="Column mapping of the profile to use.")] = None,
-    root: RootOption = Path("batchcast-data"),
+    root: RootOption = None,
     now: NowOption = None,
 ) -> None:
     """Upload a file to raw/ and run everything it triggers (embedded backend)."""
-    configure_logging(_log_file(root))
     clock = FixedClock(_aware(now)) if now else SystemClock()
-    deployment = runtime.embedded(root, clock=clock)
+    deployment = _deployment(root, clock)
     ext = file.suffix.lstrip(".").lower()
     try:
         name = uploads.store_upload(
@@ -109,13 +123,12 @@ def tick(
         str, typer.Option(help="Comma-separated: train, predict, notify.")
     ] = "train,predict,notify",
     at: NowOption = None,
-    root: RootOption = Path("batchcast-data"),
+    root: RootOption = None,
 ) -> None:
     """Publish a schedule tick, as Cloud Scheduler does, and run what it triggers."""
-    configure_logging(_log_file(root))
     _profile(dataset)
     moment = _aware(at) or datetime.now(UTC)
-    deployment = runtime.embedded(root, clock=FixedClock(moment))
+    deployment = _deployment(root, FixedClock(moment))
     chosen = [a.strip() for a in actions.split(",") if a.strip()]
     try:
         message = ScheduleTick(dataset=dataset, actions=chosen, logical_time=moment)
@@ -131,7 +144,7 @@ def demo(
     profile: Annotated[str, typer.Option(help="retail or bikeshare")] = "retail",
     stores: Annotated[int, typer.Option(help="Stores (or stations).", min=2)] = 40,
     days: Annotated[int, typer.Option(help="Days of history.", min=60)] = 365,
-    root: RootOption = Path("demo-output"),
+    root: Annotated[Path, typer.Option(help="The directory that plays the bucket.")] = Path("demo-output"),
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     end: Annotated[datetime | None, typer.Option(help="Last day of data (default: yesterday).")] = None,
 ) -> None:
@@ -176,6 +189,12 @@ def _progress() -> Progress:
 def _drain_with_progress(deployment: runtime.Runtime) -> None:
     with console.status("running the pipeline…"):
         deployment.bus.drain()
+    launched = deployment.ports.jobs.processes if deployment.ports.jobs else []
+    if launched:
+        # Training jobs are separate processes that run their cities' predictions themselves.
+        with console.status(f"waiting for {len(launched)} training job(s)…"):
+            codes = deployment.ports.jobs.wait()
+        console.print(f"training jobs finished with exit codes {codes}; logs in {BOOKKEEPING}/jobs/")
 
 
 def _log_file(root: Path) -> TextIO:
@@ -233,13 +252,14 @@ def _fmt(value: float | None) -> str:
 
 @app.command()
 def status(
-    root: RootOption = Path("batchcast-data"),
+    root: RootOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Per dataset and city: last success, last failure, stale entities, dead letters, long runs."""
+    root = root or Settings.from_env().root
     if not (root / BOOKKEEPING).is_dir():
         raise typer.BadParameter(f"{root} is not a batchcast root (no {BOOKKEEPING}/ inside)")
-    deployment = runtime.embedded(root)
+    deployment = _deployment(root)
     document = status_report.collect(deployment.ports.blobs, deployment.bus.dead_letters)
     if as_json:
         typer.echo(json.dumps(document, indent=2, sort_keys=True))
@@ -251,6 +271,106 @@ def status(
     for line in printable:
         table.add_row(*line.values())
     console.print(table)
+
+
+@app.command()
+def train(
+    message: Annotated[
+        str | None, typer.Option(help="The train request JSON (what train_trigger passes to a job).")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Profile name (without --message).")] = None,
+    city: Annotated[str | None, typer.Option(help="City to train (without --message).")] = None,
+    actions: Annotated[str, typer.Option(help="train, or train,predict.")] = "train,predict",
+    at: NowOption = None,
+    root: RootOption = None,
+) -> None:
+    """Run one training job: train a city's model, then publish its predict requests."""
+    deployment = _deployment(root)
+    try:
+        if message:
+            request = decode(message)
+        else:
+            request = _train_request(deployment.ports.blobs, dataset, city, actions, at)
+    except (InvalidMessage, ValueError) as error:
+        raise typer.BadParameter(str(error)) from error
+    if not isinstance(request, TrainRequest):
+        raise typer.BadParameter(f"--message is a {request.kind}, not a train-request")
+    result = deployment.handle("train", request)
+    deployment.bus.drain()  # embedded: this process runs the predictions its training asked for
+    _print_runs(deployment)
+    if result.status == "failed":
+        raise typer.Exit(1)
+
+
+def _train_request(
+    blobs: BlobStore, dataset: str | None, city: str | None, actions: str, at: datetime | None
+) -> TrainRequest:
+    if not dataset or not city:
+        raise ValueError("give --message, or --dataset and --city")
+    profile = _profile(dataset)
+    files = datasets.entity_files(blobs, profile, city)
+    return TrainRequest(
+        dataset=dataset,
+        city=city,
+        actions=[a.strip() for a in actions.split(",") if a.strip()],
+        fingerprint=datasets.fingerprint(files, profile),
+        logical_time=_aware(at) or datetime.now(UTC),
+    )
+
+
+@app.command()
+def replay(
+    subscription: Annotated[str, typer.Option(help="Subscription id, e.g. predict--predict-requests.")],
+    since: Annotated[datetime, typer.Option(help="Re-deliver what was published at or after this time.")],
+    dry_run: Annotated[bool, typer.Option(help="Only say what would be re-delivered.")] = False,
+    root: RootOption = None,
+) -> None:
+    """Re-deliver a subscription's messages since a time (Pub/Sub seek; the message log locally)."""
+    deployment = _deployment(root)
+    try:
+        plan = replays.plan_replay(deployment.bus.log(), subscription, _aware(since))
+    except KeyError as error:
+        raise typer.BadParameter(str(error.args[0])) from error
+    verb = "would re-deliver" if dry_run else "re-delivering"
+    console.print(f"{verb} {len(plan)} message(s) to {subscription}:")
+    for redelivery in plan:
+        console.print(f"  {redelivery.describe()}")
+    if dry_run or not plan:
+        return
+    for redelivery in plan:
+        deployment.bus.redeliver(subscription, redelivery.entry)
+    _drain_with_progress(deployment)
+    _print_runs(deployment)
+
+
+@app.command()
+def rerun(
+    dataset: Annotated[str, typer.Option(help="Profile name.")],
+    day: Annotated[datetime, typer.Option("--date", formats=["%Y-%m-%d"], help="Local date to re-run.")],
+    city: Annotated[list[str] | None, typer.Option(help="Only this city (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Only list the ticks that would be republished.")] = False,
+    now: NowOption = None,
+    root: RootOption = None,
+) -> None:
+    """Republish one day's scheduled work (train, predict, notify) so it runs again."""
+    profile = _profile(dataset)
+    clock = FixedClock(_aware(now)) if now else SystemClock()
+    rerun_id = f"rerun-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
+    try:
+        ticks = replays.rerun_ticks(profile, day.date(), city or [], rerun_id)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    verb = "would republish" if dry_run else f"republishing as {rerun_id}"
+    console.print(f"{verb} {len(ticks)} schedule tick(s) of {profile.name} on {day:%Y-%m-%d}:")
+    for tick in ticks:
+        console.print(f"  {tick.logical_time.isoformat()} {','.join(tick.actions)}")
+    if dry_run:
+        return
+    deployment = _deployment(root, clock)
+    for tick in ticks:  # in time order: a day's training runs before the predictions that use it
+        deployment.ports.bus.publish(Topic.SCHEDULE, tick)
+        _drain_with_progress(deployment)
+    _print_runs(deployment)
 
 
 @app.command()

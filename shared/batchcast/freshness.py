@@ -55,7 +55,8 @@ def _city_causes(blobs: BlobStore, profile: Profile, city: str, expected: dateti
     # A predict failure counts when it was for the target now due (or a later one): an old
     # failure that a later run made good says nothing about today.
     predict_failed = predict and (predict.get("target_start") or "") >= expected.isoformat()
-    train = outcomes.latest_failure(document, "train_trigger")
+    # Trainings run inline in train_trigger or, when long, in a ``train`` job.
+    train = outcomes.latest_failure(document, "train") or outcomes.latest_failure(document, "train_trigger")
     has_model = training.latest(blobs, profile, city) is not None
     return {
         "predict": f"predict failed for city {city}: {predict['error']}" if predict_failed else None,

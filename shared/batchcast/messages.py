@@ -19,6 +19,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 SCHEMA_VERSION = 1
+CITY_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 
 
 class Topic(StrEnum):
@@ -50,6 +51,9 @@ class _Message(BaseModel):
     logical_time: AwareDatetime
     # The run that published this message, for lineage in run records. Not part of the identity.
     run_id: str = ""
+    # Set by ``batchcast rerun`` and carried by every message that descends from it: a rerun is new
+    # work (a new idempotency key), where a redelivery or a replay of the original is not.
+    rerun: str = Field(default="", pattern=r"^[A-Za-z0-9_.:-]{0,64}$")
 
     @property
     def city(self) -> str | None:
@@ -62,8 +66,9 @@ class _Message(BaseModel):
 
     @property
     def idempotency_key(self) -> str:
-        """Stable across redelivery and replay: a hash of :meth:`identity`."""
-        return hashlib.sha256(self.identity().encode()).hexdigest()[:32]
+        """Stable across redelivery and replay: a hash of :meth:`identity` (and the rerun tag)."""
+        identity = self.identity() + (f"@rerun={self.rerun}" if self.rerun else "")
+        return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
 class ObjectFinalized(_Message):
@@ -107,13 +112,18 @@ class ScheduleTick(_Message):
     kind: Literal["schedule"] = "schedule"
     topic: ClassVar[Topic] = Topic.SCHEDULE
     actions: list[Action] = Field(min_length=1)
+    # Empty: every city with data (Cloud Scheduler's ticks); a rerun may name a few.
+    cities: list[Annotated[str, Field(pattern=CITY_PATTERN)]] = []
 
     def identity(self) -> str:
-        return f"schedule/{self.dataset}/{','.join(sorted(self.actions))}/{self.logical_time.isoformat()}"
+        actions, cities = ",".join(sorted(self.actions)), ",".join(sorted(self.cities))
+        return f"schedule/{self.dataset}/{actions}/{self.logical_time.isoformat()}" + (
+            f"/{cities}" if cities else ""
+        )
 
 
 class _Targeted(_Message):
-    city_: str = Field(alias="city", pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    city_: str = Field(alias="city", pattern=CITY_PATTERN)
     shard: int = Field(ge=0)
     shards: int = Field(ge=1)
     model_version: str
@@ -153,8 +163,27 @@ class PredictionsReady(_Targeted):
         return "predictions-ready/" + self._target_identity()
 
 
+class TrainRequest(_Message):
+    """Train one city's model in a job (``batchcast train``), then publish its predict requests.
+
+    train_trigger hands a training that would not fit in an event-driven function to a job; this
+    is what the job is told. It travels as the job's argument, not on a topic.
+    """
+
+    kind: Literal["train-request"] = "train-request"
+    city_: str = Field(alias="city", pattern=CITY_PATTERN)
+    actions: list[Action] = Field(min_length=1)
+    fingerprint: str  # the data the job is to train on, as train_trigger saw it
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def identity(self) -> str:
+        actions = ",".join(sorted(self.actions))
+        when = self.logical_time.isoformat()
+        return f"train-request/{self.dataset}/{self.city_}/{when}/{actions}/{self.fingerprint}"
+
+
 Message = Annotated[
-    ObjectFinalized | PartitionsReady | ScheduleTick | PredictRequest | PredictionsReady,
+    ObjectFinalized | PartitionsReady | ScheduleTick | PredictRequest | PredictionsReady | TrainRequest,
     Field(discriminator="kind"),
 ]
 _adapter: TypeAdapter[Message] = TypeAdapter(Message)
@@ -186,6 +215,6 @@ def decode(data: bytes | str, attributes: dict[str, str] | None = None) -> Messa
     return message
 
 
-def with_run_id(message: Message, run_id: str) -> Message:
-    """Return ``message`` stamped with the id of the run that publishes it."""
-    return message.model_copy(update={"run_id": run_id})
+def with_lineage(message: Message, run_id: str, parent: Message) -> Message:
+    """Return ``message`` stamped with the run that publishes it and its parent's rerun tag."""
+    return message.model_copy(update={"run_id": run_id, "rerun": parent.rerun})

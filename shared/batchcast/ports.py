@@ -94,6 +94,14 @@ class Mailer(Protocol):
     def send(self, email: EmailMessage) -> None: ...
 
 
+class JobLauncher(Protocol):
+    """Starts work too long for an event-driven function (a Cloud Run job, a local process)."""
+
+    def launch(self, request: Message) -> str:
+        """Start a job that runs ``request`` and return its id; do not wait for it."""
+        ...
+
+
 class Clock(Protocol):
     """Tells the time; steps use it instead of ``datetime.now`` so tests and demos control time."""
 
@@ -130,3 +138,4 @@ class Ports:
     bus: Bus
     mailer: Mailer
     clock: Clock
+    jobs: JobLauncher | None = None  # None: this deployment cannot start jobs

@@ -16,11 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from batchcast import layout, outcomes
-from batchcast.backends.embedded import EmbeddedBlobStore, EmbeddedBus, OutboxMailer, finalize_event
+from batchcast.backends.embedded import (
+    BOOKKEEPING,
+    EmbeddedBlobStore,
+    EmbeddedBus,
+    OutboxMailer,
+    finalize_event,
+)
+from batchcast.backends.jobs import ProcessJobLauncher
 from batchcast.backends.smtp import SmtpMailer
 from batchcast.config import Settings
 from batchcast.events import message_from_event
-from batchcast.messages import InvalidMessage, Message, Topic, with_run_id
+from batchcast.messages import InvalidMessage, Message, Topic, with_lineage
 from batchcast.obs import RunLogger, new_run_id, run_logger
 from batchcast.ports import Clock, FixedClock, Mailer, Ports, SystemClock
 from batchcast.steps import RunContext, StepResult
@@ -52,7 +59,7 @@ class Runtime:
         try:
             result = step_for(function)(self.ports, message, RunContext(run_id, function, log, self.settings))
             for outgoing in result.messages:
-                self.ports.bus.publish(outgoing.topic, with_run_id(outgoing, run_id))
+                self.ports.bus.publish(outgoing.topic, with_lineage(outgoing, run_id, message))
         except InvalidMessage as exc:
             result = StepResult(status="rejected", errors={"message": str(exc)})
         except Exception as exc:
@@ -149,8 +156,11 @@ def embedded(
     bus = EmbeddedBus(
         root, max_attempts=max_attempts, deliver_twice=deliver_twice, backoff_seconds=backoff_seconds
     )
+    jobs = ProcessJobLauncher(
+        root / BOOKKEEPING / "jobs", lambda: _job_environment(root, clock, max_attempts)
+    )
     settings = Settings.from_env().model_copy(update={"root": root})
-    ports = Ports(blobs=blobs, bus=bus, mailer=mailer_for(settings), clock=clock)
+    ports = Ports(blobs=blobs, bus=bus, mailer=mailer_for(settings), clock=clock, jobs=jobs)
     runtime = Runtime(ports=ports, settings=settings, bus=bus)
     for route in ROUTES:
         bus.subscribe(route.topic, route.subscription, _deliver_to(runtime, route.function))
@@ -159,6 +169,18 @@ def embedded(
         layout.RAW, lambda info: bus.publish(Topic.RAW_OBJECTS, finalize_event(blobs.bucket, info))
     )
     return runtime
+
+
+def _job_environment(root: Path, clock: Clock, max_attempts: int) -> dict[str, str]:
+    # A ``batchcast train`` process works on the same root; a pinned clock stays pinned there.
+    environment = {
+        "BATCHCAST_BACKEND": "embedded",
+        "BATCHCAST_ROOT": str(root.resolve()),
+        "BATCHCAST_MAX_ATTEMPTS": str(max_attempts),
+    }
+    if isinstance(clock, FixedClock):
+        environment["BATCHCAST_NOW"] = clock.now().isoformat()
+    return environment
 
 
 def mailer_for(settings: Settings) -> Mailer:

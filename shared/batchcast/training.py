@@ -59,6 +59,19 @@ def lookback(profile: Profile) -> int:
     return max(profile.features.lags) + rolling + profile.features.scale_window
 
 
+def estimate_seconds(profile: Profile, files: dict[str, dataset.EntityFiles]) -> float:
+    """How long training ``files`` would take: fits × (fixed cost + cost of the rows it reads).
+
+    Each entity contributes at most the training window plus the look-back the features need; the
+    per-fit and per-row costs come from the profile (calibrated on a 2-core machine).
+    """
+    reach = profile.training.window + lookback(profile)
+    rows = sum(min(info.rows, reach) for info in files.values())
+    fits = len(profile.training.quantiles) * (1 + profile.backtest.folds)
+    settings = profile.training
+    return fits * (settings.seconds_per_fit + rows / 1e6 * settings.seconds_per_million_rows)
+
+
 def version_name(logical_time: datetime, fingerprint: str) -> str:
     """``<UTC logical time>-<fingerprint prefix>``: sortable, and the same for a redelivery."""
     return f"{logical_time.astimezone(UTC):%Y%m%dT%H%M%SZ}-{fingerprint[:10]}"

@@ -13,6 +13,8 @@ from batchcast.messages import Topic
 from batchcast.steps import Step
 
 FUNCTIONS = ("ingest", "partition", "train_trigger", "predict", "notify")
+# Steps that run as jobs (``batchcast train``), started by a function rather than by a topic.
+JOBS = ("train",)
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,16 @@ ROUTES: tuple[Route, ...] = (
 
 
 def step_for(function: str) -> Step:
-    """The step a function runs (``batchcast.steps.<function>.run``)."""
-    if function not in FUNCTIONS or function == "ingest":
+    """The step a function or job runs (``batchcast.steps.<function>.run``)."""
+    if function not in FUNCTIONS + JOBS or function == "ingest":
         raise KeyError(f"no event-driven step named {function!r}")
     return importlib.import_module(f"batchcast.steps.{function}").run
+
+
+def route_for_subscription(subscription: str) -> Route:
+    """The route a subscription id belongs to; raise KeyError naming the known ones."""
+    for route in ROUTES:
+        if route.subscription == subscription:
+            return route
+    known = ", ".join(r.subscription for r in ROUTES)
+    raise KeyError(f"unknown subscription {subscription!r}; known: {known}")

@@ -236,22 +236,24 @@ class EmbeddedBus:
             },
         )
         copies = 2 if self.deliver_twice else 1
-        with self._lock:
-            for subscription, _ in self._subscriptions.get(topic, []):
-                for _ in range(copies):
-                    heapq.heappush(
-                        self._queue,
-                        Delivery(
-                            time.monotonic(),
-                            next(self._sequence),
-                            subscription,
-                            topic,
-                            message_id,
-                            data,
-                            attributes,
-                        ),
-                    )
+        for subscription, _ in self._subscriptions.get(topic, []):
+            for _ in range(copies):
+                self._enqueue(subscription, topic, message_id, data, attributes)
         return message_id
+
+    def redeliver(self, subscription: str, entry: dict) -> None:
+        """Deliver one logged message again to one subscription only (what a Pub/Sub seek does)."""
+        data, attributes = entry["data"].encode(), dict(entry["attributes"])
+        self._enqueue(subscription, entry["topic"], entry["message_id"], data, attributes)
+
+    def _enqueue(
+        self, subscription: str, topic: str, message_id: str, data: bytes, attributes: dict[str, str]
+    ) -> None:
+        with self._lock:
+            delivery = Delivery(
+                time.monotonic(), next(self._sequence), subscription, topic, message_id, data, attributes
+            )
+            heapq.heappush(self._queue, delivery)
 
     def pending(self) -> int:
         """How many deliveries are waiting."""

@@ -1,17 +1,35 @@
-"""train_trigger: decide per city whether to retrain, train (inline) and fan out predict requests.
+"""train_trigger: decide per city whether to retrain, train (inline or in a job) and fan out predicts.
 
 Triggered by ``partitions-ready`` (new data: the profile's ``on_upload`` actions) and by schedule
 ticks (their ``actions``). A failure in one city is recorded and the other cities go on.
+
+Event-driven functions stop at 540 s, so a training is handed to a job (``batchcast train``: a
+Cloud Run job on GCP, a local process otherwise) when the profile says ``training.mode = "job"``.
+In inline mode a training whose size estimate exceeds ``training.max_inline_seconds`` is refused
+rather than left to be killed half-way; the city keeps predicting with its previous model.
 """
 
 from __future__ import annotations
 
 from batchcast import dataset, training
 from batchcast.config import Profile, load_profile
-from batchcast.messages import InvalidMessage, Message, PartitionsReady, PredictRequest, ScheduleTick
+from batchcast.messages import (
+    InvalidMessage,
+    Message,
+    PartitionsReady,
+    PredictRequest,
+    ScheduleTick,
+    TrainRequest,
+)
 from batchcast.ports import Ports
 from batchcast.sharding import plan_shards
 from batchcast.steps import RunContext, StepResult
+
+Trigger = PartitionsReady | ScheduleTick | TrainRequest
+
+
+class TrainingRefused(RuntimeError):
+    """Inline training would not finish within the event-driven function's time limit."""
 
 
 def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
@@ -21,7 +39,8 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
         actions, cities = set(profile.on_upload), list(message.cities)
     elif isinstance(message, ScheduleTick):
         profile = load_profile(message.dataset)
-        actions, cities = set(message.actions), dataset.cities_with_data(ports.blobs, profile)
+        actions = set(message.actions)
+        cities = message.cities or dataset.cities_with_data(ports.blobs, profile)
     else:
         raise InvalidMessage(f"train_trigger does not handle {message.kind}")
     result = StepResult()
@@ -54,40 +73,90 @@ def _one_city(
     if not files:
         result.notes.append(f"{city}: no data yet")
         return
-    ref = _model_for(ports, profile, city, message, actions, files, result, run)
+    current = training.latest(ports.blobs, profile, city)
+    fingerprint = dataset.fingerprint(files, profile)
+    ref = current
+    if _should_train(profile, city, message, actions, current, fingerprint, result):
+        if profile.training.mode == "job":
+            _hand_to_job(ports, profile, city, message, actions, fingerprint, result)
+            return  # the job publishes this city's predict requests when its model is ready
+        ref = train_with_fallback(ports, profile, city, message, files, result, run)
     if "predict" in actions and ref is not None:
-        requests = predict_requests(profile, city, ref.version, files, message)
-        result.messages.extend(requests)
-        result.counts["predict_requests"] = result.counts.get("predict_requests", 0) + len(requests)
+        add_predict_requests(profile, city, ref.version, files, message, result)
 
 
-def _model_for(
+def _should_train(
+    profile: Profile,
+    city: str,
+    message: PartitionsReady | ScheduleTick,
+    actions: set[str],
+    current: training.ModelRef | None,
+    fingerprint: str,
+    result: StepResult,
+) -> bool:
+    if current is None:
+        return True  # without any model there is nothing to predict with, whatever the tick asked
+    if current.fingerprint == fingerprint:
+        result.notes.append(f"{city}: model {current.version} already saw this data")
+        return False
+    if "train" not in actions:
+        return False
+    debounce = profile.training.debounce_minutes
+    if isinstance(message, PartitionsReady) and training.is_recent(current, message.logical_time, debounce):
+        result.notes.append(f"{city}: retrained less than {debounce} min ago; the next tick trains")
+        return False
+    return True
+
+
+def _hand_to_job(
     ports: Ports,
     profile: Profile,
     city: str,
     message: PartitionsReady | ScheduleTick,
     actions: set[str],
+    fingerprint: str,
+    result: StepResult,
+) -> None:
+    if ports.jobs is None:
+        raise RuntimeError("training.mode is 'job' but this deployment has no job launcher")
+    request = TrainRequest(
+        dataset=profile.name,
+        city=city,
+        actions=sorted(actions & {"train", "predict"}),
+        fingerprint=fingerprint,
+        logical_time=message.logical_time,
+        rerun=message.rerun,
+    )
+    job_id = ports.jobs.launch(request)
+    result.notes.append(f"{city}: training handed to job {job_id}")
+    result.counts["jobs_launched"] = result.counts.get("jobs_launched", 0) + 1
+
+
+def train_with_fallback(
+    ports: Ports,
+    profile: Profile,
+    city: str,
+    message: Trigger,
     files: dict[str, dataset.EntityFiles],
     result: StepResult,
     run: RunContext,
+    *,
+    inline: bool = True,
 ) -> training.ModelRef | None:
+    """Train ``city``'s model; on failure keep the previous model and record the failure.
+
+    ``inline`` trainings are refused when their size estimate exceeds the profile's limit.
+    Raises only when there is no previous model to fall back on.
+    """
     current = training.latest(ports.blobs, profile, city)
-    if current is not None:
-        if current.fingerprint == dataset.fingerprint(files, profile):
-            result.notes.append(f"{city}: model {current.version} already saw this data")
-            return current
-        if "train" not in actions:
-            return current
-        debounce = profile.training.debounce_minutes
-        if isinstance(message, PartitionsReady) and training.is_recent(
-            current, message.logical_time, debounce
-        ):
-            result.notes.append(f"{city}: retrained less than {debounce} min ago; the next tick trains")
-            return current
-    if profile.training.mode == "job":
-        # Handing long trainings to a Cloud Run job is not built yet; say so rather than pretend.
-        result.notes.append(f"{city}: training.mode=job is not implemented yet, trained inline")
     try:
+        estimate = training.estimate_seconds(profile, files)
+        if inline and estimate > profile.training.max_inline_seconds:
+            raise TrainingRefused(
+                f"training {city} would take about {estimate:.0f} s, over "
+                f"training.max_inline_seconds={profile.training.max_inline_seconds}; "
+                'set training.mode = "job" in the profile'
+            )
         ref = training.train_city(ports.blobs, profile, city, message.logical_time, files)
     except Exception as error:
         if current is None:
@@ -100,18 +169,19 @@ def _model_for(
     return ref
 
 
-def predict_requests(
+def add_predict_requests(
     profile: Profile,
     city: str,
     version: str,
     files: dict[str, dataset.EntityFiles],
-    message: PartitionsReady | ScheduleTick,
-) -> list[PredictRequest]:
-    """One request per shard for the next target window after the message's logical time."""
+    message: Trigger,
+    result: StepResult,
+) -> None:
+    """Add to ``result`` one request per shard for the next target window after the logical time."""
     start, end = profile.target_window(message.logical_time, city)
     weights = {entity: info.rows for entity, info in files.items()}
     shards = plan_shards(weights, profile.sharding.target_rows, profile.sharding.max_shards)
-    return [
+    result.messages.extend(
         PredictRequest(
             dataset=profile.name,
             city=city,
@@ -124,4 +194,5 @@ def predict_requests(
             logical_time=message.logical_time,
         )
         for index, entities in enumerate(shards)
-    ]
+    )
+    result.counts["predict_requests"] = result.counts.get("predict_requests", 0) + len(shards)

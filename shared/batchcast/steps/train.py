@@ -1,0 +1,31 @@
+"""train: the job train_trigger hands long trainings to (``batchcast train``, a Cloud Run job).
+
+It trains one city as of the request's logical time (falling back to the previous model if the
+training fails), then publishes that city's predict requests, exactly as an inline training in
+train_trigger would have. It has no time limit, so nothing is refused for its size.
+"""
+
+from __future__ import annotations
+
+from batchcast import dataset
+from batchcast.config import load_profile
+from batchcast.messages import InvalidMessage, Message, TrainRequest
+from batchcast.ports import Ports
+from batchcast.steps import RunContext, StepResult
+from batchcast.steps.train_trigger import add_predict_requests, train_with_fallback
+
+
+def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
+    """Train the requested city and publish its predict requests."""
+    if not isinstance(message, TrainRequest):
+        raise InvalidMessage(f"train does not handle {message.kind}")
+    profile = load_profile(message.dataset)
+    city = message.city_
+    result = StepResult(city=city)
+    files = dataset.entity_files(ports.blobs, profile, city)
+    if not files:
+        raise ValueError(f"no data for {profile.name}/{city}")
+    ref = train_with_fallback(ports, profile, city, message, files, result, run, inline=False)
+    if "predict" in message.actions and ref is not None:
+        add_predict_requests(profile, city, ref.version, files, message, result)
+    return result
