@@ -152,7 +152,8 @@ def _digest_line(entity: str, status: Status) -> dict:
 class Delivery:
     """What one run's delivery did."""
 
-    sent: list[str] = field(default_factory=list)  # "<entity>:stale", "<entity>:recovered", "digest:<key>"
+    # Keys: "store:<entity>:stale", "store:<entity>:recovered", "digest:<expected period>".
+    sent: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # nobody to send to
     error: str | None = None  # the first send failure; what was not sent stays pending
 
@@ -170,21 +171,21 @@ def _due(document: dict, now: datetime) -> Iterator[tuple[str, dict]]:
 
     for entity, episode in sorted(document["episodes"].items()):
         if ready(episode["stale"]):
-            yield f"{entity}:stale", episode["stale"]
+            yield f"store:{entity}:stale", episode["stale"]
         # A recovery waits until the stale email is out: a manager never hears "fresh again" alone.
         told = episode["stale"]["state"] in ("sent", "skipped")
         if "recovered" in episode and told and ready(episode["recovered"]):
-            yield f"{entity}:recovered", episode["recovered"]
+            yield f"store:{entity}:recovered", episode["recovered"]
     for key, digest in sorted(document["digests"].items()):
         if ready(digest):
             yield f"digest:{key}", digest
 
 
 def _email_state(document: dict, key: str) -> dict:
-    kind, _, rest = key.partition(":")
+    kind, rest = key.split(":", 1)
     if kind == "digest":
         return document["digests"][rest]
-    entity, what = key.rsplit(":", 1)
+    entity, what = rest.rsplit(":", 1)
     return document["episodes"][entity][what]
 
 
@@ -268,7 +269,7 @@ def _finish(
 
 
 def _close(document: dict, key: str) -> None:
-    entity = key.removesuffix(":recovered")
+    entity = key.removeprefix("store:").removesuffix(":recovered")
     episode = document["episodes"].pop(entity)
     document["closed"] = [*document["closed"], _summary(episode, "recovered")][-KEEP_CLOSED:]
 
@@ -313,7 +314,7 @@ def _compose(
         )
         identity = f"{profile.name}/{key}"
     else:
-        entity, what = key.rsplit(":", 1)
+        entity, what = key.removeprefix("store:").rsplit(":", 1)
         episode = document["episodes"][entity]
         recipients = directory.managers(profile.name, entity)
         text, markup, subject = _episode_body(profile, mailing, entity, episode, what)
