@@ -271,6 +271,39 @@ def test_alerts_survive_an_smtp_outage_and_go_out_on_the_next_run(tmp_path, smtp
     assert len(smtp.inbox.received) == len(owners) + 1
 
 
+def test_a_store_that_recovers_before_its_alert_went_out_is_never_emailed(tmp_path, smtp):
+    deployment = _deployment(tmp_path, FixedClock(MIDNIGHT))
+    stores = _upload(deployment, 2, 40, ("berlin",))
+    owners = _managers(deployment, stores)
+    deployment.bus.drain()
+    smtp.stop()
+    _tick(deployment, LATER)  # stale, but the alerts cannot go out
+    assert all(e["stale"]["state"] == "pending" for e in _alerts(deployment)["episodes"].values())
+    smtp.start()
+    _tick(deployment, LATER + timedelta(minutes=5), actions=("predict",))  # fresh forecasts arrive first
+    assert _alerts(deployment)["episodes"] == {}
+    assert all(smtp.inbox.to(address) == [] for address in owners.values())
+    assert [rcpt for rcpt, _ in smtp.inbox.received] == [["ops@example.com"]]  # the check's digest
+
+
+def test_a_broken_manager_directory_leaves_freshness_written_and_alerts_pending(tmp_path, smtp):
+    deployment = _deployment(tmp_path, FixedClock(MIDNIGHT))
+    _upload(deployment, 1, 40, ("berlin",))
+    deployment.bus.drain()
+    deployment.ports.blobs.write(layout.MANAGERS, b'{"ops": "not-a-list"}')
+    _tick(deployment, LATER)
+    notify = [r for f, r in deployment.results if f == "notify"][-1]
+    assert notify.status == "partial" and "managers.json is invalid" in notify.errors["managers"]
+    assert _json(deployment, layout.FRESHNESS)["datasets"]["retail"]["stale"] == 1
+    assert smtp.inbox.received == []
+    assert all(e["stale"]["state"] == "pending" for e in _alerts(deployment)["episodes"].values())
+    deployment.ports.blobs.write(layout.MANAGERS, b'{"ops": ["ops@example.com"]}')  # fixed
+    _tick(deployment, LATER + timedelta(minutes=5))
+    assert [rcpt for rcpt, _ in smtp.inbox.received] == [["ops@example.com"]]
+    outcome = CliRunner().invoke(app, ["status", "--root", str(tmp_path / "nowhere")])
+    assert outcome.exit_code != 0 and "not a batchcast root" in outcome.output
+
+
 class _CrashAfterSending:
     """The real SMTP mailer, then the process dies before the run can record the send."""
 

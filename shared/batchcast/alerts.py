@@ -193,6 +193,7 @@ def deliver(ports: Ports, profile: Profile, mailing: Mailing, run_id: str) -> De
     """Send every pending email of the dataset, each at most once across concurrent runs."""
     name = layout.alerts_object(profile.name)
     now = ports.clock.now()
+    directory = load_directory(ports)  # before claiming: a broken directory must leave emails pending
     claimed: list[str] = []
 
     def claim(current: dict | None) -> dict | None:
@@ -209,7 +210,6 @@ def deliver(ports: Ports, profile: Profile, mailing: Mailing, run_id: str) -> De
     delivery = Delivery()
     if not claimed:
         return delivery
-    directory = load_directory(ports)
     done: dict[str, tuple[str, str | None]] = {}  # key -> (new state, error), written in batches
     for index, key in enumerate(claimed):
         email = _compose(profile, mailing, directory, document, key)
