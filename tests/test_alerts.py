@@ -200,9 +200,7 @@ def test_a_stale_store_emails_its_managers_once_and_ops_one_digest(tmp_path, smt
         link = f"{PUBLIC_URL}/?dataset=retail&entity={store}"
         assert link in text and f'href="{link}"' in markup.replace("&amp;", "&")
         assert "no data uploaded since 2026-03-01" in text
-        assert (
-            "due for: 2026-03-05 00:00 (Europe/Berlin)" in text or "2026-03-05 00:00 (Europe/Paris)" in text
-        )
+        assert "due for: 2026-03-05 00:00 CET" in text  # Berlin and Paris share the zone name
         assert "as of: 2026-03-02 00:00 CET" in text  # the forecast they still see, local time
     assert smtp.inbox.to("bikes@example.com") == []
     [digest] = smtp.inbox.to("ops@example.com")

@@ -299,9 +299,10 @@ def local_time(profile: Profile, city: str, moment: str | None) -> str:
     if not moment:
         return "never"
     parsed = datetime.fromisoformat(moment)
-    if parsed.tzinfo is None:  # target periods are naive local times already
-        return f"{parsed:%Y-%m-%d %H:%M} ({profile.zone(city).key})"
-    return f"{parsed.astimezone(profile.zone(city)):%Y-%m-%d %H:%M %Z}"
+    zone = profile.zone(city)
+    # Target periods are naive wall-clock times of the city already; as-of times are instants.
+    local = parsed.replace(tzinfo=zone) if parsed.tzinfo is None else parsed.astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M %Z}"
 
 
 def _compose(
