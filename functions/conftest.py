@@ -30,7 +30,7 @@ def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> runtime.Runti
     """The runtime the function's process builds from BATCHCAST_* (embedded, clock pinned)."""
     monkeypatch.setenv("BATCHCAST_ROOT", str(tmp_path / "bucket"))
     monkeypatch.setenv("BATCHCAST_NOW", NOW.isoformat())
-    monkeypatch.setenv("BATCHCAST_INGEST_TOKEN_SHA256", "")
+    monkeypatch.delenv("BATCHCAST_API_TOKENS", raising=False)
     runtime.from_env.cache_clear()
     yield runtime.from_env()
     runtime.from_env.cache_clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -90,3 +91,48 @@ def predict_fails_for(monkeypatch) -> Callable[[str], Callable[[], None]]:
         return lambda: monkeypatch.setattr(predict.training, "load_model", original)
 
     return start
+
+
+# -- the emulator stack ----------------------------------------------------------------------------
+
+TESTS = Path(__file__).parent
+
+
+def require_emulators() -> None:
+    """Skip without the stack's prerequisites, but fail under CI=true: CI must never skip these."""
+    from batchcast import stack
+
+    try:
+        stack.find_prerequisites()
+    except stack.StackError as error:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and {error}", pytrace=False)
+        pytest.skip(str(error))
+
+
+@pytest.fixture(scope="session")
+def emulator_stack(tmp_path_factory: pytest.TempPathFactory):
+    """One emulator stack for the session; its predict fails the first delivery of every message."""
+    from batchcast import stack
+
+    require_emulators()
+    directory = tmp_path_factory.mktemp("stack")
+    flaky = directory / "flaky"
+    flaky.mkdir()
+    state = stack.up(
+        directory,
+        sources={"predict": TESTS / "stack_targets" / "flaky_predict.py"},
+        extra_env={"BATCHCAST_TEST_FLAKY_DIR": str(flaky)},
+    )
+    try:
+        yield state
+    finally:
+        stack.down(directory)
+
+
+@pytest.fixture
+def stack_env(emulator_stack, monkeypatch: pytest.MonkeyPatch):
+    """This test's process talks to the stack (client libraries read the emulator variables)."""
+    for name, value in emulator_stack.env().items():
+        monkeypatch.setenv(name, value)
+    return emulator_stack

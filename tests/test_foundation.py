@@ -211,11 +211,11 @@ def test_settings_come_from_the_environment():
         {
             "BATCHCAST_ROOT": "/tmp/x",
             "BATCHCAST_NOW": "2026-03-02T00:00:00Z",
-            "BATCHCAST_INGEST_TOKEN_SHA256": "AB, cd",
+            "BATCHCAST_API_TOKENS": '{"tokens": []}',
         }
     )
     assert str(settings.root) == "/tmp/x" and settings.now == T0
-    assert settings.ingest_token_hashes == {"ab", "cd"}
+    assert settings.api_tokens == '{"tokens": []}'
     with pytest.raises(ConfigError):
         Settings.from_env({"BATCHCAST_BACKEND": "azure"})
 

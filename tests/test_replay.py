@@ -18,7 +18,15 @@ from batchcast.messages import ScheduleTick, Topic
 from batchcast.ports import FixedClock
 
 END = date(2026, 3, 1)
-OUTPUTS = (layout.BATCH_DATA, layout.MODELS, layout.PREDICTIONS, layout.RESULTS, layout.METRICS, "status/")
+# Everything a rerun writes except its own bookkeeping (run records, processed markers).
+OUTPUTS = (
+    layout.BATCH_DATA,
+    layout.MODELS,
+    layout.PREDICTIONS,
+    layout.RESULTS,
+    layout.METRICS,
+    layout.FRESHNESS,
+)
 
 
 def _snapshot(root: Path) -> dict[str, str]:
@@ -142,13 +150,21 @@ def test_replay_re_delivers_what_failed_once_the_cause_is_fixed(small_retail, tm
     runs = len(_runs(tmp_path))
     dry = cli.invoke(app, [*args, "--dry-run"])
     assert dry.exit_code == 0, dry.output
-    assert "would re-deliver 2 message(s)" in dry.output and "predict-request replayfix munich" in dry.output
+    assert "would re-deliver 2 message(s)" in dry.output
+    listed = [line.split() for line in dry.output.splitlines() if " replayfix " in line]
+    states = {words[words.index("replayfix") + 1]: words[0] for words in listed}
+    assert states == {"berlin": "done", "munich": "run"}  # only what failed will run again
     assert len(_runs(tmp_path)) == runs  # a dry run runs nothing
 
     done = cli.invoke(app, args)
     assert done.exit_code == 0, done.output
     results = _results(tmp_path, "replayfix")
     assert {r["city"] for r in results} == {"berlin", "munich"} and len(results) == 6
+    # Only the failed work ran again: one new predict run, for munich.
+    new_runs = _runs(tmp_path)[runs:]
+    assert [(r["function"], r["city"]) for r in new_runs if r["function"] == "predict"] == [
+        ("predict", "munich")
+    ]
 
     later = cli.invoke(app, [*subscription, "--since", datetime.now(UTC).isoformat()])
     assert later.exit_code == 0 and "re-delivering 0 message(s)" in later.output

@@ -1,6 +1,7 @@
 """Cloud Function ingest: the authenticated HTTP endpoint stores send their files to.
 
-POST the file as the body with ``Authorization: Bearer <token>``; optional query parameters
+POST the file as the body with ``Authorization: Bearer <token>`` (an uploader's or operator's token
+from the token map, see ``batchcast.tokens``); optional query parameters
 ``dataset``, ``mapping`` and ``format`` (csv or avro). The file lands in raw/ (which triggers
 partition) and the response previews what partition will accept and reject.
 """
@@ -10,16 +11,20 @@ import functions_framework
 
 from batchcast import runtime
 from batchcast.ingest import handle_upload
+from batchcast.tokens import TokenStore
 
 
 @functions_framework.http
 def ingest(request: flask.Request) -> flask.Response:
     """Store one upload and answer with the validation preview."""
     deployment = runtime.from_env()
+    # A store per request: uploads are rare and large, so re-reading the small map costs nothing
+    # and a revoked uploader is refused at once.
+    tokens = TokenStore(deployment.ports.blobs, deployment.settings.api_tokens, ttl=0)
     response = handle_upload(
         deployment.ports.blobs,
         deployment.ports.clock,
-        deployment.settings.ingest_token_hashes,
+        tokens,
         method=request.method,
         headers=request.headers,
         args=request.args,

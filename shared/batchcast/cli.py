@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, TextIO
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from batchcast import dataset as datasets
 from batchcast import replay as replays
-from batchcast import runtime, synth, uploads
+from batchcast import runtime, stack, synth, uploads
 from batchcast import status as status_report
 from batchcast.backends.embedded import BOOKKEEPING
 from batchcast.config import ConfigError, Settings, load_profile, profile_names
@@ -22,6 +23,7 @@ from batchcast.demo import DemoResult, prepare_root, run_demo
 from batchcast.messages import InvalidMessage, ScheduleTick, Topic, TrainRequest, decode
 from batchcast.obs import configure_logging
 from batchcast.ports import BlobStore, Clock, FixedClock, SystemClock
+from batchcast.wiring import FUNCTIONS, route_for_subscription
 
 app = typer.Typer(help="batchcast: uploads in, fresh batch forecasts out.", no_args_is_help=True)
 console = Console()
@@ -46,13 +48,22 @@ def _aware(moment: datetime | None) -> datetime | None:
 
 
 def _deployment(root: Path | None, clock: Clock | None = None) -> runtime.Runtime:
-    """The embedded deployment on ``root`` (or ``BATCHCAST_ROOT``), with the log file set up."""
+    """This deployment: GCS and Pub/Sub when ``BATCHCAST_BACKEND=gcp`` (real or the emulator
+    stack), else the embedded backend on ``root`` (or ``BATCHCAST_ROOT``), with its log file."""
     settings = Settings.from_env()
-    root = root or settings.root
-    configure_logging(_log_file(root))
     if clock is None:
         clock = FixedClock(settings.now) if settings.now else SystemClock()
+    if settings.backend == "gcp":
+        configure_logging(sys.stderr)
+        return runtime.gcp(settings, clock=clock)
+    root = root or settings.root
+    configure_logging(_log_file(root))
     return runtime.embedded(root, clock=clock, max_attempts=settings.max_attempts)
+
+
+def _local(deployment: runtime.Runtime) -> bool:
+    # The embedded bus runs deliveries in this process; on Pub/Sub the deployed functions do.
+    return hasattr(deployment.bus, "drain")
 
 
 def _profile(name: str):
@@ -187,6 +198,9 @@ def _progress() -> Progress:
 
 
 def _drain_with_progress(deployment: runtime.Runtime) -> None:
+    if not _local(deployment):
+        console.print("published; the deployment's functions take it from here")
+        return
     with console.status("running the pipeline…"):
         deployment.bus.drain()
     launched = deployment.ports.jobs.processes if deployment.ports.jobs else []
@@ -256,10 +270,11 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Per dataset and city: last success, last failure, stale entities, dead letters, long runs."""
-    root = root or Settings.from_env().root
-    if not (root / BOOKKEEPING).is_dir():
+    settings = Settings.from_env()
+    root = root or settings.root
+    if settings.backend == "embedded" and not (root / BOOKKEEPING).is_dir():
         raise typer.BadParameter(f"{root} is not a batchcast root (no {BOOKKEEPING}/ inside)")
-    deployment = _deployment(root)
+    deployment = _deployment(root)  # gcp: the bucket and the dead-letter subscriptions
     document = status_report.collect(deployment.ports.blobs, deployment.bus.dead_letters)
     if as_json:
         typer.echo(json.dumps(document, indent=2, sort_keys=True))
@@ -296,7 +311,8 @@ def train(
     if not isinstance(request, TrainRequest):
         raise typer.BadParameter(f"--message is a {request.kind}, not a train-request")
     result = deployment.handle("train", request)
-    deployment.bus.drain()  # embedded: this process runs the predictions its training asked for
+    if _local(deployment):
+        deployment.bus.drain()  # embedded: this process runs the predictions its training asked for
     _print_runs(deployment)
     if result.status == "failed":
         raise typer.Exit(1)
@@ -328,13 +344,26 @@ def replay(
     """Re-deliver a subscription's messages since a time (Pub/Sub seek; the message log locally)."""
     deployment = _deployment(root)
     try:
-        plan = replays.plan_replay(deployment.bus.log(), subscription, _aware(since))
+        route = route_for_subscription(subscription)
     except KeyError as error:
         raise typer.BadParameter(str(error.args[0])) from error
+    moment = _aware(since)
+    if not _local(deployment):
+        verb = "would seek" if dry_run else "seeking"
+        console.print(
+            f"{verb} {subscription} to {moment.isoformat()}: Pub/Sub re-delivers every message retained "
+            f"since then; {route.function} acknowledges without work what it already finished"
+        )
+        if not dry_run:
+            deployment.bus.seek(subscription, moment)
+        return
+    plan = replays.plan_replay(deployment.bus.log(), subscription, moment)
     verb = "would re-deliver" if dry_run else "re-delivering"
     console.print(f"{verb} {len(plan)} message(s) to {subscription}:")
+    # "done": the function already finished it, so it is acknowledged without work; "run": it runs.
     for redelivery in plan:
-        console.print(f"  {redelivery.describe()}")
+        done = redelivery.done(deployment.ports.blobs, route.function)
+        console.print(f"  {'done' if done else 'run '}  {redelivery.describe()}", soft_wrap=True)
     if dry_run or not plan:
         return
     for redelivery in plan:
@@ -374,6 +403,26 @@ def rerun(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8080,
+    root: Annotated[
+        Path | None,
+        typer.Option(help="Embedded bucket directory; without it, BATCHCAST_BACKEND and friends decide."),
+    ] = None,
+) -> None:
+    """Serve the results API and the managers' page (uvicorn)."""
+    import uvicorn
+
+    from batchcast_api.app import app as from_env_app
+    from batchcast_api.app import create_app
+
+    # --root serves a local bucket directly; otherwise the deployment's settings pick the backend.
+    served = create_app(blobs=runtime.embedded(root).ports.blobs) if root else from_env_app
+    uvicorn.run(served, host=host, port=port, log_level="info")
+
+
+@app.command()
 def profiles(name: Annotated[str | None, typer.Argument(help="Show one profile in full.")] = None) -> None:
     """List the known profiles, or validate and show one (a name or a .toml path)."""
     if name is None:
@@ -382,6 +431,73 @@ def profiles(name: Annotated[str | None, typer.Argument(help="Show one profile i
             console.print(f"{known:<12} {chosen.description}  (mappings: {', '.join(chosen.mappings)})")
         return
     console.print_json(_profile(name).model_dump_json())
+
+
+stack_app = typer.Typer(help="The local emulator stack: fake-gcs-server, Pub/Sub emulator, functions.")
+app.add_typer(stack_app, name="stack")
+StackDir = Annotated[Path, typer.Option("--dir", help="Where the stack keeps its state, env.sh and logs.")]
+
+
+@stack_app.command("up")
+def stack_up(
+    directory: StackDir = Path(".batchcast-stack"),
+    gcs_port: Annotated[int, typer.Option(help="fake-gcs-server's port (0: any free port).")] = 4443,
+    pubsub_port: Annotated[int, typer.Option(help="The Pub/Sub emulator's port (0: any free port).")] = 8085,
+    functions_port: Annotated[
+        int, typer.Option(help="First function's port; the others follow (0: any free ports).")
+    ] = 8091,
+    project: Annotated[str, typer.Option(help="The emulated project.")] = stack.PROJECT,
+    bucket: Annotated[str, typer.Option(help="The emulated bucket.")] = stack.BUCKET,
+    pubsub_emulator: Annotated[
+        str | None, typer.Option(help="The emulator's launcher (default: found through gcloud).")
+    ] = None,
+    external_pubsub: Annotated[
+        bool, typer.Option(help="Use the Pub/Sub emulator already listening on --pubsub-port.")
+    ] = False,
+) -> None:
+    """Start the emulator stack and print the environment variables that talk to it."""
+    ports = {name: functions_port + i if functions_port else 0 for i, name in enumerate(FUNCTIONS)}
+    try:
+        state = stack.up(
+            directory,
+            project=project,
+            bucket=bucket,
+            gcs_port=gcs_port,
+            pubsub_port=pubsub_port,
+            function_ports=ports,
+            pubsub_emulator=pubsub_emulator,
+            external_pubsub=external_pubsub,
+        )
+    except stack.StackError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
+    print(state.env_script(), end="")
+    console.print(
+        f"# also in {directory / stack.ENV_FILE} (source it); logs in {directory / 'logs'}/", highlight=False
+    )
+
+
+@stack_app.command("down")
+def stack_down(directory: StackDir = Path(".batchcast-stack")) -> None:
+    """Stop every process of the stack."""
+    stopped = stack.down(directory)
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "no stack was running")
+
+
+@stack_app.command("status")
+def stack_status(directory: StackDir = Path(".batchcast-stack")) -> None:
+    """Show which processes of the stack run and where they log."""
+    processes = stack.status(directory)
+    if not processes:
+        console.print(f"no stack at {directory}")
+        raise typer.Exit(1)
+    table = Table("process", "pid", "port", "state", "log")
+    for process, alive in processes:
+        state = "up" if alive else "DOWN"
+        table.add_row(process.name, str(process.pid), str(process.port), state, process.log)
+    console.print(table)
+    if not all(alive for _, alive in processes):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

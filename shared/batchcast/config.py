@@ -369,11 +369,18 @@ class Settings(_Strict):
     root: Path = Path("batchcast-data")  # embedded: the directory that plays the bucket
     bucket: str = "embedded"  # gcp: the bucket name
     project: str | None = None  # gcp: the project of the topics
+    region: str | None = None  # gcp: where functions and jobs run
+    # gcp: the Cloud Run job long trainings run in (projects/P/locations/R/jobs/J). Unset: a local
+    # ``batchcast train`` process, as on the emulator stack.
+    train_job: str | None = None
+    # Events published longer ago than this are acknowledged without work, so a message that
+    # somehow keeps coming back (Eventarc retries storage events for a day) stops costing runs.
+    max_event_age_seconds: int = Field(default=86_400, ge=1)
     max_attempts: int = Field(default=5, ge=1)  # embedded bus: deliveries before dead-lettering
     now: AwareDatetime | None = None  # pin the clock (tests, demos, reruns); None: the real clock
-    # SHA-256 hex digests of the bearer tokens the ingest endpoint accepts, comma-separated.
-    # Only hashes are configured (from the environment or Secret Manager), never tokens.
-    ingest_token_sha256: str = ""
+    # The bearer-token map's JSON (see batchcast.tokens), injected from Secret Manager; when empty
+    # the map is read from the bucket object config/api_tokens.json. It holds digests, never tokens.
+    api_tokens: str = ""
     # Email (issue 5). No host: the embedded backend writes emails to its outbox instead.
     smtp_host: str = ""
     smtp_port: int = Field(default=587, ge=1, le=65535)
@@ -385,11 +392,6 @@ class Settings(_Strict):
     # A store stale for less than this after its forecast fell due is not alerted yet: forecasts of
     # other cities are still arriving (the schedule checks freshness 30 minutes after predicting).
     alert_grace_minutes: int = Field(default=20, ge=0)
-
-    @property
-    def ingest_token_hashes(self) -> frozenset[str]:
-        """The accepted token digests, lower-case."""
-        return frozenset(h.strip().lower() for h in self.ingest_token_sha256.split(",") if h.strip())
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -23,6 +23,35 @@ PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 
 def message_from_event(event_type: str, data: Any, event_time: str | None = None) -> Message:
     """Decode one CloudEvent's type and data; raise :class:`InvalidMessage` for anything else."""
+    data = _as_dict(data)
+    if event_type == STORAGE_FINALIZED:
+        return _object_finalized(data, event_time)
+    if event_type == PUBSUB_PUBLISHED:
+        return _published(data)
+    raise InvalidMessage(f"unsupported event type {event_type!r}")
+
+
+def published_at(event_type: str, data: Any, event_time: str | None = None) -> datetime | None:
+    """When the event was sent: the Pub/Sub publish time, else the CloudEvent's ``time``; None if unknown.
+
+    This, not the message's logical time, says how old an event is: a rerun of last month's data
+    is new work, a message redelivered for two days is not.
+    """
+    stamp = event_time
+    if event_type == PUBSUB_PUBLISHED:
+        try:
+            envelope = _as_dict(data).get("message")
+        except InvalidMessage:
+            envelope = None
+        if isinstance(envelope, dict) and envelope.get("publishTime"):
+            stamp = envelope["publishTime"]
+    try:
+        return _parse_time(stamp) if stamp else None
+    except ValueError:
+        return None
+
+
+def _as_dict(data: Any) -> dict[str, Any]:
     if isinstance(data, bytes | str):
         try:
             data = json.loads(data)
@@ -30,11 +59,7 @@ def message_from_event(event_type: str, data: Any, event_time: str | None = None
             raise InvalidMessage(f"event data is not JSON: {error}") from error
     if not isinstance(data, dict):
         raise InvalidMessage("event data is not a JSON object")
-    if event_type == STORAGE_FINALIZED:
-        return _object_finalized(data, event_time)
-    if event_type == PUBSUB_PUBLISHED:
-        return _published(data)
-    raise InvalidMessage(f"unsupported event type {event_type!r}")
+    return data
 
 
 def _published(data: dict[str, Any]) -> Message:
@@ -57,7 +82,26 @@ def _published(data: dict[str, Any]) -> Message:
         return _object_finalized(resource, envelope.get("publishTime"))
     if "eventType" in attributes:
         raise InvalidMessage(f"GCS notification {attributes['eventType']} is not handled")
+    if attributes.get("kind") == "schedule":
+        body = _stamp_tick(body, envelope.get("publishTime"))
     return decode(body, {k: v for k, v in attributes.items() if k in ("kind", "dataset", "city")})
+
+
+def _stamp_tick(body: bytes, publish_time: str | None) -> bytes:
+    """Give a Cloud Scheduler tick its logical time: the publish time, to the minute.
+
+    A Scheduler job's body is fixed, so it cannot say when it fired; its publish time can (it is
+    the same on every redelivery, so the tick's idempotency key is too). Ticks that carry a
+    ``logical_time`` (``batchcast tick``, replays) keep it.
+    """
+    try:
+        tick = json.loads(body)
+    except ValueError:
+        return body  # decode() reports it
+    if not isinstance(tick, dict) or "logical_time" in tick or not publish_time:
+        return body
+    tick["logical_time"] = _parse_time(publish_time).replace(second=0, microsecond=0).isoformat()
+    return json.dumps(tick).encode()
 
 
 def _object_finalized(resource: dict[str, Any], event_time: str | None) -> ObjectFinalized:

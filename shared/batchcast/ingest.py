@@ -7,13 +7,12 @@ broken file in the same request instead of from a report in the bucket.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from batchcast import uploads
 from batchcast.ports import BlobStore, Clock
+from batchcast.tokens import TokenMapError, TokenStore
 from batchcast.validation import validate_upload
 
 MAX_BYTES = 32 * 1024 * 1024  # the Cloud Functions HTTP request limit
@@ -28,29 +27,38 @@ class Response:
     body: dict
 
 
-def authorized(authorization: str | None, token_hashes: frozenset[str]) -> bool:
-    """True when the bearer token's SHA-256 is one of the configured digests (constant time)."""
-    if not authorization or not authorization.startswith("Bearer ") or not token_hashes:
-        return False
-    digest = hashlib.sha256(authorization.removeprefix("Bearer ").strip().encode()).hexdigest()
-    return any(hmac.compare_digest(digest, known) for known in token_hashes)
-
-
 def handle_upload(
     blobs: BlobStore,
     clock: Clock,
-    token_hashes: frozenset[str],
+    tokens: TokenStore,
     *,
     method: str,
     headers: Mapping[str, str],
     args: Mapping[str, str],
     body: bytes,
 ) -> Response:
-    """Authenticate, store the body under ``raw/`` and return the validation preview."""
+    """Authenticate, store the body under ``raw/`` and return the validation preview.
+
+    Operators may upload anything; an uploader only to its datasets. An uploader that does not
+    name the dataset gets its only dataset, or is asked to name one.
+    """
     if method != "POST":
         return Response(405, {"error": "POST the file as the request body"})
-    if not authorized(headers.get("Authorization"), token_hashes):
+    try:
+        principal = tokens.authenticate(headers.get("Authorization"))
+    except TokenMapError:
+        return Response(503, {"error": "the token map cannot be read; try again later"})
+    if principal is None:
         return Response(401, {"error": "missing or invalid bearer token"})
+    if principal.role == "manager":
+        return Response(403, {"error": f"{principal.name} is a manager: managers read, they do not upload"})
+    dataset, mapping = args.get("dataset"), args.get("mapping")
+    if dataset is None and principal.role == "uploader" and len(principal.datasets) == 1:
+        dataset = principal.datasets[0]
+    if dataset is None and principal.role != "operator":
+        return Response(403, {"error": "name the dataset: ?dataset=<one of your datasets>"})
+    if dataset is not None and not principal.can_upload(dataset):
+        return Response(403, {"error": f"{principal.name} may not upload to dataset {dataset!r}"})
     if not body:
         return Response(400, {"error": "the request body is empty: send the file's bytes"})
     if len(body) > MAX_BYTES:
@@ -59,7 +67,6 @@ def handle_upload(
     if ext not in uploads.CONTENT_TYPES:
         return Response(400, {"error": f"format must be one of {', '.join(uploads.CONTENT_TYPES)}"})
     now = clock.now()
-    dataset, mapping = args.get("dataset"), args.get("mapping")
     try:
         name = uploads.store_upload(
             blobs,

@@ -12,9 +12,10 @@ The layout is a contract (users, the API and BigQuery external tables read it)::
     metrics/dataset=<profile>/dt=YYYY-MM-DD/city=<city>.json
     runs/dt=YYYY-MM-DD/<run_id>.json
     status/freshness.json
+    status/processed/<function>/<idempotency_key>.json
     status/outcomes/dataset=<profile>/city=<city>.json  and  .../_dataset.json
     status/alerts/dataset=<profile>.json
-    config/managers.json
+    config/api_tokens.json, config/managers.json
 
 ``status/outcomes/`` holds each (dataset, city)'s last success and failure per function (the run
 records stay the full history; this is what freshness and ``batchcast status`` read without listing
@@ -42,8 +43,10 @@ RUNS = "runs/"
 STATUS = "status/"
 FRESHNESS = "status/freshness.json"
 OUTCOMES = "status/outcomes/"
-CONFIG = "config/"
 MANAGERS = "config/managers.json"
+# One marker per (function, message) that finished, so a redelivered event is acked without work.
+PROCESSED = "status/processed/"
+API_TOKENS = "config/api_tokens.json"  # the bearer-token map (digests only) when not in the environment
 
 RAW_EXTENSIONS = ("csv", "avro")
 
@@ -193,6 +196,11 @@ def metrics_object(dataset: str, dt: date, city: str) -> str:
 def run_record(dt: date, run_id: str) -> str:
     """The record of one invocation."""
     return f"{RUNS}dt={dt.isoformat()}/{check_id(run_id, 'run id')}.json"
+
+
+def processed_marker(function: str, idempotency_key: str) -> str:
+    """The marker saying ``function`` finished the message with this idempotency key."""
+    return f"{PROCESSED}{check_id(function, 'function')}/{check_id(idempotency_key, 'idempotency key')}.json"
 
 
 def outcome_object(dataset: str, city: str | None) -> str:

@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from batchcast import layout
 from batchcast.config import Profile
 from batchcast.messages import InvalidMessage, Message, ScheduleTick, decode
+from batchcast.ports import BlobStore
 from batchcast.wiring import route_for_subscription
 
 
@@ -30,6 +32,12 @@ class Redelivery:
     def published(self) -> datetime:
         """When the message was first published."""
         return datetime.fromisoformat(self.entry["publish_time"])
+
+    def done(self, blobs: BlobStore, function: str) -> bool:
+        """Has ``function`` already finished this message? (Then it is acknowledged without work.)"""
+        if self.message is None:
+            return False
+        return blobs.stat(layout.processed_marker(function, self.message.idempotency_key)) is not None
 
     def describe(self) -> str:
         """A one-line account of the work this redelivery re-runs."""

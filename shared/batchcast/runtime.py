@@ -7,6 +7,7 @@ queue delivered it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from batchcast import layout, outcomes
+from batchcast import layout, outcomes, storage
 from batchcast.backends.embedded import (
     BOOKKEEPING,
     EmbeddedBlobStore,
@@ -23,13 +24,13 @@ from batchcast.backends.embedded import (
     OutboxMailer,
     finalize_event,
 )
-from batchcast.backends.jobs import ProcessJobLauncher
+from batchcast.backends.jobs import CloudRunJobLauncher, ProcessJobLauncher
 from batchcast.backends.smtp import SmtpMailer
-from batchcast.config import Settings
-from batchcast.events import message_from_event
-from batchcast.messages import InvalidMessage, Message, Topic, with_lineage
-from batchcast.obs import RunLogger, new_run_id, run_logger
-from batchcast.ports import Clock, FixedClock, Mailer, Ports, SystemClock
+from batchcast.config import ConfigError, Settings
+from batchcast.events import message_from_event, published_at
+from batchcast.messages import InvalidMessage, Message, ObjectFinalized, Topic, with_lineage
+from batchcast.obs import RunLogger, configure_logging, new_run_id, run_logger
+from batchcast.ports import Clock, FixedClock, JobLauncher, Mailer, Ports, PreconditionFailed, SystemClock
 from batchcast.steps import RunContext, StepResult
 from batchcast.wiring import ROUTES, step_for
 
@@ -43,12 +44,20 @@ class Runtime:
     bus: Any = None  # the concrete bus, for drain/replay on the embedded backend
     results: list[tuple[str, StepResult]] = field(default_factory=list)
 
-    def handle(self, function: str, message: Message) -> StepResult:
+    def handle(self, function: str, message: Message, *, force: bool = False) -> StepResult:
         """Run ``function``'s step on ``message``: publish what it returns, write its run record.
 
+        A message this function already finished (its idempotency key — for uploads the object's
+        generation — has a marker, ``layout.processed_marker``) is acknowledged without work unless
+        ``force``. The marker is written only after the step and its publishes succeeded.
         A message that breaks the contract is recorded and acknowledged (retrying cannot fix it);
         any other exception is recorded and re-raised so the platform redelivers.
         """
+        marker = layout.processed_marker(function, message.idempotency_key)
+        if not force and self.ports.blobs.stat(marker) is not None:
+            note = f"{message.kind} {message.idempotency_key} already processed by {function}"
+            run_logger(function, "-", message.dataset, message.city).info(f"duplicate acknowledged: {note}")
+            return StepResult(status="skipped", notes=[note])
         clock = self.ports.clock
         started_at = clock.now()
         run_id = new_run_id(started_at)
@@ -60,6 +69,7 @@ class Runtime:
             result = step_for(function)(self.ports, message, RunContext(run_id, function, log, self.settings))
             for outgoing in result.messages:
                 self.ports.bus.publish(outgoing.topic, with_lineage(outgoing, run_id, message))
+            self._mark_processed(marker, run_id, message)
         except InvalidMessage as exc:
             result = StepResult(status="rejected", errors={"message": str(exc)})
         except Exception as exc:
@@ -112,11 +122,25 @@ class Runtime:
     def handle_event(
         self, function: str, event_type: str, data: Any, event_time: str | None = None
     ) -> StepResult | None:
-        """Decode a CloudEvent and run the step; an undecodable event is logged and acknowledged."""
+        """Decode a CloudEvent and run the step; return None for an event acknowledged without work.
+
+        Acknowledged without work: undecodable events, storage events for objects outside
+        ``raw/`` (only uploads trigger anything), and events published more than
+        ``max_event_age_seconds`` ago. Duplicates are caught by :meth:`handle`.
+        """
+        log = run_logger(function, "-", None, None)
         try:
             message = message_from_event(event_type, data, event_time)
         except InvalidMessage as exc:
-            run_logger(function, "-", None, None).error(f"event ignored: {exc}")
+            log.error(f"event ignored: {exc}")
+            return None
+        if isinstance(message, ObjectFinalized) and not message.name.startswith(layout.RAW):
+            log.info(f"event ignored: {message.name} is not under {layout.RAW}")
+            return None
+        sent = published_at(event_type, data, event_time)
+        limit = self.settings.max_event_age_seconds
+        if sent is not None and (self.ports.clock.now() - sent).total_seconds() > limit:
+            log.warning(f"event ignored: {message.kind} published {sent.isoformat()}, over {limit}s ago")
             return None
         return self.handle(function, message)
 
@@ -129,6 +153,14 @@ class Runtime:
             outcomes.record_run(self.ports.blobs, record, message, result)
         except Exception:
             log.exception("could not update status/outcomes")
+
+    def _mark_processed(self, marker: str, run_id: str, message: Message) -> None:
+        record = {"run_id": run_id, "kind": message.kind, "idempotency_key": message.idempotency_key}
+        # PreconditionFailed: a concurrent delivery of the same message finished too; one marker is enough.
+        with contextlib.suppress(PreconditionFailed):
+            self.ports.blobs.write(
+                marker, storage.dumps(record), if_generation_match=0, content_type="application/json"
+            )
 
     def _write_run_record(self, started_at: datetime, run_id: str, record: dict) -> None:
         name = layout.run_record(started_at.astimezone(UTC).date(), run_id)
@@ -171,6 +203,13 @@ def embedded(
     return runtime
 
 
+def _gcp_jobs(settings: Settings) -> JobLauncher:
+    if settings.train_job:
+        return CloudRunJobLauncher(settings.train_job)
+    # The emulator stack: the job is a local process that inherits this function's environment.
+    return ProcessJobLauncher(settings.root / BOOKKEEPING / "jobs", dict)
+
+
 def _job_environment(root: Path, clock: Clock, max_attempts: int) -> dict[str, str]:
     # A ``batchcast train`` process works on the same root; a pinned clock stays pinned there.
     environment = {
@@ -184,7 +223,7 @@ def _job_environment(root: Path, clock: Clock, max_attempts: int) -> dict[str, s
 
 
 def mailer_for(settings: Settings) -> Mailer:
-    """SMTP when ``BATCHCAST_SMTP_HOST`` is set; otherwise the embedded outbox under the root."""
+    """SMTP when ``BATCHCAST_SMTP_HOST`` is set; otherwise an outbox directory under the root."""
     if settings.smtp_host:
         return SmtpMailer.from_settings(settings)
     return OutboxMailer(settings.root)
@@ -206,4 +245,30 @@ def from_env() -> Runtime:
         runtime = embedded(settings.root, clock=clock, max_attempts=settings.max_attempts)
         runtime.settings = settings
         return runtime
-    raise NotImplementedError("the gcp backend arrives with the emulator-stack issue")
+    configure_logging()  # a function's stdout is what Cloud Logging (and the stack's logs) read
+    return gcp(settings, clock=clock)
+
+
+def gcp(settings: Settings, *, clock: Clock | None = None) -> Runtime:
+    """A deployment on GCS and Pub/Sub (or their emulators, through the standard env variables).
+
+    Delivery is Pub/Sub's (push subscriptions to the functions), so nothing is subscribed here.
+    Mail goes through SMTP when ``BATCHCAST_SMTP_HOST`` is set, else to a local outbox under
+    ``settings.root`` (the emulator stack).
+    """
+    # Imported here so the embedded backend needs no cloud client installed.
+    from batchcast.backends.gcp import GcsBlobStore, PubSubBus
+
+    if not settings.project:
+        raise ConfigError("BATCHCAST_BACKEND=gcp needs BATCHCAST_PROJECT")
+    if settings.bucket == Settings.model_fields["bucket"].default:
+        raise ConfigError("BATCHCAST_BACKEND=gcp needs BATCHCAST_BUCKET")
+    bus = PubSubBus(settings.project)
+    ports = Ports(
+        blobs=GcsBlobStore(settings.bucket, settings.project),
+        bus=bus,
+        mailer=mailer_for(settings),
+        clock=clock or SystemClock(),
+        jobs=_gcp_jobs(settings),
+    )
+    return Runtime(ports=ports, settings=settings, bus=bus)

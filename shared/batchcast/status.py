@@ -5,8 +5,9 @@ Reads only small documents: ``status/outcomes/`` (last success and failure per f
 
 Dead letters come through one function per backend, ``dead_letters(topic) -> list[dict]``, each dict
 with ``attributes`` (the message's, so ``dataset``/``city``/``kind``), ``error``, ``subscription`` and
-``dead_lettered_at``: the embedded bus reads its ``.batchcast/bus/<topic>-dlq.jsonl``; a gcp backend
-pulls (without acking) from a subscription on ``<topic>-dlq``.
+``dead_lettered_at`` (or ``publish_time``): the embedded bus reads its
+``.batchcast/bus/<topic>-dlq.jsonl``; the gcp bus pulls (without acking) from the ``<topic>-dlq``
+subscription.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def collect(blobs: BlobStore, dead_letters: DeadLetters) -> dict[str, Any]:
                     "topic": topic.value,
                     "kind": attributes.get("kind"),
                     "error": letter.get("error"),
-                    "at": letter.get("dead_lettered_at"),
+                    "at": letter.get("dead_lettered_at") or letter.get("publish_time"),
                 }
             )
     return {"datasets": {d: datasets[d] for d in sorted(datasets)}}

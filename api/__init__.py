@@ -1,0 +1,1 @@
+"""batchcast_api: the results API and the store managers' page (FastAPI, served by uvicorn)."""

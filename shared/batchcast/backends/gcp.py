@@ -1,0 +1,278 @@
+"""The ``gcp`` backend: the ports on google-cloud-storage and google-cloud-pubsub.
+
+The same code talks to Google Cloud and to the local emulators: the clients honour the standard
+``STORAGE_EMULATOR_HOST`` / ``PUBSUB_EMULATOR_HOST`` variables, and on an emulator we use anonymous
+credentials.
+
+Retries are ours, not the clients' (``retry=None`` on every storage call), so exactly the failures
+:func:`is_transient` names are retried: 429, 5xx, connection errors and timeouts. Anything else —
+a failed precondition, a missing object, a 403 — surfaces at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import BinaryIO, TypeVar
+
+import requests
+from google.api_core import exceptions as api
+from google.auth.credentials import AnonymousCredentials
+from google.auth.exceptions import TransportError
+from google.cloud import pubsub_v1, storage
+from google.protobuf import timestamp_pb2
+
+from batchcast.messages import InvalidMessage, Message, Topic, decode, encode
+from batchcast.ports import BlobInfo, NotFound, PreconditionFailed, TransientError
+
+T = TypeVar("T")
+
+# HTTP statuses and exceptions worth retrying: rate limits, server errors, the network.
+TRANSIENT_API_ERRORS = (
+    api.TooManyRequests,
+    api.InternalServerError,
+    api.BadGateway,
+    api.ServiceUnavailable,
+    api.GatewayTimeout,
+    api.DeadlineExceeded,
+    api.RetryError,
+)
+TRANSIENT_NETWORK_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    TransportError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for failures worth retrying: 429, 5xx, timeouts and connection errors; False otherwise."""
+    if isinstance(error, TRANSIENT_API_ERRORS + TRANSIENT_NETWORK_ERRORS):
+        return True
+    # Some paths raise a bare GoogleAPICallError carrying only the status code.
+    code = getattr(error, "code", None)
+    status_says_so = isinstance(code, int) and (code == 429 or code >= 500)
+    return isinstance(error, api.GoogleAPICallError) and status_says_so
+
+
+def with_retries(
+    call: Callable[[], T],
+    *,
+    what: str,
+    attempts: int = 5,
+    base_seconds: float = 0.2,
+    max_seconds: float = 5.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``call``; retry transient failures with jittered exponential backoff, then raise TransientError.
+
+    Non-transient errors propagate unchanged on the first occurrence.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            if attempt == attempts:
+                raise TransientError(f"{what}: gave up after {attempts} attempts: {error}") from error
+            delay = min(base_seconds * 2 ** (attempt - 1), max_seconds)
+            sleep(delay * (0.5 + random.random() / 2))
+    raise AssertionError("unreachable")
+
+
+def on_emulator() -> bool:
+    """True when either standard emulator variable is set."""
+    return bool(os.environ.get("STORAGE_EMULATOR_HOST") or os.environ.get("PUBSUB_EMULATOR_HOST"))
+
+
+def storage_client(project: str | None) -> storage.Client:
+    """A storage client; anonymous on the emulator (``STORAGE_EMULATOR_HOST``)."""
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        return storage.Client(project=project or "batchcast-local", credentials=AnonymousCredentials())
+    return storage.Client(project=project)
+
+
+class GcsBlobStore:
+    """A GCS bucket as a :class:`batchcast.ports.BlobStore`."""
+
+    def __init__(self, bucket: str, project: str | None = None, client: storage.Client | None = None) -> None:
+        self.bucket = bucket
+        self.client = client or storage_client(project)
+        self._bucket = self.client.bucket(bucket)
+
+    def read(self, name: str) -> bytes:
+        blob = self._bucket.blob(name)
+        return self._call(lambda: blob.download_as_bytes(retry=None), name)
+
+    def open(self, name: str) -> BinaryIO:
+        # BlobReader fetches in chunks: a large raw file is never held twice in memory.
+        blob = self._call(lambda: self._bucket.get_blob(name, retry=None), name)
+        if blob is None:
+            raise NotFound(name)
+        return blob.open("rb", chunk_size=8 * 1024 * 1024, retry=None)
+
+    def write(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        if_generation_match: int | None = None,
+        metadata: dict[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> int:
+        def upload() -> int:
+            blob = self._bucket.blob(name)
+            if metadata:
+                blob.metadata = metadata
+            blob.upload_from_string(
+                data,
+                content_type=content_type or "application/octet-stream",
+                if_generation_match=if_generation_match,
+                retry=None,
+            )
+            return int(blob.generation)
+
+        return self._call(upload, name)
+
+    def stat(self, name: str) -> BlobInfo | None:
+        blob = self._call(lambda: self._bucket.get_blob(name, retry=None), name)
+        return None if blob is None else _info(blob)
+
+    def list(self, prefix: str) -> Iterator[BlobInfo]:
+        def fetch() -> list[storage.Blob]:
+            return list(self.client.list_blobs(self._bucket, prefix=prefix, retry=None))
+
+        blobs = self._call(fetch, prefix)
+        for blob in sorted(blobs, key=lambda b: b.name):
+            yield _info(blob)
+
+    def _call(self, call: Callable[[], T], name: str) -> T:
+        try:
+            return with_retries(call, what=f"gs://{self.bucket}/{name}")
+        except api.NotFound as error:
+            raise NotFound(name) from error
+        except api.PreconditionFailed as error:
+            raise PreconditionFailed(f"{name}: {error.message}") from error
+
+
+def _info(blob: storage.Blob) -> BlobInfo:
+    md5 = base64.b64decode(blob.md5_hash).hex() if blob.md5_hash else ""
+    return BlobInfo(
+        name=blob.name,
+        generation=int(blob.generation),
+        size=int(blob.size or 0),
+        updated=blob.updated or datetime.now(UTC),
+        metadata=dict(blob.metadata or {}),
+        checksum=md5,
+    )
+
+
+class PubSubBus:
+    """Pub/Sub topics of one project as a :class:`batchcast.ports.Bus`, plus seek and dead letters."""
+
+    def __init__(self, project: str) -> None:
+        self.project = project
+        options = pubsub_v1.types.PublisherOptions(enable_message_ordering=True)
+        self.publisher = pubsub_v1.PublisherClient(publisher_options=options)
+        self.subscriber = pubsub_v1.SubscriberClient()
+
+    def topic_path(self, topic: str) -> str:
+        """``projects/<project>/topics/<topic>``."""
+        return self.publisher.topic_path(self.project, str(topic))
+
+    def subscription_path(self, subscription: str) -> str:
+        """``projects/<project>/subscriptions/<subscription>``."""
+        return self.subscriber.subscription_path(self.project, subscription)
+
+    def publish(self, topic: str, message: Message) -> str:
+        data, attributes = encode(message)
+        # Validate what leaves as strictly as what arrives (the consumer decodes the same way).
+        decode(data, attributes)
+        # One city's messages keep their order (e.g. predictions-ready for notify's freshness).
+        key = f"{message.dataset}/{message.city}" if message.city else ""
+        return self.publish_raw(topic, data, attributes, ordering_key=key)
+
+    def publish_raw(self, topic: str, data: bytes, attributes: dict[str, str], ordering_key: str = "") -> str:
+        """Publish already-encoded bytes (replay, or a poison message in a test); return the id."""
+        path = self.topic_path(topic)
+
+        def send() -> str:
+            future = self.publisher.publish(path, data, ordering_key=ordering_key, **attributes)
+            try:
+                return future.result(timeout=60)
+            except Exception:
+                if ordering_key:  # a failed publish pauses its ordering key until resumed
+                    self.publisher.resume_publish(path, ordering_key)
+                raise
+
+        return with_retries(send, what=f"publish to {topic}")
+
+    def seek(self, subscription: str, when: datetime) -> None:
+        """Seek ``subscription`` to ``when``: messages retained since then are delivered again.
+
+        Only messages published after ``when`` and still retained (``retain_acked_messages``) come back.
+        """
+        stamp = timestamp_pb2.Timestamp()
+        stamp.FromDatetime(when.astimezone(UTC))
+        path = self.subscription_path(subscription)
+        with_retries(
+            lambda: self.subscriber.seek(request={"subscription": path, "time": stamp}),
+            what=f"seek {subscription}",
+        )
+
+    def dead_letters(self, topic: str, max_messages: int = 100, ack: bool = False) -> list[dict]:
+        """Pull up to ``max_messages`` dead-lettered from ``topic``.
+
+        They are read from the pull subscription named like the dead-letter topic, ``<topic>-dlq``
+        (the emulator stack and Terraform create it).
+
+        Each entry: ``message_id``, ``publish_time``, ``attributes``, ``data`` (text), ``message``
+        (the decoded message, or None when it breaks the contract) and ``error``. Unless ``ack``,
+        the messages are released at once so they stay listed for the next reader.
+        """
+        subscription = Topic(topic).dead_letter
+        path = self.subscription_path(subscription)
+        response = with_retries(
+            lambda: self.subscriber.pull(
+                request={"subscription": path, "max_messages": max_messages}, timeout=30
+            ),
+            what=f"pull {subscription}",
+        )
+        entries, ack_ids = [], []
+        for received in response.received_messages:
+            raw = received.message
+            attributes = dict(raw.attributes)
+            try:
+                message, error = decode(raw.data, attributes), None
+            except InvalidMessage as exc:
+                message, error = None, str(exc)
+            entries.append(
+                {
+                    "message_id": raw.message_id,
+                    "publish_time": raw.publish_time.isoformat() if raw.publish_time else None,
+                    "attributes": attributes,
+                    "data": raw.data.decode(errors="replace"),
+                    "message": message,
+                    "error": error,
+                }
+            )
+            ack_ids.append(received.ack_id)
+        if ack_ids:
+            if ack:
+                self.subscriber.acknowledge(request={"subscription": path, "ack_ids": ack_ids})
+            else:
+                self.subscriber.modify_ack_deadline(
+                    request={"subscription": path, "ack_ids": ack_ids, "ack_deadline_seconds": 0}
+                )
+        return entries
+
+    def close(self) -> None:
+        """Release the clients' channels."""
+        self.publisher.stop()
+        self.subscriber.close()

@@ -1,0 +1,163 @@
+"""The whole pipeline on the emulator stack, wired as production is: uploads with the plain
+google-cloud-storage client, GCS notifications, push subscriptions into functions-framework servers,
+redelivery after a real failure, dead letters after 5 attempts.
+
+The stack's predict fails the first delivery of every message (tests/stack_targets/flaky_predict.py),
+so every prediction below exists only because Pub/Sub redelivered.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from google.cloud import storage
+
+from batchcast import layout, stack, synth
+from batchcast.backends.gcp import PubSubBus, storage_client
+from batchcast.config import load_profile
+from batchcast.messages import ObjectFinalized, PredictRequest, Topic
+from batchcast.wiring import Route
+
+pytestmark = pytest.mark.slow
+
+
+def _wait(what: str, check: Callable[[], object], timeout: float = 240, every: float = 2) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _upload(bucket: storage.Bucket, name: str, data: bytes) -> None:
+    # The plain client, as a user's script would: batchcast plays no part in the upload.
+    bucket.blob(name).upload_from_string(data, content_type="text/csv", if_generation_match=0)
+
+
+def _names(bucket: storage.Bucket, prefix: str) -> set[str]:
+    return {blob.name for blob in bucket.list_blobs(prefix=prefix)}
+
+
+@pytest.fixture
+def bucket(stack_env) -> storage.Bucket:
+    return storage_client(stack_env.project).bucket(stack_env.bucket)
+
+
+def test_stack_status_and_env_file(stack_env):
+    processes = stack.status(stack_env.directory)
+    assert {p.name for p, _ in processes} == {"pubsub-emulator", "fake-gcs-server", *stack.FUNCTIONS}
+    assert all(alive for _, alive in processes)
+    script = (Path(stack_env.directory) / stack.ENV_FILE).read_text()
+    assert f"export STORAGE_EMULATOR_HOST=http://127.0.0.1:{stack_env.gcs_port}" in script
+    assert "export CLOUDSDK_AUTH_DISABLE_CREDENTIALS=True" in script
+    assert all(Path(p.log).is_file() for p, _ in processes)
+
+
+def test_uploads_flow_to_predictions_and_results_for_every_entity(stack_env, bucket):
+    end = date.today() - timedelta(days=1)
+    today = datetime.now(UTC).date()
+    expected = {}
+    for dataset, entities, days in (("retail", 6, 120), ("bikeshare", 5, 30)):
+        profile = load_profile(dataset)
+        frame = synth.generate(profile, entities, days, seed=3, end=end)
+        expected[dataset] = synth.entity_table(profile, entities, seed=3)[profile.entity_key].astype(str)
+        _upload(bucket, f"raw/dt={today}/stack-{dataset}.csv", frame.to_csv(index=False).encode())
+
+    def results_complete() -> bool:
+        return all(
+            {layout.results_object(d, load_profile(d).entity_key, e) for e in ids}
+            <= _names(bucket, layout.results_prefix(d))
+            for d, ids in expected.items()
+        )
+
+    _wait("results for every entity", results_complete)
+    for dataset in expected:
+        assert _names(bucket, f"{layout.PREDICTIONS}dataset={dataset}/"), dataset
+    # Each predict request failed once (its first delivery) and was redelivered.
+    flaky = list((Path(stack_env.directory) / "flaky").iterdir())
+    assert len(flaky) >= len({c for c in _cities(bucket)})
+    assert "injected failure" in (Path(stack_env.directory) / "logs" / "predict.log").read_text()
+    # Every run the functions recorded succeeded; duplicates, if any, were acknowledged without work.
+    runs = [json.loads(bucket.blob(n).download_as_bytes()) for n in _names(bucket, layout.RUNS)]
+    runs = [r for r in runs if r["dataset"] in expected or r["function"] == "partition"]
+    assert {r["function"] for r in runs} >= {"partition", "train_trigger", "predict", "notify"}
+    assert [r for r in runs if r["status"] == "failed"] == []
+
+
+def _cities(bucket: storage.Bucket) -> set[str]:
+    return {n.split("city=")[1].split("/")[0] for n in _names(bucket, layout.PREDICTIONS)}
+
+
+def test_a_bad_file_ends_in_rejected(stack_env, bucket):
+    today = datetime.now(UTC).date()
+    _upload(bucket, f"raw/dt={today}/stack-bad.csv", b"this,is,not\na,sales,file\n")
+    report = layout.rejected_report(today, "stack-bad")
+    _wait(report, lambda: report in _names(bucket, layout.REJECTED), timeout=120)
+    reasons = json.loads(bucket.blob(report).download_as_bytes())
+    assert reasons  # it names why
+
+
+def test_a_poison_message_is_dead_lettered_after_five_attempts(stack_env):
+    bus = PubSubBus(stack_env.project)
+    poison = PredictRequest(
+        dataset="ghost",  # no such profile: predict raises on every delivery
+        city="nowhere",
+        shard=0,
+        shards=1,
+        model_version="v0",
+        target_start=datetime(2026, 1, 1),
+        target_end=datetime(2026, 1, 2),
+        entities=["x1"],
+        logical_time=datetime.now(UTC),
+    )
+    bus.publish(Topic.PREDICT_REQUESTS, poison)
+    letters = _wait(
+        "the poison message in predict-requests-dlq",
+        lambda: [d for d in bus.dead_letters(Topic.PREDICT_REQUESTS) if d["message"] == poison],
+        timeout=180,
+    )
+    assert letters[0]["attributes"]["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
+    log = (Path(stack_env.directory) / "logs" / "predict.log").read_text()
+    assert "unknown profile 'ghost'" in log
+    bus.close()
+
+
+def test_missing_prerequisites_are_named(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(stack.StackError) as raised:
+        stack.find_prerequisites("/nonexistent/cloud-pubsub-emulator")
+    assert "java" in str(raised.value) and "Pub/Sub emulator" in str(raised.value)
+    assert "gcloud components install pubsub-emulator" in str(raised.value)
+
+
+def test_an_external_emulator_must_be_listening(tmp_path):
+    with pytest.raises(stack.StackError, match="no Pub/Sub emulator listens"):
+        stack.up(tmp_path, external_pubsub=True, pubsub_port=stack.free_port())
+    assert stack.status(tmp_path) == []  # nothing left running
+
+
+def test_seek_redelivers_an_upload_and_the_function_acks_it_without_work(stack_env, bucket):
+    today = datetime.now(UTC).date()
+    before = datetime.now(UTC) - timedelta(seconds=2)
+    name = f"raw/dt={today}/stack-seek.csv"
+    _upload(bucket, name, b"store_id,city,date,sales\nnot-a-store,atlantis,yesterday,-1\n")
+    report = layout.rejected_report(today, "stack-seek")
+    _wait(report, lambda: report in _names(bucket, layout.REJECTED), timeout=120)
+    key = ObjectFinalized(
+        bucket=stack_env.bucket, name=name, generation=bucket.get_blob(name).generation, logical_time=before
+    ).idempotency_key
+    runs_before = _names(bucket, layout.RUNS)
+    bus = PubSubBus(stack_env.project)
+    bus.seek(Route(Topic.RAW_OBJECTS, "partition").subscription, before)  # as `batchcast replay` will
+    bus.close()
+    log = Path(stack_env.directory) / "logs" / "partition.log"
+    acked = f"duplicate acknowledged: object-finalized {key}"
+    _wait("the redelivered upload", lambda: acked in log.read_text())
+    assert _names(bucket, layout.RUNS) == runs_before  # acknowledged without a run
