@@ -35,6 +35,8 @@ def _snapshot(root: Path) -> dict[str, str]:
         info.name: hashlib.sha256(blobs.read(info.name)).hexdigest()
         for prefix in OUTPUTS
         for info in blobs.list(prefix)
+        # Which runs succeeded last is run bookkeeping, like runs/: a rerun adds runs to it.
+        if not info.name.startswith(layout.OUTCOMES)
     }
 
 

@@ -1,7 +1,8 @@
-"""The ``batchcast`` command: generate data, upload it, tick the schedule, run the demo."""
+"""The ``batchcast`` command: generate data, upload it, tick the schedule, run the demo, show status."""
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ from rich.table import Table
 from batchcast import dataset as datasets
 from batchcast import replay as replays
 from batchcast import runtime, stack, synth, uploads
+from batchcast import status as status_report
 from batchcast.backends.embedded import BOOKKEEPING
 from batchcast.config import ConfigError, Settings, load_profile, profile_names
 from batchcast.demo import DemoResult, prepare_root, run_demo
@@ -260,6 +262,30 @@ def _print_demo(result: DemoResult) -> None:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+@app.command()
+def status(
+    root: RootOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Per dataset and city: last success, last failure, stale entities, dead letters, long runs."""
+    settings = Settings.from_env()
+    root = root or settings.root
+    if settings.backend == "embedded" and not (root / BOOKKEEPING).is_dir():
+        raise typer.BadParameter(f"{root} is not a batchcast root (no {BOOKKEEPING}/ inside)")
+    deployment = _deployment(root)  # gcp: the bucket and the dead-letter subscriptions
+    document = status_report.collect(deployment.ports.blobs, deployment.bus.dead_letters)
+    if as_json:
+        typer.echo(json.dumps(document, indent=2, sort_keys=True))
+        return
+    printable = status_report.rows(document)
+    table = Table(title=f"batchcast status of {root}")
+    for column in printable[0] if printable else ("dataset", "city"):
+        table.add_column(column, overflow="fold")
+    for line in printable:
+        table.add_row(*line.values())
+    console.print(table)
 
 
 @app.command()

@@ -23,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -380,6 +381,17 @@ class Settings(_Strict):
     # The bearer-token map's JSON (see batchcast.tokens), injected from Secret Manager; when empty
     # the map is read from the bucket object config/api_tokens.json. It holds digests, never tokens.
     api_tokens: str = ""
+    # Email (issue 5). No host: the embedded backend writes emails to its outbox instead.
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_starttls: bool = True
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")  # from Secret Manager; SecretStr keeps it out of reprs
+    smtp_sender: str = "batchcast@localhost"
+    public_url: str = "http://localhost:8080"  # base URL of the managers' page, for links in emails
+    # A store stale for less than this after its forecast fell due is not alerted yet: forecasts of
+    # other cities are still arriving (the schedule checks freshness 30 minutes after predicting).
+    alert_grace_minutes: int = Field(default=20, ge=0)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

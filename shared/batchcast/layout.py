@@ -13,7 +13,14 @@ The layout is a contract (users, the API and BigQuery external tables read it)::
     runs/dt=YYYY-MM-DD/<run_id>.json
     status/freshness.json
     status/processed/<function>/<idempotency_key>.json
-    config/api_tokens.json    (read-only configuration; nothing triggers on config/)
+    status/outcomes/dataset=<profile>/city=<city>.json  and  .../_dataset.json
+    status/alerts/dataset=<profile>.json
+    config/api_tokens.json, config/managers.json
+
+``status/outcomes/`` holds each (dataset, city)'s last success and failure per function (the run
+records stay the full history; this is what freshness and ``batchcast status`` read without listing
+every run). ``status/alerts/`` holds the email episodes of one dataset. ``config/`` is read-only
+configuration: nothing triggers on it.
 
 ``<shard>`` is ``NNN`` for daily targets and ``HHh-NNN`` (the target window's start hour) for
 intraday targets, so the three bike-share windows of one day never share a file.
@@ -33,7 +40,10 @@ PREDICTIONS = "predictions/"
 RESULTS = "results/"
 METRICS = "metrics/"
 RUNS = "runs/"
+STATUS = "status/"
 FRESHNESS = "status/freshness.json"
+OUTCOMES = "status/outcomes/"
+MANAGERS = "config/managers.json"
 # One marker per (function, message) that finished, so a redelivered event is acked without work.
 PROCESSED = "status/processed/"
 API_TOKENS = "config/api_tokens.json"  # the bearer-token map (digests only) when not in the environment
@@ -191,3 +201,22 @@ def run_record(dt: date, run_id: str) -> str:
 def processed_marker(function: str, idempotency_key: str) -> str:
     """The marker saying ``function`` finished the message with this idempotency key."""
     return f"{PROCESSED}{check_id(function, 'function')}/{check_id(idempotency_key, 'idempotency key')}.json"
+
+
+def outcome_object(dataset: str, city: str | None) -> str:
+    """The last outcomes of one (dataset, city), or of the dataset-wide runs when ``city`` is None."""
+    name = "_dataset" if city is None else f"city={check_id(city, 'city')}"
+    return f"{OUTCOMES}dataset={dataset}/{name}.json"
+
+
+def parse_outcome(name: str) -> tuple[str, str | None]:
+    """Return (dataset, city or None) of a ``status/outcomes/`` object name."""
+    match = re.match(r"^status/outcomes/dataset=([^/]+)/(?:city=([^/]+)|_dataset)\.json$", name)
+    if not match:
+        raise LayoutError(f"{name!r} is not an outcomes object")
+    return match[1], match[2]
+
+
+def alerts_object(dataset: str) -> str:
+    """The email episodes (stale / recovered, pending or sent) and ops digests of one dataset."""
+    return f"{STATUS}alerts/dataset={dataset}.json"

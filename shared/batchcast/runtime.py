@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from batchcast import layout, storage
+from batchcast import layout, outcomes, storage
 from batchcast.backends.embedded import (
     BOOKKEEPING,
     EmbeddedBlobStore,
@@ -25,11 +25,12 @@ from batchcast.backends.embedded import (
     finalize_event,
 )
 from batchcast.backends.jobs import CloudRunJobLauncher, ProcessJobLauncher
+from batchcast.backends.smtp import SmtpMailer
 from batchcast.config import ConfigError, Settings
 from batchcast.events import message_from_event, published_at
 from batchcast.messages import InvalidMessage, Message, ObjectFinalized, Topic, with_lineage
-from batchcast.obs import configure_logging, new_run_id, run_logger
-from batchcast.ports import Clock, FixedClock, JobLauncher, Ports, PreconditionFailed, SystemClock
+from batchcast.obs import RunLogger, configure_logging, new_run_id, run_logger
+from batchcast.ports import Clock, FixedClock, JobLauncher, Mailer, Ports, PreconditionFailed, SystemClock
 from batchcast.steps import RunContext, StepResult
 from batchcast.wiring import ROUTES, step_for
 
@@ -65,7 +66,7 @@ class Runtime:
         result: StepResult | None = None
         error: BaseException | None = None
         try:
-            result = step_for(function)(self.ports, message, RunContext(run_id, function, log))
+            result = step_for(function)(self.ports, message, RunContext(run_id, function, log, self.settings))
             for outgoing in result.messages:
                 self.ports.bus.publish(outgoing.topic, with_lineage(outgoing, run_id, message))
             self._mark_processed(marker, run_id, message)
@@ -98,11 +99,21 @@ class Runtime:
                 "published": len(result.messages) if result and error is None else 0,
             }
             self._write_run_record(started_at, run_id, record)
+            self._record_outcome(record, message, result, log)
             level = "error" if status == "failed" else "warning" if status == "partial" else "info"
             getattr(log, level)(
                 f"{function} {status} in {seconds:.2f}s",
                 exc_info=error,
-                fields={"status": status, "duration_seconds": round(seconds, 3), "counts": record["counts"]},
+                # The line log-based metrics count (runs by status) and measure (duration).
+                fields={
+                    "metric": "batchcast_run",
+                    "function": function,
+                    "dataset": record["dataset"],
+                    "city": record["city"],
+                    "status": status,
+                    "duration_seconds": round(seconds, 3),
+                    "counts": record["counts"],
+                },
             )
             if result is not None:
                 self.results.append((function, result))
@@ -132,6 +143,16 @@ class Runtime:
             log.warning(f"event ignored: {message.kind} published {sent.isoformat()}, over {limit}s ago")
             return None
         return self.handle(function, message)
+
+    def _record_outcome(
+        self, record: dict, message: Message, result: StepResult | None, log: RunLogger
+    ) -> None:
+        # Status bookkeeping must never turn a finished run into a failed one: the run record
+        # above is the source of truth, the outcome documents a cheap index of it.
+        try:
+            outcomes.record_run(self.ports.blobs, record, message, result)
+        except Exception:
+            log.exception("could not update status/outcomes")
 
     def _mark_processed(self, marker: str, run_id: str, message: Message) -> None:
         record = {"run_id": run_id, "kind": message.kind, "idempotency_key": message.idempotency_key}
@@ -170,8 +191,9 @@ def embedded(
     jobs = ProcessJobLauncher(
         root / BOOKKEEPING / "jobs", lambda: _job_environment(root, clock, max_attempts)
     )
-    ports = Ports(blobs=blobs, bus=bus, mailer=OutboxMailer(root), clock=clock, jobs=jobs)
-    runtime = Runtime(ports=ports, settings=Settings(root=root), bus=bus)
+    settings = Settings.from_env().model_copy(update={"root": root})
+    ports = Ports(blobs=blobs, bus=bus, mailer=mailer_for(settings), clock=clock, jobs=jobs)
+    runtime = Runtime(ports=ports, settings=settings, bus=bus)
     for route in ROUTES:
         bus.subscribe(route.topic, route.subscription, _deliver_to(runtime, route.function))
     # The bucket notification: only raw/ triggers partition (anything else would loop forever).
@@ -200,6 +222,13 @@ def _job_environment(root: Path, clock: Clock, max_attempts: int) -> dict[str, s
     return environment
 
 
+def mailer_for(settings: Settings) -> Mailer:
+    """SMTP when ``BATCHCAST_SMTP_HOST`` is set; otherwise an outbox directory under the root."""
+    if settings.smtp_host:
+        return SmtpMailer.from_settings(settings)
+    return OutboxMailer(settings.root)
+
+
 def _deliver_to(runtime: Runtime, function: str):
     def deliver(message: Message) -> None:
         runtime.handle(function, message)
@@ -224,7 +253,8 @@ def gcp(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     """A deployment on GCS and Pub/Sub (or their emulators, through the standard env variables).
 
     Delivery is Pub/Sub's (push subscriptions to the functions), so nothing is subscribed here.
-    Mail goes to a local outbox under ``settings.root`` until the SMTP mailer lands.
+    Mail goes through SMTP when ``BATCHCAST_SMTP_HOST`` is set, else to a local outbox under
+    ``settings.root`` (the emulator stack).
     """
     # Imported here so the embedded backend needs no cloud client installed.
     from batchcast.backends.gcp import GcsBlobStore, PubSubBus
@@ -237,7 +267,7 @@ def gcp(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     ports = Ports(
         blobs=GcsBlobStore(settings.bucket, settings.project),
         bus=bus,
-        mailer=OutboxMailer(settings.root),
+        mailer=mailer_for(settings),
         clock=clock or SystemClock(),
         jobs=_gcp_jobs(settings),
     )

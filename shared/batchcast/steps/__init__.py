@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from batchcast.config import Settings
 from batchcast.messages import Message
 from batchcast.obs import RunLogger
 from batchcast.ports import Ports
@@ -37,11 +38,12 @@ class StepResult:
 
 @dataclass
 class RunContext:
-    """Who is running: the invocation's id and labelled logger."""
+    """Who is running: the invocation's id, labelled logger and the deployment's settings."""
 
     run_id: str
     function: str
     log: RunLogger
+    settings: Settings = field(default_factory=Settings)  # the deployment's (mail sender, public URL)
 
 
 class Step(Protocol):
