@@ -17,15 +17,18 @@ locals {
     { api = google_service_account.api.email, train_job = google_service_account.train_job.email },
   )
 
-  # Every event-driven run writes its run record (runs/) and folds its outcome into status/outcomes/.
+  # Every event-driven run writes its run record (runs/), marks the message done (status/processed/,
+  # so a redelivery is acked without work) and folds its outcome into status/outcomes/. Trainings
+  # record their backtest in metrics/. tests/test_terraform.py runs the pipeline on a recording
+  # bucket and checks every object each process touches is granted here.
   bucket_access = {
     ingest        = { read = ["config/"], create = ["raw/"], update = [] }
-    partition     = { read = ["raw/"], create = ["rejected/", "batch_data/", "runs/"], update = ["status/outcomes/"] }
-    train_trigger = { read = ["batch_data/"], create = ["runs/"], update = ["models/", "status/outcomes/"] }
-    predict       = { read = ["batch_data/", "models/"], create = ["predictions/", "runs/"], update = ["results/", "metrics/", "status/outcomes/"] }
+    partition     = { read = ["raw/"], create = ["rejected/", "batch_data/", "runs/", "status/processed/"], update = ["status/outcomes/"] }
+    train_trigger = { read = ["batch_data/"], create = ["runs/", "status/processed/"], update = ["models/", "metrics/", "status/outcomes/"] }
+    predict       = { read = ["batch_data/", "models/"], create = ["predictions/", "runs/", "status/processed/"], update = ["results/", "metrics/", "status/outcomes/"] }
     notify        = { read = ["batch_data/", "models/", "results/", "config/"], create = ["runs/"], update = ["status/"] }
     api           = { read = ["results/", "status/", "config/"], create = [], update = [] }
-    train_job     = { read = ["batch_data/"], create = ["runs/"], update = ["models/", "status/outcomes/"] }
+    train_job     = { read = ["batch_data/"], create = ["runs/", "status/processed/"], update = ["models/", "metrics/", "status/outcomes/"] }
   }
 
   # Topics each process publishes to (what its step returns; nothing else).

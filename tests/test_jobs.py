@@ -6,6 +6,7 @@ import json
 from datetime import date
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from batchcast import dataset, layout, runtime, synth, training, uploads
@@ -125,3 +126,15 @@ def _retail() -> Profile:
     from batchcast.config import load_profile
 
     return load_profile("retail")
+
+
+def test_the_training_job_is_named_in_full_from_a_short_name():
+    from batchcast.config import ConfigError, Settings
+    from batchcast.runtime import job_resource_name
+
+    short = Settings(train_job="batchcast-train", project="p", region="europe-west1")
+    assert job_resource_name(short) == "projects/p/locations/europe-west1/jobs/batchcast-train"
+    full = "projects/q/locations/us-central1/jobs/j"
+    assert job_resource_name(Settings(train_job=full)) == full
+    with pytest.raises(ConfigError, match="BATCHCAST_REGION"):
+        job_resource_name(Settings(train_job="batchcast-train", project="p"))

@@ -370,8 +370,8 @@ class Settings(_Strict):
     bucket: str = "embedded"  # gcp: the bucket name
     project: str | None = None  # gcp: the project of the topics
     region: str | None = None  # gcp: where functions and jobs run
-    # gcp: the Cloud Run job long trainings run in (projects/P/locations/R/jobs/J). Unset: a local
-    # ``batchcast train`` process, as on the emulator stack.
+    # gcp: the Cloud Run job long trainings run in: its name (in BATCHCAST_PROJECT and _REGION) or
+    # projects/P/locations/R/jobs/J. Unset: a local ``batchcast train`` process (the emulator stack).
     train_job: str | None = None
     # Events published longer ago than this are acknowledged without work, so a message that
     # somehow keeps coming back (Eventarc retries storage events for a day) stops costing runs.

@@ -205,9 +205,19 @@ def embedded(
 
 def _gcp_jobs(settings: Settings) -> JobLauncher:
     if settings.train_job:
-        return CloudRunJobLauncher(settings.train_job)
+        return CloudRunJobLauncher(job_resource_name(settings))
     # The emulator stack: the job is a local process that inherits this function's environment.
     return ProcessJobLauncher(settings.root / BOOKKEEPING / "jobs", dict)
+
+
+def job_resource_name(settings: Settings) -> str:
+    """The Cloud Run job's full name; a short ``BATCHCAST_TRAIN_JOB`` is placed in project and region."""
+    job = settings.train_job or ""
+    if "/" in job:
+        return job
+    if not settings.project or not settings.region:
+        raise ConfigError("a short BATCHCAST_TRAIN_JOB needs BATCHCAST_PROJECT and BATCHCAST_REGION")
+    return f"projects/{settings.project}/locations/{settings.region}/jobs/{job}"
 
 
 def _job_environment(root: Path, clock: Clock, max_attempts: int) -> dict[str, str]:
