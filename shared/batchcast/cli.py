@@ -18,7 +18,7 @@ from batchcast import replay as replays
 from batchcast import runtime, stack, synth, uploads
 from batchcast import status as status_report
 from batchcast.backends.embedded import BOOKKEEPING
-from batchcast.config import ConfigError, Settings, load_profile, profile_names
+from batchcast.config import ConfigError, Settings, comma_list, load_profile, profile_names
 from batchcast.demo import DemoResult, prepare_root, run_demo
 from batchcast.messages import InvalidMessage, ScheduleTick, Topic, TrainRequest, decode
 from batchcast.obs import configure_logging
@@ -140,7 +140,7 @@ def tick(
     _profile(dataset)
     moment = _aware(at) or datetime.now(UTC)
     deployment = _deployment(root, FixedClock(moment))
-    chosen = [a.strip() for a in actions.split(",") if a.strip()]
+    chosen = comma_list(actions)
     try:
         message = ScheduleTick(dataset=dataset, actions=chosen, logical_time=moment)
     except ValueError as error:
@@ -328,7 +328,7 @@ def _train_request(
     return TrainRequest(
         dataset=dataset,
         city=city,
-        actions=[a.strip() for a in actions.split(",") if a.strip()],
+        actions=comma_list(actions),
         fingerprint=datasets.fingerprint(files, profile),
         logical_time=_aware(at) or datetime.now(UTC),
     )

@@ -346,10 +346,15 @@ def profile_names() -> list[str]:
     return sorted(names)
 
 
+def comma_list(text: str) -> list[str]:
+    """``"a, b,,c"`` → ``["a", "b", "c"]``: how settings and command options list several names."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def enabled_profiles() -> list[Profile]:
     """The profiles this deployment serves (``BATCHCAST_PROFILES``, default: all known)."""
     wanted = os.environ.get("BATCHCAST_PROFILES", "")
-    names = [n.strip() for n in wanted.split(",") if n.strip()] or profile_names()
+    names = comma_list(wanted) or profile_names()
     return [load_profile(name) for name in names]
 
 

@@ -83,15 +83,17 @@ def train_city(
     city: str,
     logical_time: datetime,
     files: dict[str, dataset.EntityFiles] | None = None,
+    fingerprint: str | None = None,
 ) -> ModelRef:
     """Train, backtest and register a model for ``city`` on its data as of now; move LATEST to it.
 
-    Idempotent: a version that already has its metadata is not trained again.
+    Idempotent: a version that already has its metadata is not trained again. ``fingerprint`` is
+    :func:`dataset.fingerprint` of ``files``, when the caller already has it.
     """
     files = files if files is not None else dataset.entity_files(blobs, profile, city)
     if not files:
         raise ValueError(f"no data for {profile.name}/{city}")
-    fingerprint = dataset.fingerprint(files, profile)
+    fingerprint = fingerprint or dataset.fingerprint(files, profile)
     trained_for = logical_time.astimezone(UTC).isoformat()
     ref = ModelRef(version_name(logical_time, fingerprint), fingerprint, trained_for)
     folder = layout.model_dir(profile.name, city, ref.version)

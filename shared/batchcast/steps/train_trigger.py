@@ -80,7 +80,7 @@ def _one_city(
         if profile.training.mode == "job":
             _hand_to_job(ports, profile, city, message, actions, fingerprint, result)
             return  # the job publishes this city's predict requests when its model is ready
-        ref = train_with_fallback(ports, profile, city, message, files, result, run)
+        ref = train_with_fallback(ports, profile, city, message, files, result, run, fingerprint=fingerprint)
     if "predict" in actions and ref is not None:
         add_predict_requests(profile, city, ref.version, files, message, result)
 
@@ -142,13 +142,14 @@ def train_with_fallback(
     run: RunContext,
     *,
     inline: bool = True,
+    fingerprint: str | None = None,
 ) -> training.ModelRef | None:
     """Train ``city``'s model; on failure keep the previous model and record the failure.
 
     ``inline`` trainings are refused when their size estimate exceeds the profile's limit.
+    ``fingerprint`` is the data's, when the caller already computed it.
     Raises only when there is no previous model to fall back on.
     """
-    current = training.latest(ports.blobs, profile, city)
     try:
         estimate = training.estimate_seconds(profile, files)
         if inline and estimate > profile.training.max_inline_seconds:
@@ -157,8 +158,9 @@ def train_with_fallback(
                 f"training.max_inline_seconds={profile.training.max_inline_seconds}; "
                 'set training.mode = "job" in the profile'
             )
-        ref = training.train_city(ports.blobs, profile, city, message.logical_time, files)
+        ref = training.train_city(ports.blobs, profile, city, message.logical_time, files, fingerprint)
     except Exception as error:
+        current = training.latest(ports.blobs, profile, city)  # a failed training left LATEST as it was
         if current is None:
             raise
         # Forecasts from the previous model beat no forecasts; the failure is still reported.
