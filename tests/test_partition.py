@@ -140,7 +140,7 @@ def test_good_rows_become_one_sorted_avro_file_per_store_with_metadata(rt: Runti
         "batchcast.upload_id": "u1",
         "batchcast.ingested_at": NOW.isoformat(),
         "batchcast.raw_object": message.name,
-        "batchcast.schema_version": "1",
+        "batchcast.schema_version": "2",
     }
     frame = schemas.records_to_frame(records, "retail_observation")
     assert frame["date"].tolist() == [pd.Timestamp("2026-02-27"), pd.Timestamp("2026-02-28")]  # sorted

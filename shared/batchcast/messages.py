@@ -96,6 +96,8 @@ class PartitionsReady(_Message):
     raw_object: str
     raw_generation: int
     cities: list[str]
+    # city -> the entities this upload carried rows for: an upload re-forecasts just these.
+    entities: dict[str, list[str]] = {}
     rows_accepted: int
     rows_rejected: int
 

@@ -476,7 +476,7 @@ def _input_fields(profile: Profile, mapping: ColumnMapping) -> list[_Field]:
         fields = [
             _Field(n, _kind(n, info, profile), info["nullable"], info["type"], info["logical"])
             for n, info in schemas.fields(profile.schema_name).items()
-            if n not in derived
+            if n not in derived and n not in schemas.BOOKKEEPING
         ]
     return sorted(fields, key=lambda f: f.kind != "city")
 

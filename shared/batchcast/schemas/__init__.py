@@ -25,6 +25,9 @@ EPOCH = pd.Timestamp("1970-01-01")
 # equal records give equal bytes, which create-only writes and byte-identical replays rely on.
 SYNC_MARKER = b"batchcast-sync01"
 MS_PER_DAY = 86_400_000
+# Fields of the observation schemas that the pipeline fills, never a user's column: which upload
+# carried a row and when it arrived, so readers can let the latest upload win per entity and period.
+BOOKKEEPING = ("ingested_at", "upload_id")
 
 
 class SchemaMismatch(ValueError):
@@ -131,6 +134,8 @@ def _to_avro_values(column: pd.Series, info: dict[str, Any]) -> list[Any]:
         if stamps.dt.tz is not None:
             stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
         values = (stamps - EPOCH) // pd.Timedelta(milliseconds=1)
+        if stamps.hasnans:  # NaT makes the division float; Avro wants whole milliseconds or null
+            values = values.astype("Int64")
     elif info["type"] in ("int", "long"):
         values = column.astype("Int64") if info["nullable"] else column.astype("int64")
     elif info["type"] in ("float", "double"):

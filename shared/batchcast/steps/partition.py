@@ -4,7 +4,8 @@ Input: an :class:`ObjectFinalized` for an object under ``raw/``. Output, all cre
 byte-deterministic, so redelivery and replay rewrite nothing and publish the same message:
 
 * ``batch_data/dataset=<profile>/city=<city>/<entity>=<id>/<upload_id>.avro`` per (city, entity):
-  the upload's good rows of that entity sorted by period; Avro metadata ``batchcast.upload_id``,
+  the upload's good rows of that entity sorted by period, each carrying the bookkeeping fields
+  ``ingested_at`` (the message's logical time) and ``upload_id``; Avro metadata ``batchcast.upload_id``,
   ``batchcast.ingested_at`` (the message's logical time, UTC ISO), ``batchcast.raw_object``,
   ``batchcast.schema_version``; object metadata ``rows``, ``first``, ``last`` (ISO period starts).
 * ``rejected/dt=<raw dt>/<upload_id>.csv`` (the bad rows in the user's columns, plus ``row``; an
@@ -78,11 +79,11 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
 
 def _write_partitions(
     ports: Ports, message: ObjectFinalized, upload_id: str, upload: ValidatedUpload
-) -> tuple[list[str], int]:
-    """Write one Avro file per (city, entity); return the cities and how many files there are."""
+) -> tuple[dict[str, list[str]], int]:
+    """Write one Avro file per (city, entity); return each city's entities and how many files there are."""
     profile = upload.profile
     if profile is None or upload.good.empty:
-        return [], 0
+        return {}, 0
     schema = profile.schema_name
     metadata = {
         "batchcast.upload_id": upload_id,
@@ -93,9 +94,13 @@ def _write_partitions(
     partitions = 0
     # An optional field that no row has (trips' weather) is left out: write_frame writes it as null
     # all the same, without converting a column of nulls value by value.
-    good = upload.good.dropna(axis=1, how="all")
+    good = upload.good.dropna(axis=1, how="all").assign(
+        ingested_at=message.logical_time.astimezone(UTC), upload_id=upload_id
+    )
+    entities: dict[str, list[str]] = {}
     # Rows arrive sorted by city, entity and period: groups come out in that order, rows in time order.
     for (city, entity), rows in good.groupby([GROUP_KEY, profile.entity_key], sort=False):
+        entities.setdefault(city, []).append(entity)
         name = layout.batch_data_object(profile.name, city, profile.entity_key, entity, upload_id)
         periods = rows[profile.time_column]
         blob_metadata = {
@@ -111,7 +116,7 @@ def _write_partitions(
             content_type=CONTENT_TYPES["avro"],
         )
         partitions += 1
-    return sorted(good[GROUP_KEY].unique()), partitions
+    return {city: sorted(ids) for city, ids in sorted(entities.items())}, partitions
 
 
 def _write_rejected(
@@ -193,7 +198,7 @@ def _result(
     message: ObjectFinalized,
     upload_id: str,
     upload: ValidatedUpload,
-    cities: list[str],
+    cities: dict[str, list[str]],
     partitions: int,
     report: str | None,
 ) -> StepResult:
@@ -214,7 +219,8 @@ def _result(
                 upload_id=upload_id,
                 raw_object=message.name,
                 raw_generation=message.generation,
-                cities=cities,
+                cities=sorted(cities),
+                entities=cities,
                 rows_accepted=upload.rows_accepted,
                 rows_rejected=upload.rows_rejected,
             )
