@@ -348,7 +348,8 @@ def test_predict_failing_for_one_city_alerts_its_managers_once_and_shows_in_stat
     def corrupt_munich(delivery, error, seconds) -> None:
         if delivery.subscription.startswith("train-trigger") and not corrupted:
             munich = training.latest(deployment.ports.blobs, profile, "munich")
-            name = layout.model_dir("retail", "munich", munich.version) + "model.skops"
+            metadata = training.read_metadata(deployment.ports.blobs, profile, "munich", munich.version)
+            name = layout.model_dir("retail", "munich", munich.version) + metadata["model_file"]
             corrupted[name] = deployment.ports.blobs.read(name)
             deployment.ports.blobs.write(name, corrupted[name][:-64] + b"\0" * 64)
 

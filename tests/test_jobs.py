@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from batchcast import dataset, layout, runtime, synth, training, uploads
+from batchcast import catalog, layout, runtime, synth, training, uploads
 from batchcast.backends.jobs import job_arguments, run_job_request
 from batchcast.cli import app
 from batchcast.config import Profile
@@ -38,7 +38,7 @@ def _results(deployment: runtime.Runtime, profile: Profile) -> list[dict]:
 def test_the_estimate_grows_with_rows_and_counts_every_fit(small_retail, tmp_path):
     profile = small_retail("estimate", seconds_per_fit=1.0, seconds_per_million_rows=1e6)
     deployment = _upload(tmp_path, profile, stores=6, days=60)
-    files = dataset.entity_files(deployment.ports.blobs, profile, "berlin")
+    files = catalog.read(deployment.ports.blobs, profile, "berlin")
     rows = sum(f.rows for f in files.values())
     fits = len(profile.training.quantiles) * (1 + profile.backtest.folds)
     assert training.estimate_seconds(profile, files) == fits * (1.0 + rows)

@@ -89,7 +89,7 @@ def test_models_are_versioned_with_metadata_and_a_verified_checksum(retail_run):
     overall = metadata["metrics"]["overall"]
     assert {"mae", "wape", "mase"} <= set(overall)
     assert overall["mae"] < overall["naive_mae"]  # beats seasonal naive on the same backtest points
-    name = layout.model_dir("retail", city, ref.version) + "model.skops"
+    name = layout.model_dir("retail", city, ref.version) + metadata["model_file"]
     original = retail_run.ports.blobs.read(name)
     retail_run.ports.blobs.write(name, original[:-1] + b"x")
     try:
@@ -102,7 +102,9 @@ def test_models_are_versioned_with_metadata_and_a_verified_checksum(retail_run):
 def test_metrics_runs_and_freshness_are_written(retail_run):
     [metrics_name, *_] = _names(retail_run, layout.METRICS)
     document = _json(retail_run, metrics_name)
-    assert document["trainings"] and document["predictions"]
+    # An upload's forecasts are in its run records; the day's metrics hold trainings and the
+    # schedule's shards (one entry each), never one entry per store upload.
+    assert document["trainings"] and "predictions" not in document
     runs = _runs(retail_run)
     assert {r["function"] for r in runs} == {"partition", "train_trigger", "predict", "notify"}
     assert all(r["status"] == "succeeded" for r in runs), [r for r in runs if r["status"] != "succeeded"]
@@ -117,7 +119,7 @@ def test_bikeshare_forecasts_the_next_window_and_nothing_in_closed_hours(tmp_pat
     for result in results:
         starts = [row["period_start"] for row in result["forecast"]]
         assert starts == [f"2026-03-02T{h:02d}:00:00" for h in range(6, 12)]
-    assert all(n.endswith("part-06h-000.avro") for n in _names(deployment, layout.PREDICTIONS))
+    assert all("/part-06h-000-" in n for n in _names(deployment, layout.PREDICTIONS))
 
 
 def _outputs(deployment: runtime.Runtime) -> dict[str, str]:
@@ -185,6 +187,12 @@ def test_one_city_failing_to_predict_leaves_the_others_fresh(tmp_path, predict_f
     results = [_json(deployment, n) for n in _names(deployment, layout.results_prefix("retail"))]
     assert results and "munich" not in {r["city"] for r in results}
     assert deployment.bus.dead_letters(Topic.PREDICT_REQUESTS)  # after 5 attempts
+    # An upload's forecasts re-check just their own stores; the schedule's check sees every city.
+    at = deployment.ports.clock.now()
+    deployment.ports.bus.publish(
+        Topic.SCHEDULE, ScheduleTick(dataset="retail", actions=["notify"], logical_time=at)
+    )
+    deployment.bus.drain()
     entities = _json(deployment, layout.FRESHNESS)["datasets"]["retail"]["entities"]
     munich = [s for s in entities.values() if s["city"] == "munich"]
     assert munich and all(s["stale"] and s["reason"] for s in munich)

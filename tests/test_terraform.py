@@ -385,7 +385,7 @@ class _RecordingBlobs:
 def test_bucket_grants_cover_what_each_process_really_touches(tf: dict, small_retail, tmp_path) -> None:
     """Run the pipeline (every function, and the training job's step) on a recording bucket and
     check each object it read, created or updated lies under a prefix Terraform grants it."""
-    from batchcast import dataset, synth, uploads
+    from batchcast import catalog, dataset, synth, uploads
     from batchcast.demo import demo_clock
     from batchcast.messages import ScheduleTick, TrainRequest
     from batchcast.ports import FixedClock
@@ -413,12 +413,12 @@ def test_bucket_grants_cover_what_each_process_really_touches(tf: dict, small_re
     deployment.ports.bus.publish(
         Topic.SCHEDULE, ScheduleTick(dataset="grants", actions=["notify"], logical_time=later)
     )
-    files = dataset.entity_files(blobs.inner, profile, "berlin")
+    data = catalog.read(blobs.inner, profile, "berlin")
     job = TrainRequest(
         dataset="grants",
         city="berlin",
         actions=["train", "predict"],
-        fingerprint=dataset.fingerprint(files, profile),
+        fingerprint=dataset.fingerprint(data, profile),
         logical_time=later,
     )
     deployment.handle("train", job)

@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from batchcast import catalog, runtime, stack, synth, uploads
 from batchcast import dataset as datasets
 from batchcast import replay as replays
-from batchcast import runtime, stack, synth, uploads
 from batchcast import status as status_report
 from batchcast.backends.embedded import BOOKKEEPING
 from batchcast.config import ConfigError, Settings, comma_list, load_profile, profile_names
@@ -324,12 +324,11 @@ def _train_request(
     if not dataset or not city:
         raise ValueError("give --message, or --dataset and --city")
     profile = _profile(dataset)
-    files = datasets.entity_files(blobs, profile, city)
     return TrainRequest(
         dataset=dataset,
         city=city,
         actions=comma_list(actions),
-        fingerprint=datasets.fingerprint(files, profile),
+        fingerprint=datasets.fingerprint(catalog.read(blobs, profile, city), profile),
         logical_time=_aware(at) or datetime.now(UTC),
     )
 

@@ -29,12 +29,13 @@ from pydantic import (
     model_validator,
 )
 
+from batchcast.errors import PermanentError
 from batchcast.messages import Action
 
 BUILTIN_PROFILES = ("retail", "bikeshare")
 
 
-class ConfigError(ValueError):
+class ConfigError(PermanentError, ValueError):
     """A profile or setting is invalid; the message says which and why."""
 
 

@@ -1,102 +1,161 @@
-"""Reading the Hive-partitioned ``batch_data/`` back: which entities exist, their rows, a fingerprint.
+"""Reading the Hive-partitioned ``batch_data/`` back, and keeping it compact.
 
-An entity's rows may be spread over several upload files. When two uploads carry the same entity
-and period, the later upload wins (ordered by ingestion time, then upload id), so a corrected
-re-upload replaces what it corrects.
+Which files hold an entity's rows comes from the city's manifest (:mod:`batchcast.catalog`), never
+from a listing. An entity's rows may be spread over several files: its uploads and the segments
+compaction made of older uploads. When two files carry the same entity and period, the row of the
+latest upload wins (by the rows' ``ingested_at``, then ``upload_id``), so a corrected re-upload
+replaces what it corrects, whatever order the files were processed or compacted in.
+
+Compaction keeps the number of files per entity bounded: once an entity has
+:data:`COMPACT_AFTER` upload files, they are merged with the segments of the calendar spans they touch
+(a year of daily data, a month of hourly data) into one ``segment-<span>-<digest>.avro`` per span.
+Segments are written create-only under a name derived from their content, then swapped into the
+manifest by compare-and-swap, so a crash at any point leaves either the old files or the new ones
+listed (an unlisted segment is harmless and a retry recreates the same bytes), and two compactions
+of the same entity at once leave one result.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime
 
 import pandas as pd
 
-from batchcast import layout, schemas
+from batchcast import catalog, layout, schemas, storage
+from batchcast.catalog import CityData, DataFile, EntityData
 from batchcast.config import Profile
-from batchcast.ports import BlobInfo, BlobStore
+from batchcast.ports import BlobStore
+
+COMPACT_AFTER = 8  # upload files an entity keeps before they are merged into segments
+_BATCH_RECORDS = 50_000  # records turned into a DataFrame at a time: bounds Python objects held
+# A segment holds one calendar span: a year of daily data (≤ 366 rows), a month of hourly (≤ 744).
+_SPANS = {"daily": ("Y", "%Y"), "hourly": ("M", "%Y-%m")}
 
 
-@dataclass(frozen=True)
-class EntityFiles:
-    """The partition files of one entity and how many rows they hold."""
-
-    entity_id: str
-    files: tuple[BlobInfo, ...]
-
-    @property
-    def rows(self) -> int:
-        """Rows over all files (from object metadata, without reading them)."""
-        return sum(int(info.metadata.get("rows", 0) or 0) for info in self.files)
-
-    @property
-    def last(self) -> str:
-        """The latest period any file covers (ISO), or '' when unknown."""
-        return max((info.metadata.get("last", "") for info in self.files), default="")
-
-
-def entity_files(blobs: BlobStore, profile: Profile, city: str) -> dict[str, EntityFiles]:
-    """Every entity of ``city`` with its partition files."""
-    by_entity: dict[str, list[BlobInfo]] = defaultdict(list)
-    for info in blobs.list(layout.batch_data_prefix(profile.name, city)):
-        try:
-            parsed = layout.parse_batch_data(info.name)
-        except layout.LayoutError:
-            continue  # not a partition file (a stray object); never fatal for a reader
-        by_entity[parsed.entity_id].append(info)
-    return {e: EntityFiles(e, tuple(files)) for e, files in sorted(by_entity.items())}
-
-
-def cities_with_data(blobs: BlobStore, profile: Profile) -> list[str]:
-    """The configured cities that have partitioned data."""
-    return [
-        c for c in profile.cities if next(iter(blobs.list(layout.batch_data_prefix(profile.name, c))), None)
-    ]
-
-
-def fingerprint(files: dict[str, EntityFiles], profile: Profile) -> str:
-    """A hash of exactly which data (object names and contents) and which model settings a
-    training would see: equal fingerprints mean retraining would learn the same model, wherever
-    the bucket is (content checksums, not generations, so a replayed bucket gets the same one)."""
+def fingerprint(data: CityData, profile: Profile) -> str:
+    """A hash of exactly which data (file names and contents) and which model settings a training
+    would see: equal fingerprints mean retraining would learn the same model, wherever the bucket
+    is (content checksums, not generations, so a replayed bucket gets the same one)."""
     digest = hashlib.sha256()
     settings = profile.model_dump_json(include={"features", "training", "backtest", "horizon"})
     digest.update(settings.encode())
-    for entity in files.values():
-        for info in entity.files:
-            digest.update(f"{info.name}#{info.checksum or info.generation}\n".encode())
+    for entity in data.values():
+        for file in sorted(entity.files, key=lambda f: f.name):
+            digest.update(f"{file.name}#{file.checksum}\n".encode())
     return digest.hexdigest()
-
-
-def _ends_before(info: BlobInfo, since: datetime) -> bool:
-    last = info.metadata.get("last")
-    return bool(last) and pd.Timestamp(last) < pd.Timestamp(since)
 
 
 def read_rows(
     blobs: BlobStore,
     profile: Profile,
-    files: dict[str, EntityFiles],
-    entities: list[str] | None = None,
+    data: CityData,
+    entities: Iterable[str] | None = None,
     since: datetime | None = None,
+    until: datetime | None = None,
 ) -> pd.DataFrame:
-    """The merged rows of ``entities`` (all when None), skipping files that end before ``since``."""
-    wanted = files if entities is None else {e: files[e] for e in entities if e in files}
-    frames = []
-    for entity in wanted.values():
-        for info in entity.files:
-            if since is not None and _ends_before(info, since):
-                continue
-            records, metadata = schemas.read_records(blobs.read(info.name), profile.schema_name)
-            frame = schemas.records_to_frame(records, profile.schema_name)
-            frame["_order"] = f"{metadata.get('batchcast.ingested_at', '')}|{info.name}"
-            frames.append(frame)
-    columns = list(schemas.fields(profile.schema_name))
-    if not frames:
-        return schemas.records_to_frame([], profile.schema_name)
-    rows = pd.concat(frames, ignore_index=True).sort_values("_order", kind="stable")
-    rows = rows.drop_duplicates([profile.entity_key, profile.time_column], keep="last")
+    """The merged rows of ``entities`` (all when None) with periods in ``[since, until)``.
+
+    Only files that reach into the range are read, concurrently; per (entity, period) the latest
+    upload's row wins.
+    """
+    wanted = data.values() if entities is None else [data[e] for e in entities if e in data]
+    files = [f for entity in wanted for f in entity.files if f.reaches(since, until)]
+    schema = profile.schema_name
+    frames, batch = [], []
+    for file, content in zip(files, storage.read_many(blobs, [f.name for f in files]), strict=True):
+        records, metadata = schemas.read_records(content, schema)
+        batch.extend(_with_bookkeeping(records, file, metadata))
+        if len(batch) >= _BATCH_RECORDS:
+            frames.append(schemas.records_to_frame(batch, schema))
+            batch = []
+    frames.append(schemas.records_to_frame(batch, schema))
+    rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    time = profile.time_column
     if since is not None:
-        rows = rows[rows[profile.time_column] >= pd.Timestamp(since)]
-    return rows.sort_values([profile.entity_key, profile.time_column])[columns].reset_index(drop=True)
+        rows = rows[rows[time] >= pd.Timestamp(since)]
+    if until is not None:
+        rows = rows[rows[time] < pd.Timestamp(until)]
+    order = [profile.entity_key, time, "ingested_at", "upload_id"]
+    rows = rows.sort_values(order, kind="stable").drop_duplicates([profile.entity_key, time], keep="last")
+    return rows.reset_index(drop=True)
+
+
+def _with_bookkeeping(records: list[dict], file: DataFile, metadata: dict[str, str]) -> list[dict]:
+    """Records of files written before rows carried their upload get it from the file's metadata."""
+    if not records or records[0].get("ingested_at") is not None:
+        return records
+    ingested = metadata.get("batchcast.ingested_at")
+    ingested_at = datetime.fromisoformat(ingested) if ingested else datetime.min.replace(tzinfo=UTC)
+    upload_id = metadata.get("batchcast.upload_id") or layout.parse_batch_data(file.name).upload_id
+    return [r | {"ingested_at": ingested_at, "upload_id": upload_id} for r in records]
+
+
+def describe(name: str, content: bytes, rows: pd.DataFrame, profile: Profile, kind: catalog.Kind) -> DataFile:
+    """The manifest entry of a file just written (``rows`` sorted by period)."""
+    periods = rows[profile.time_column]
+    return DataFile(
+        name=name,
+        kind=kind,
+        first=pd.Timestamp(periods.iloc[0]).isoformat(),
+        last=pd.Timestamp(periods.iloc[-1]).isoformat(),
+        rows=len(rows),
+        checksum=hashlib.md5(content).hexdigest(),
+    )
+
+
+def compact(
+    blobs: BlobStore,
+    profile: Profile,
+    city: str,
+    data: CityData,
+    entities: Iterable[str],
+    *,
+    force: bool = False,
+) -> int:
+    """Merge the upload files of those ``entities`` that have :data:`COMPACT_AFTER` of them (any
+    number with ``force``) into segments; return how many entities were compacted."""
+    due = {
+        e: data[e] for e in entities if e in data and len(data[e].uploads) >= (1 if force else COMPACT_AFTER)
+    }
+    if not due:
+        return 0
+    inputs = {e: EntityData(e, _compaction_inputs(entity, profile)) for e, entity in due.items()}
+    rows = read_rows(blobs, profile, inputs)
+    spans = rows[profile.time_column].dt.strftime(_SPANS[profile.frequency][1])
+    segments: dict[str, list[DataFile]] = {e: [] for e in due}
+    for (entity, span), group in rows.groupby([profile.entity_key, spans], sort=True):
+        segments[entity].append(_write_segment(blobs, profile, city, entity, span, group))
+    swaps = {e: (list(inputs[e].files), segments[e]) for e in due}
+    return len(catalog.replace(blobs, profile, city, swaps))
+
+
+def _compaction_inputs(entity: EntityData, profile: Profile) -> tuple[DataFile, ...]:
+    """The entity's uploads and the segments of every span they touch (those get rewritten)."""
+    frequency, span_format = _SPANS[profile.frequency]
+    touched = {
+        span
+        for f in entity.uploads
+        for span in pd.period_range(f.first, f.last, freq=frequency).strftime(span_format)
+    }
+    segments = tuple(f for f in entity.files if f.kind == "segment" and _span(f.first, profile) in touched)
+    return entity.uploads + segments
+
+
+def _span(period: str, profile: Profile) -> str:
+    return pd.Timestamp(period).strftime(_SPANS[profile.frequency][1])
+
+
+def _write_segment(
+    blobs: BlobStore, profile: Profile, city: str, entity: str, span: str, rows: pd.DataFrame
+) -> DataFile:
+    metadata = {
+        "batchcast.segment": span,
+        "batchcast.schema_version": str(schemas.version(profile.schema_name)),
+    }
+    content = schemas.write_frame(profile.schema_name, rows, metadata=metadata)
+    digest = hashlib.sha256(content).hexdigest()[:12]
+    name = layout.segment_object(profile.name, city, profile.entity_key, entity, span, digest)
+    storage.write_once(blobs, name, content, content_type="application/avro")
+    return describe(name, content, rows, profile, "segment")

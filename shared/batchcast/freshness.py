@@ -1,9 +1,11 @@
 """Freshness per entity: is the forecast managers read the one the last scheduled run owed them?
 
 The expected target period comes from the profile's windows and time zone; what ``results/`` holds
-comes from object listings (results carry ``target_start``/``as_of`` as metadata); why an entity is
-stale comes from the data's last period, the model registry and ``status/outcomes/`` (which runs
-failed), so a check costs a few listings and one small read per city.
+comes from object metadata (results carry ``target_start``/``as_of``), read by listing ``results/``
+for a whole-dataset check or by a stat per entity for a few; which entities exist and their last
+period come from the cities' manifests; why an entity is stale comes from the model registry and
+``status/outcomes/`` (which runs failed). So a check costs a listing of ``results/`` and a few small
+reads per city, however many days of data the bucket holds.
 """
 
 from __future__ import annotations
@@ -11,41 +13,57 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from batchcast import dataset, layout, outcomes, training
+from batchcast import catalog, layout, outcomes, storage, training
 from batchcast.config import Profile
 from batchcast.ports import BlobStore
 
 Status = dict[str, Any]  # city, as_of, forecast_for, expected, stale, reason, since
+Scope = dict[str, list[str]]  # city -> entities to check; None checks every entity
 
 
-def entity_statuses(blobs: BlobStore, profile: Profile, now: datetime) -> dict[str, Status]:
-    """Per entity: city, as_of, forecast_for, expected, stale and why (``since`` comes from :func:`merge`)."""
-    results = {}
-    for info in blobs.list(layout.results_prefix(profile.name)):
-        _, entity = layout.parse_results(info.name)
-        results[entity] = info.metadata
+def entity_statuses(
+    blobs: BlobStore, profile: Profile, now: datetime, scope: Scope | None = None
+) -> dict[str, Status]:
+    """Per entity (of ``scope``, or all): city, as_of, forecast_for, expected, stale and why.
+
+    ``since`` comes from :func:`merge`.
+    """
+    cities = list(profile.cities) if scope is None else [c for c in scope if c in profile.cities]
     statuses = {}
-    for city in profile.cities:
-        files = dataset.entity_files(blobs, profile, city)
-        if not files:
+    for city in cities:
+        data = catalog.read(blobs, profile, city, entities=None if scope is None else scope[city])
+        if not data:
             continue
+        results = _results(blobs, profile, list(data) if scope is not None else None)
         expected_start, _ = profile.expected_window(now, city)
         causes = _city_causes(blobs, profile, city, expected_start)
-        for entity, entity_files in files.items():
+        for entity, entity_data in data.items():
             meta = results.get(entity, {})
             forecast_for = meta.get("target_start")
-            stale = forecast_for is None or forecast_for < expected_start.isoformat()
+            stale = forecast_for is None or datetime.fromisoformat(forecast_for) < expected_start
             statuses[entity] = {
                 "city": city,
                 "as_of": meta.get("as_of"),
                 "forecast_for": forecast_for,
                 "expected": expected_start.isoformat(),
                 "stale": stale,
-                "reason": _reason(profile, expected_start, entity_files.last, forecast_for, causes)
+                "reason": _reason(profile, expected_start, entity_data.last, forecast_for, causes)
                 if stale
                 else None,
             }
     return statuses
+
+
+def _results(blobs: BlobStore, profile: Profile, entities: list[str] | None) -> dict[str, dict[str, str]]:
+    """Entity -> its result's metadata: one listing for the dataset, or a stat per entity."""
+    if entities is None:
+        return {
+            layout.parse_results(i.name)[1]: i.metadata
+            for i in blobs.list(layout.results_prefix(profile.name))
+        }
+    names = [layout.results_object(profile.name, profile.entity_key, e) for e in entities]
+    infos = storage.concurrently(blobs.stat, names)
+    return {e: info.metadata for e, info in zip(entities, infos, strict=True) if info is not None}
 
 
 def _city_causes(blobs: BlobStore, profile: Profile, city: str, expected: datetime) -> dict[str, str | None]:

@@ -5,9 +5,12 @@ The layout is a contract (users, the API and BigQuery external tables read it)::
     raw/dt=YYYY-MM-DD/<upload_id>.<csv|avro>
     rejected/dt=YYYY-MM-DD/<upload_id>.<ext>  and  <upload_id>.error.json
     batch_data/dataset=<profile>/city=<city>/<entity>=<id>/<upload_id>.avro
-    models/dataset=<profile>/city=<city>/version=<version>/model.skops, metadata.json, backtest.avro
+    batch_data/dataset=<profile>/city=<city>/<entity>=<id>/segment-<span>-<digest>.avro
+    manifests/dataset=<profile>/city=<city>/part-<NN>.json
+    models/dataset=<profile>/city=<city>/version=<version>/metadata.json, model-<sha>.skops,
+        backtest-<sha>.avro
     models/dataset=<profile>/city=<city>/LATEST
-    predictions/dataset=<profile>/dt=YYYY-MM-DD/city=<city>/part-<shard>.avro
+    predictions/dataset=<profile>/dt=YYYY-MM-DD/city=<city>/part-<shard>-<key>.avro
     results/dataset=<profile>/<entity>=<id>.json
     metrics/dataset=<profile>/dt=YYYY-MM-DD/city=<city>.json
     runs/dt=YYYY-MM-DD/<run_id>.json
@@ -17,13 +20,18 @@ The layout is a contract (users, the API and BigQuery external tables read it)::
     status/alerts/dataset=<profile>.json
     config/api_tokens.json, config/managers.json
 
+``manifests/`` says which ``batch_data/`` files hold each entity's rows (partition adds each upload's
+files, compaction swaps many small upload files for a few ``segment-`` files, one per calendar span),
+so readers never list ``batch_data/``, whose size grows with every upload.
+
 ``status/outcomes/`` holds each (dataset, city)'s last success and failure per function (the run
 records stay the full history; this is what freshness and ``batchcast status`` read without listing
 every run). ``status/alerts/`` holds the email episodes of one dataset. ``config/`` is read-only
 configuration: nothing triggers on it.
 
 ``<shard>`` is ``NNN`` for daily targets and ``HHh-NNN`` (the target window's start hour) for
-intraday targets, so the three bike-share windows of one day never share a file.
+intraday targets, so the three bike-share windows of one day never share a file; ``<key>`` digests
+the request and the data it read (see :func:`predictions_object`).
 """
 
 from __future__ import annotations
@@ -32,9 +40,12 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from batchcast.errors import PermanentError
+
 RAW = "raw/"
 REJECTED = "rejected/"
 BATCH_DATA = "batch_data/"
+MANIFESTS = "manifests/"
 MODELS = "models/"
 PREDICTIONS = "predictions/"
 RESULTS = "results/"
@@ -60,7 +71,7 @@ _BATCH_NAME = re.compile(
 )
 
 
-class LayoutError(ValueError):
+class LayoutError(PermanentError, ValueError):
     """An object name does not follow the bucket layout."""
 
 
@@ -126,6 +137,19 @@ def batch_data_object(dataset: str, city: str, entity_key: str, entity_id: str, 
     return f"{batch_data_entity_prefix(dataset, city, entity_key, entity_id)}{upload_id}.avro"
 
 
+SEGMENT_PREFIX = "segment-"  # compacted files; upload ids never start with it
+
+
+def segment_object(dataset: str, city: str, entity_key: str, entity_id: str, span: str, digest: str) -> str:
+    """A compacted file: one entity's rows of one calendar span (``2025``, ``2025-03``)."""
+    return batch_data_object(dataset, city, entity_key, entity_id, f"{SEGMENT_PREFIX}{span}-{digest}")
+
+
+def manifest_object(dataset: str, city: str, part: int) -> str:
+    """One part of a city's data manifest (entities are spread over parts by a hash of their id)."""
+    return f"{MANIFESTS}dataset={dataset}/city={check_id(city, 'city')}/part-{part:02d}.json"
+
+
 @dataclass(frozen=True)
 class BatchDataName:
     """The parts of a ``batch_data/`` object name."""
@@ -151,7 +175,7 @@ def model_prefix(dataset: str, city: str) -> str:
 
 
 def model_dir(dataset: str, city: str, version: str) -> str:
-    """The folder of one model version (``model.skops``, ``metadata.json``, ``backtest.avro``)."""
+    """The folder of one model version (``metadata.json`` names its model and backtest files)."""
     return f"{model_prefix(dataset, city)}version={check_id(version, 'model version')}/"
 
 
@@ -165,9 +189,13 @@ def shard_label(index: int, target_start: datetime, intraday: bool) -> str:
     return f"{target_start:%H}h-{index:03d}" if intraday else f"{index:03d}"
 
 
-def predictions_object(dataset: str, dt: date, city: str, shard: str) -> str:
-    """One shard's predictions for the target date ``dt``."""
-    return f"{PREDICTIONS}dataset={dataset}/dt={dt.isoformat()}/city={city}/part-{shard}.avro"
+def predictions_object(dataset: str, dt: date, city: str, shard: str, key: str) -> str:
+    """One predict request's predictions for the target date ``dt``.
+
+    ``key`` digests everything the file's content depends on (the request and the data it read),
+    so a redelivery rewrites the same name and another request of the same day gets its own file.
+    """
+    return f"{PREDICTIONS}dataset={dataset}/dt={dt.isoformat()}/city={city}/part-{shard}-{key}.avro"
 
 
 def results_prefix(dataset: str) -> str:

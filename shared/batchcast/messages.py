@@ -18,6 +18,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from batchcast.errors import PermanentError
+
 SCHEMA_VERSION = 1
 CITY_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 
@@ -37,7 +39,7 @@ class Topic(StrEnum):
         return f"{self.value}-dlq"
 
 
-class InvalidMessage(ValueError):
+class InvalidMessage(PermanentError, ValueError):
     """A message body or its attributes do not follow the contract. Not worth retrying."""
 
 
@@ -124,6 +126,14 @@ class ScheduleTick(_Message):
         )
 
 
+Trigger = Literal["schedule", "upload"]
+
+
+def digest(items: list[str]) -> str:
+    """A short hash of a list of names (entity ids), for identities that must tell lists apart."""
+    return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
+
+
 class _Targeted(_Message):
     city_: str = Field(alias="city", pattern=CITY_PATTERN)
     shard: int = Field(ge=0)
@@ -132,37 +142,44 @@ class _Targeted(_Message):
     # Start and end of the forecast target period, naive wall-clock time in the city's zone.
     target_start: datetime
     target_end: datetime
+    # What asked for the forecast: the schedule (the whole city, in shards) or one upload (its
+    # entities, right away).
+    trigger: Trigger = "schedule"
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    def _target_identity(self) -> str:
+    def _target_identity(self, entities: list[str]) -> str:
+        # Two uploads of one day ask for the same target with the same model: their entities and
+        # logical times tell them apart (and a corrected re-upload of one store is new work).
         return (
             f"{self.dataset}/{self.city_}/{self.target_start.isoformat()}/"
-            f"{self.shard}-of-{self.shards}/{self.model_version}"
+            f"{self.shard}-of-{self.shards}/{self.model_version}/"
+            f"{self.logical_time.isoformat()}/{digest(sorted(entities))}"
         )
 
 
 class PredictRequest(_Targeted):
-    """Forecast one shard of one city's entities for one target period with one model version."""
+    """Forecast some of one city's entities (a shard) for one target period with one model version."""
 
     kind: Literal["predict-request"] = "predict-request"
     topic: ClassVar[Topic] = Topic.PREDICT_REQUESTS
     entities: list[str] = Field(min_length=1)
 
     def identity(self) -> str:
-        return "predict-request/" + self._target_identity()
+        return "predict-request/" + self._target_identity(self.entities)
 
 
 class PredictionsReady(_Targeted):
-    """One shard's predictions, results and metrics are written."""
+    """One predict request's predictions, results and metrics are written."""
 
     kind: Literal["predictions-ready"] = "predictions-ready"
     topic: ClassVar[Topic] = Topic.PREDICTIONS_READY
     predictions_object: str
     entities: int
+    entity_ids: list[str] = []  # which ones: notify re-checks just these
 
     def identity(self) -> str:
-        return "predictions-ready/" + self._target_identity()
+        return "predictions-ready/" + self._target_identity(self.entity_ids)
 
 
 class TrainRequest(_Message):

@@ -6,12 +6,13 @@ run into one small document per (dataset, city) (plus ``_dataset.json`` for data
 as a schedule tick), which freshness reasons and ``batchcast status`` read directly.
 
 The documents are kept cheap under concurrency: a success that repeats the one already recorded
-(another shard of the same run, a redelivery) leaves the object untouched, so only the first shard
-of a run writes.
+(another shard of the same run, a redelivery, another store's upload forecast for the same target
+minutes later) leaves the object untouched, so only the first shard of a run writes.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from batchcast import layout, storage
@@ -20,6 +21,7 @@ from batchcast.messages import Message
 from batchcast.ports import BlobStore
 from batchcast.steps import StepResult
 
+SUCCESS_REFRESH = timedelta(minutes=10)  # a repeated success is recorded at most this often
 LONG_RUN_SECONDS = 600  # a push delivery's ack deadline at most; longer runs are worth a look
 KEEP_LONG_RUNS = 5
 _RECORDED = ("succeeded", "partial", "failed", "rejected")  # "skipped" runs did nothing to report
@@ -98,14 +100,25 @@ def _fold(
         entry["last_failure"] = base | {"error": error[:2000]}
     else:
         before = entry.get("last_success") or {}
-        same = all(before.get(k) == base[k] for k in ("logical_time", "target_start"))
-        entry["last_success"] = before if same else base  # another shard of the same run: no write
+        same_run = all(before.get(k) == base[k] for k in ("logical_time", "target_start"))
+        entry["last_success"] = before if same_run or _repeats(entry, base) else base
     # Which came last, by arrival: pinned clocks (tests, reruns) give equal times.
     entry["last"] = "failure" if error else "success"
     long_runs = document.get("long_runs", [])
     if long_run and long_run not in long_runs:
         long_runs = [*long_runs, long_run][-KEEP_LONG_RUNS:]
     return document | {"functions": document["functions"] | {function: entry}, "long_runs": long_runs}
+
+
+def _repeats(entry: dict[str, Any], success: dict[str, Any]) -> bool:
+    """Whether a success adds nothing worth a write: the last outcome already was a success for the
+    same target, recorded less than :data:`SUCCESS_REFRESH` ago. A thousand stores uploading in a
+    burst each run predict for tomorrow; the city's document then changes about once per window,
+    not once per store (GCS takes about one write per second per object)."""
+    before = entry.get("last_success")
+    if entry.get("last") != "success" or not before or before.get("target_start") != success["target_start"]:
+        return False
+    return datetime.fromisoformat(success["at"]) - datetime.fromisoformat(before["at"]) < SUCCESS_REFRESH
 
 
 def read(blobs: BlobStore, dataset: str, city: str | None) -> dict:

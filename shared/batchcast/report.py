@@ -132,11 +132,11 @@ def _plot_entity(axis: Axes, blobs: BlobStore, profile: Profile, document: dict)
 
 
 def _backtest_points(blobs: BlobStore, profile: Profile, document: dict) -> pd.DataFrame:
-    folder = layout.model_dir(profile.name, document["city"], document["model_version"])
-    info = blobs.stat(folder + training.BACKTEST_FILE)
-    if info is None:
+    metadata = training.read_metadata(blobs, profile, document["city"], document["model_version"])
+    if metadata is None:
         return pd.DataFrame()
-    points = schemas.read_frame(blobs.read(info.name), "backtest")
+    folder = layout.model_dir(profile.name, document["city"], document["model_version"])
+    points = schemas.read_frame(blobs.read(folder + metadata["backtest_file"]), "backtest")
     points = points[points["entity_id"] == document["entity_id"]]
     return points.sort_values("period_start")
 

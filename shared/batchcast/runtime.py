@@ -27,6 +27,7 @@ from batchcast.backends.embedded import (
 from batchcast.backends.jobs import CloudRunJobLauncher, ProcessJobLauncher
 from batchcast.backends.smtp import SmtpMailer
 from batchcast.config import ConfigError, Settings
+from batchcast.errors import PermanentError
 from batchcast.events import message_from_event, published_at
 from batchcast.messages import InvalidMessage, Message, ObjectFinalized, Topic, with_lineage
 from batchcast.obs import RunLogger, configure_logging, new_run_id, run_logger
@@ -50,8 +51,11 @@ class Runtime:
         A message this function already finished (its idempotency key — for uploads the object's
         generation — has a marker, ``layout.processed_marker``) is acknowledged without work unless
         ``force``. The marker is written only after the step and its publishes succeeded.
-        A message that breaks the contract is recorded and acknowledged (retrying cannot fix it);
-        any other exception is recorded and re-raised so the platform redelivers.
+        A message that breaks the contract is recorded as rejected and acknowledged; a
+        :class:`~batchcast.errors.PermanentError` (an invalid profile, a corrupt model, ...) is
+        recorded as failed and acknowledged too, as no redelivery could fix it (a replay after the
+        fix runs it again: no marker is written). Any other exception is recorded and re-raised so
+        the platform redelivers.
         """
         marker = layout.processed_marker(function, message.idempotency_key)
         if not force and self.ports.blobs.stat(marker) is not None:
@@ -72,12 +76,16 @@ class Runtime:
             self._mark_processed(marker, run_id, message)
         except InvalidMessage as exc:
             result = StepResult(status="rejected", errors={"message": str(exc)})
+        except PermanentError as exc:
+            error = exc
+            result = StepResult(status="failed", city=message.city)
         except Exception as exc:
             error = exc
             raise
         finally:
             seconds = time.monotonic() - started
             status = "failed" if error is not None else result.status if result else "failed"
+            published = len(result.messages) if result and error is None else 0
             record = {
                 "run_id": run_id,
                 "function": function,
@@ -96,7 +104,7 @@ class Runtime:
                 "errors": result.errors if result else {},
                 "notes": result.notes if result else [],
                 "error": f"{type(error).__name__}: {error}" if error else None,
-                "published": len(result.messages) if result and error is None else 0,
+                "published": published,
             }
             self._write_run_record(started_at, run_id, record)
             self._record_outcome(record, message, result, log)

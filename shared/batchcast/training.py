@@ -1,8 +1,11 @@
 """Training one (dataset, city) model and keeping the model registry under ``models/``.
 
 A model version is named after the logical time it was trained for and the fingerprint of the
-data it saw, and its folder is written once: ``model.skops`` and ``backtest.avro`` first,
-``metadata.json`` last (its presence means the version is complete). ``LATEST`` moves forward by
+data it saw. Its folder is written create-only: ``model-<sha256>.skops`` and
+``backtest-<sha256>.avro`` first, under names derived from their bytes, then ``metadata.json``, which
+names them (its presence means the version is complete). Two trainings of one version racing each
+write their own files and one ``metadata.json`` wins; it names files that are exactly what it
+describes, so a model can never disagree with its checksum. ``LATEST`` moves forward by
 compare-and-swap, so two trainings racing cannot move it backwards.
 """
 
@@ -17,20 +20,20 @@ from datetime import UTC, datetime, timedelta
 from importlib.metadata import version as package_version
 from typing import Any
 
-from batchcast import dataset, layout, metrics, schemas, storage
+from batchcast import catalog, dataset, layout, metrics, schemas, storage
+from batchcast.catalog import CityData
 from batchcast.config import Profile
+from batchcast.errors import PermanentError
 from batchcast.ml.backtest import fit_and_backtest
 from batchcast.ml.features import to_series
 from batchcast.ml.model import ForecastModel
 from batchcast.ports import BlobStore, NotFound
 
-MODEL_FILE = "model.skops"
-BACKTEST_FILE = "backtest.avro"
 METADATA_FILE = "metadata.json"
 _LIBRARIES = ("scikit-learn", "pandas", "numpy", "fastavro", "skops", "holidays")
 
 
-class ModelIntegrityError(RuntimeError):
+class ModelIntegrityError(PermanentError, RuntimeError):
     """A stored model does not match the checksum recorded when it was trained."""
 
 
@@ -59,14 +62,14 @@ def lookback(profile: Profile) -> int:
     return max(profile.features.lags) + rolling + profile.features.scale_window
 
 
-def estimate_seconds(profile: Profile, files: dict[str, dataset.EntityFiles]) -> float:
+def estimate_seconds(profile: Profile, data: CityData) -> float:
     """How long training ``files`` would take: fits × (fixed cost + cost of the rows it reads).
 
     Each entity contributes at most the training window plus the look-back the features need; the
     per-fit and per-row costs come from the profile (calibrated on a 2-core machine).
     """
     reach = profile.training.window + lookback(profile)
-    rows = sum(min(info.rows, reach) for info in files.values())
+    rows = sum(min(entity.rows, reach) for entity in data.values())
     fits = len(profile.training.quantiles) * (1 + profile.backtest.folds)
     settings = profile.training
     return fits * (settings.seconds_per_fit + rows / 1e6 * settings.seconds_per_million_rows)
@@ -82,23 +85,23 @@ def train_city(
     profile: Profile,
     city: str,
     logical_time: datetime,
-    files: dict[str, dataset.EntityFiles] | None = None,
+    data: CityData | None = None,
     fingerprint: str | None = None,
 ) -> ModelRef:
     """Train, backtest and register a model for ``city`` on its data as of now; move LATEST to it.
 
     Idempotent: a version that already has its metadata is not trained again. ``fingerprint`` is
-    :func:`dataset.fingerprint` of ``files``, when the caller already has it.
+    :func:`dataset.fingerprint` of ``data``, when the caller already has it.
     """
-    files = files if files is not None else dataset.entity_files(blobs, profile, city)
-    if not files:
+    data = data if data is not None else catalog.read(blobs, profile, city)
+    if not data:
         raise ValueError(f"no data for {profile.name}/{city}")
-    fingerprint = fingerprint or dataset.fingerprint(files, profile)
+    fingerprint = fingerprint or dataset.fingerprint(data, profile)
     trained_for = logical_time.astimezone(UTC).isoformat()
     ref = ModelRef(version_name(logical_time, fingerprint), fingerprint, trained_for)
     folder = layout.model_dir(profile.name, city, ref.version)
     if blobs.stat(folder + METADATA_FILE) is None:
-        _train_and_store(blobs, profile, city, files, ref, folder)
+        _train_and_store(blobs, profile, city, data, ref, folder)
     advance_latest(blobs, profile, city, ref)
     return ref
 
@@ -107,18 +110,20 @@ def _train_and_store(
     blobs: BlobStore,
     profile: Profile,
     city: str,
-    files: dict[str, dataset.EntityFiles],
+    data: CityData,
     ref: ModelRef,
     folder: str,
 ) -> None:
     started = time.monotonic()
     now_local = datetime.fromisoformat(ref.trained_for).astimezone(profile.zone(city)).replace(tzinfo=None)
     since = now_local - profile.period * (profile.training.window + lookback(profile))
-    series = to_series(dataset.read_rows(blobs, profile, files, since=since), profile)
+    series = to_series(dataset.read_rows(blobs, profile, data, since=since), profile)
     model, result = fit_and_backtest(series, profile, city)
     model_bytes = model.dumps()
-    _write_replacing_partial(blobs, folder + MODEL_FILE, model_bytes)
-    _write_replacing_partial(blobs, folder + BACKTEST_FILE, schemas.write_frame("backtest", result.points))
+    model_file = _write_content_named(blobs, folder, "model", "skops", model_bytes)
+    backtest_file = _write_content_named(
+        blobs, folder, "backtest", "avro", schemas.write_frame("backtest", result.points)
+    )
     metadata = {
         "dataset": profile.name,
         "city": city,
@@ -127,11 +132,12 @@ def _train_and_store(
         "trained_for": ref.trained_for,
         "training_window": {"start": str(series["ts"].min()), "end": str(series["ts"].max())},
         "rows": int(model.training_rows),
-        "entities": len(files),
+        "entities": len(data),
         "features": list(model.feature_names),
         "quantiles": list(model.quantiles),
         "metrics": result.metrics,
-        "model_file": MODEL_FILE,
+        "model_file": model_file,
+        "backtest_file": backtest_file,
         "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
         "libraries": {"python": platform.python_version()}
         | {lib: package_version(lib) for lib in _LIBRARIES},
@@ -146,10 +152,15 @@ def _train_and_store(
     metrics.record(blobs, profile.name, now_local.date(), city, "trainings", ref.version, summary)
 
 
-def _write_replacing_partial(blobs: BlobStore, name: str, data: bytes) -> None:
-    # Artifacts of a version without metadata.json are leftovers of a crashed attempt: replace them.
-    info = blobs.stat(name)
-    blobs.write(name, data, if_generation_match=info.generation if info else 0)
+def _write_content_named(blobs: BlobStore, folder: str, stem: str, extension: str, data: bytes) -> str:
+    """Write ``<stem>-<sha256 prefix>.<extension>`` create-only; return its name within the folder.
+
+    Named by content, a file never changes once written: a concurrent or crashed attempt of the same
+    version leaves its own file beside this one, never a different model under the same name.
+    """
+    name = f"{stem}-{hashlib.sha256(data).hexdigest()[:16]}.{extension}"
+    storage.write_once(blobs, folder + name, data)
+    return name
 
 
 def advance_latest(blobs: BlobStore, profile: Profile, city: str, ref: ModelRef) -> bool:
@@ -162,19 +173,24 @@ def advance_latest(blobs: BlobStore, profile: Profile, city: str, ref: ModelRef)
     return storage.update_json(blobs, layout.model_latest(profile.name, city), forward) == pointer
 
 
+def read_metadata(blobs: BlobStore, profile: Profile, city: str, version: str) -> dict | None:
+    """A version's ``metadata.json`` (which names its model and backtest files), or None."""
+    return storage.read_json(blobs, layout.model_dir(profile.name, city, version) + METADATA_FILE)
+
+
 def load_model(blobs: BlobStore, profile: Profile, city: str, version: str) -> tuple[ForecastModel, dict]:
     """Load a registered model after checking its bytes against the recorded SHA-256.
 
-    Versions are written once, so a loaded model is kept per (version, object generation): the
+    Versions are written once, so a loaded model is kept per (model file, object generation): the
     shards of one run, and a warm function instance's next requests, skip the skops load.
     """
     folder = layout.model_dir(profile.name, city, version)
-    info = blobs.stat(folder + MODEL_FILE)
-    key = (folder, info.generation if info else 0)
-    if key in _loaded:
-        return _loaded[key]
     try:
         metadata = json.loads(blobs.read(folder + METADATA_FILE))
+        info = blobs.stat(folder + metadata["model_file"])
+        key = (folder + metadata["model_file"], info.generation if info else 0)
+        if key in _loaded:
+            return _loaded[key]
         data = blobs.read(folder + metadata["model_file"])
     except NotFound as error:
         raise ModelIntegrityError(f"model {profile.name}/{city}/{version} is incomplete") from error

@@ -20,6 +20,8 @@ import fastavro
 import pandas as pd
 from fastavro.read import SchemaResolutionError
 
+from batchcast.errors import PermanentError
+
 EPOCH = pd.Timestamp("1970-01-01")
 # Avro files end blocks with a sync marker that writers usually draw at random; a fixed one makes
 # equal records give equal bytes, which create-only writes and byte-identical replays rely on.
@@ -30,7 +32,7 @@ MS_PER_DAY = 86_400_000
 BOOKKEEPING = ("ingested_at", "upload_id")
 
 
-class SchemaMismatch(ValueError):
+class SchemaMismatch(PermanentError, ValueError):
     """Data does not fit the schema it is written or read with."""
 
 

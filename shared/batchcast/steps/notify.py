@@ -1,10 +1,14 @@
-"""notify: compute every entity's freshness, then tell the managers and operations, once.
+"""notify: compute entities' freshness, then tell the managers and operations, once.
 
-Runs on each ``predictions-ready`` and on schedule ticks with the ``notify`` action:
+Runs on schedule ticks with the ``notify`` action and on each ``predictions-ready`` of a scheduled
+run (every entity of the dataset), and on each ``predictions-ready`` of an upload's forecast (just
+its entities, so a store's upload clears its stale flag at once without a whole-dataset check per
+store upload):
 
 1. :mod:`batchcast.freshness` compares the target period the last scheduled run owed each entity with
    what ``results/`` holds, names the cause of staleness, and the result is merged into
-   ``status/freshness.json`` (``since`` survives re-checks of the same state).
+   ``status/freshness.json`` (``since`` survives re-checks of the same state). A check of a few
+   entities writes only when one of them turned stale or fresh or is new there.
 2. :mod:`batchcast.alerts` opens and closes email episodes in ``status/alerts/dataset=<d>.json``
    (a schedule tick also adds the run's ops digest) and sends whatever is pending. An SMTP outage
    leaves the emails pending for the next run; the run is then ``partial``.
@@ -23,24 +27,32 @@ from batchcast.steps import RunContext, StepResult
 
 
 def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
-    """Refresh ``status/freshness.json`` for the message's dataset and send the alerts it calls for."""
+    """Refresh ``status/freshness.json`` for the message's entities and send the alerts it calls for."""
     if isinstance(message, ScheduleTick) and "notify" not in message.actions:
         return StepResult(status="skipped")
     if not isinstance(message, PredictionsReady | ScheduleTick):
         raise InvalidMessage(f"notify does not handle {message.kind}")
     profile = load_profile(message.dataset)
     now = ports.clock.now()
-    statuses = freshness.entity_statuses(ports.blobs, profile, now)
+    scope = (
+        {message.city_: message.entity_ids}
+        if isinstance(message, PredictionsReady) and message.trigger == "upload" and message.entity_ids
+        else None
+    )
+    statuses = freshness.entity_statuses(ports.blobs, profile, now, scope)
     changes: dict[str, list[str]] = {}
     merged: dict[str, freshness.Status] = {}
 
-    def merge(current: dict | None) -> dict:
+    def merge(current: dict | None) -> dict | None:
         document = current or {"datasets": {}}
         previous = document.get("datasets", {}).get(profile.name, {}).get("entities", {})
-        merged.clear()
-        merged.update(freshness.merge(statuses, previous))
+        updated = freshness.merge(statuses, previous)
         changes.clear()
-        changes.update(freshness.transitions(merged, previous))
+        changes.update(freshness.transitions(updated, previous))
+        merged.clear()
+        merged.update(updated if scope is None else previous | updated)
+        if scope is not None and not any(changes.values()) and updated.keys() <= previous.keys():
+            return None  # nothing a reader of freshness.json would see differently
         section = {
             "checked_at": now.isoformat(),
             "stale": sum(s["stale"] for s in merged.values()),
@@ -65,13 +77,15 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     result = StepResult(
         counts={
             "entities": len(merged),
+            "checked": len(statuses),
             "stale": stale,
             "turned_stale": len(changes.get("stale", [])),
             "recovered": len(changes.get("recovered", [])),
         },
         details=dict(changes),
     )
-    _alert(ports, message, run, profile, merged, result)
+    if scope is None or any(changes.values()):
+        _alert(ports, message, run, profile, merged, result)
     return result
 
 

@@ -27,7 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from batchcast import layout, schemas, storage
+from batchcast import catalog, dataset, layout, schemas, storage
+from batchcast.config import Profile
 from batchcast.messages import InvalidMessage, Message, ObjectFinalized, PartitionsReady
 from batchcast.ports import Ports
 from batchcast.steps import RunContext, Status, StepResult
@@ -97,10 +98,9 @@ def _write_partitions(
     good = upload.good.dropna(axis=1, how="all").assign(
         ingested_at=message.logical_time.astimezone(UTC), upload_id=upload_id
     )
-    entities: dict[str, list[str]] = {}
+    written: dict[str, dict[str, catalog.DataFile]] = {}
     # Rows arrive sorted by city, entity and period: groups come out in that order, rows in time order.
     for (city, entity), rows in good.groupby([GROUP_KEY, profile.entity_key], sort=False):
-        entities.setdefault(city, []).append(entity)
         name = layout.batch_data_object(profile.name, city, profile.entity_key, entity, upload_id)
         periods = rows[profile.time_column]
         blob_metadata = {
@@ -108,15 +108,22 @@ def _write_partitions(
             "first": _iso(periods.iloc[0]),
             "last": _iso(periods.iloc[-1]),
         }
+        content = schemas.write_frame(schema, rows, metadata=metadata)
         storage.write_once(
-            ports.blobs,
-            name,
-            schemas.write_frame(schema, rows, metadata=metadata),
-            metadata=blob_metadata,
-            content_type=CONTENT_TYPES["avro"],
+            ports.blobs, name, content, metadata=blob_metadata, content_type=CONTENT_TYPES["avro"]
         )
+        written.setdefault(city, {})[entity] = dataset.describe(name, content, rows, profile, "upload")
         partitions += 1
-    return {city: sorted(ids) for city, ids in sorted(entities.items())}, partitions
+    for city, files in sorted(written.items()):
+        _catalogue(ports, profile, city, files)
+    return {city: sorted(files) for city, files in sorted(written.items())}, partitions
+
+
+def _catalogue(ports: Ports, profile: Profile, city: str, files: dict[str, catalog.DataFile]) -> None:
+    """List the upload's files in the city's manifest, then compact the entities that are due."""
+    catalog.record(ports.blobs, profile, city, files)
+    data = catalog.read(ports.blobs, profile, city, entities=files)
+    dataset.compact(ports.blobs, profile, city, data, files)
 
 
 def _write_rejected(

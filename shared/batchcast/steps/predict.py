@@ -1,17 +1,23 @@
-"""predict: forecast one shard of one city and publish the results.
+"""predict: forecast one request's entities (a shard of a city, or an upload's stores) and publish.
 
-Writes, in this order: the shard's predictions (create-only), each entity's latest result (only
-moving forward in time), the city's metrics (merged). Every name and byte derives from the message,
-so a redelivered or replayed request rewrites exactly what it wrote before.
+Reads only the request's entities' manifest parts and the files that reach into their look-back.
+Writes, in this order: the request's predictions (create-only), each entity's latest result (only
+moving forward in time), and, for scheduled shards, the city's metrics (merged). The predictions'
+name digests the request and the data it read, so a redelivered or replayed request rewrites
+exactly what it wrote before, and any other request of the same day (another upload, a rerun after
+a correction) gets a file of its own: each file is one version of that day's forecasts, its rows
+stamped with ``as_of`` and ``model_version``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from datetime import datetime
 
 import pandas as pd
 
-from batchcast import dataset, layout, metrics, schemas, storage, training
+from batchcast import catalog, dataset, layout, metrics, schemas, storage, training
 from batchcast.config import Profile, load_profile
 from batchcast.messages import InvalidMessage, Message, PredictionsReady, PredictRequest
 from batchcast.ml.features import to_series
@@ -28,18 +34,21 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     profile = load_profile(message.dataset)
     city = message.city_
     model, _ = training.load_model(ports.blobs, profile, city, message.model_version)
-    files = dataset.entity_files(ports.blobs, profile, city)
+    data = catalog.read(ports.blobs, profile, city, entities=message.entities)
     since = message.target_start - profile.period * (training.lookback(profile) + 1)
-    rows = dataset.read_rows(ports.blobs, profile, files, entities=message.entities, since=since)
-    series = to_series(rows, profile, until=message.target_start)
+    until = message.target_start
+    rows = dataset.read_rows(ports.blobs, profile, data, since=since, until=until)
+    series = to_series(rows, profile, until=until)
     forecast = model.predict(
         series, profile, city, message.target_start, message.target_end, message.entities
     )
     forecast = forecast.sort_values(["entity_id", "period_start"]).reset_index(drop=True)
 
-    predictions = _write_predictions(ports, profile, message, forecast)
+    key = _content_key(message, data, since, until)
+    predictions = _write_predictions(ports, profile, message, forecast, key)
     written = _write_results(ports, profile, message, forecast, series)
-    _record_metrics(ports, profile, message, forecast)
+    if message.trigger == "schedule":  # an upload's forecast is in its run record, not the day's metrics
+        _record_metrics(ports, profile, message, forecast)
     ready = PredictionsReady(
         dataset=message.dataset,
         city=city,
@@ -50,6 +59,8 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
         target_end=message.target_end,
         predictions_object=predictions,
         entities=int(forecast["entity_id"].nunique()),
+        entity_ids=sorted(map(str, forecast["entity_id"].unique())),
+        trigger=message.trigger,
         logical_time=message.logical_time,
     )
     return StepResult(
@@ -59,8 +70,15 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     )
 
 
+def _content_key(message: PredictRequest, data: catalog.CityData, since: datetime, until: datetime) -> str:
+    """A digest of what the predictions depend on: the request (without its rerun tag) and the
+    exact files it read."""
+    read = sorted(f"{f.name}#{f.checksum}" for e in data.values() for f in e.files if f.reaches(since, until))
+    return hashlib.sha256("\n".join([message.identity(), *read]).encode()).hexdigest()[:12]
+
+
 def _write_predictions(
-    ports: Ports, profile: Profile, message: PredictRequest, forecast: pd.DataFrame
+    ports: Ports, profile: Profile, message: PredictRequest, forecast: pd.DataFrame, key: str
 ) -> str:
     frame = forecast.assign(
         dataset=profile.name,
@@ -74,6 +92,7 @@ def _write_predictions(
         message.target_start.date(),
         message.city_,
         layout.shard_label(message.shard, message.target_start, intraday),
+        key,
     )
     data = schemas.write_frame(
         "prediction", frame, metadata={"batchcast.model_version": message.model_version}
@@ -139,11 +158,16 @@ def _result_document(
 
 
 def _is_newer(new: dict, current: dict | None) -> bool:
-    # Results only move forward: a replay of an older day must not hide a newer forecast.
+    # Results only move forward: a replay of an older day must not hide a newer forecast. Compared
+    # as instants: as-of times of different runs may carry different UTC offsets.
     if current is None:
         return True
-    key = (new["target"]["start"], new["as_of"])
-    return key >= (current["target"]["start"], current["as_of"])
+    return _when(new) >= _when(current)
+
+
+def _when(document: dict) -> tuple[datetime, datetime]:
+    """(target start on the city's clock, as-of instant) of a result document."""
+    return datetime.fromisoformat(document["target"]["start"]), datetime.fromisoformat(document["as_of"])
 
 
 def _result_metadata(document: dict) -> dict[str, str]:

@@ -7,7 +7,7 @@ train_trigger would have. It has no time limit, so nothing is refused for its si
 
 from __future__ import annotations
 
-from batchcast import dataset
+from batchcast import catalog
 from batchcast.config import load_profile
 from batchcast.messages import InvalidMessage, Message, TrainRequest
 from batchcast.ports import Ports
@@ -22,10 +22,10 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     profile = load_profile(message.dataset)
     city = message.city_
     result = StepResult(city=city)
-    files = dataset.entity_files(ports.blobs, profile, city)
-    if not files:
+    data = catalog.read(ports.blobs, profile, city)
+    if not data:
         raise ValueError(f"no data for {profile.name}/{city}")
-    ref = train_with_fallback(ports, profile, city, message, files, result, run, inline=False)
+    ref = train_with_fallback(ports, profile, city, message, data, result, run, inline=False)
     if "predict" in message.actions and ref is not None:
-        add_predict_requests(profile, city, ref.version, files, message, result)
+        add_predict_requests(profile, city, ref.version, data, message, result)
     return result

@@ -1,7 +1,9 @@
 """train_trigger: decide per city whether to retrain, train (inline or in a job) and fan out predicts.
 
-Triggered by ``partitions-ready`` (new data: the profile's ``on_upload`` actions) and by schedule
-ticks (their ``actions``). A failure in one city is recorded and the other cities go on.
+Triggered by ``partitions-ready`` (new data: the profile's ``on_upload`` actions, for the entities
+the upload carried) and by schedule ticks (their ``actions``, for every entity). A failure in one
+city is recorded and the other cities go on. What a city holds comes from its manifest
+(:mod:`batchcast.catalog`), so the cost of a run does not grow with the days of history.
 
 Event-driven functions stop at 540 s, so a training is handed to a job (``batchcast train``: a
 Cloud Run job on GCP, a local process otherwise) when the profile says ``training.mode = "job"``.
@@ -11,7 +13,8 @@ rather than left to be killed half-way; the city keeps predicting with its previ
 
 from __future__ import annotations
 
-from batchcast import dataset, training
+from batchcast import catalog, dataset, training
+from batchcast.catalog import CityData
 from batchcast.config import Profile, load_profile
 from batchcast.messages import (
     InvalidMessage,
@@ -40,7 +43,7 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     elif isinstance(message, ScheduleTick):
         profile = load_profile(message.dataset)
         actions = set(message.actions)
-        cities = message.cities or dataset.cities_with_data(ports.blobs, profile)
+        cities = message.cities or list(profile.cities)
     else:
         raise InvalidMessage(f"train_trigger does not handle {message.kind}")
     result = StepResult()
@@ -69,20 +72,21 @@ def _one_city(
     result: StepResult,
     run: RunContext,
 ) -> None:
-    files = dataset.entity_files(ports.blobs, profile, city)
-    if not files:
+    data = catalog.read(ports.blobs, profile, city)
+    if not data:
         result.notes.append(f"{city}: no data yet")
         return
     current = training.latest(ports.blobs, profile, city)
-    fingerprint = dataset.fingerprint(files, profile)
+    fingerprint = dataset.fingerprint(data, profile)
     ref = current
     if _should_train(profile, city, message, actions, current, fingerprint, result):
         if profile.training.mode == "job":
             _hand_to_job(ports, profile, city, message, actions, fingerprint, result)
             return  # the job publishes this city's predict requests when its model is ready
-        ref = train_with_fallback(ports, profile, city, message, files, result, run, fingerprint=fingerprint)
+        ref = train_with_fallback(ports, profile, city, message, data, result, run, fingerprint=fingerprint)
     if "predict" in actions and ref is not None:
-        add_predict_requests(profile, city, ref.version, files, message, result)
+        uploaded = message.entities.get(city) if isinstance(message, PartitionsReady) else None
+        add_predict_requests(profile, city, ref.version, data, message, result, entities=uploaded)
 
 
 def _should_train(
@@ -137,7 +141,7 @@ def train_with_fallback(
     profile: Profile,
     city: str,
     message: Trigger,
-    files: dict[str, dataset.EntityFiles],
+    data: CityData,
     result: StepResult,
     run: RunContext,
     *,
@@ -151,14 +155,14 @@ def train_with_fallback(
     Raises only when there is no previous model to fall back on.
     """
     try:
-        estimate = training.estimate_seconds(profile, files)
+        estimate = training.estimate_seconds(profile, data)
         if inline and estimate > profile.training.max_inline_seconds:
             raise TrainingRefused(
                 f"training {city} would take about {estimate:.0f} s, over "
                 f"training.max_inline_seconds={profile.training.max_inline_seconds}; "
                 'set training.mode = "job" in the profile'
             )
-        ref = training.train_city(ports.blobs, profile, city, message.logical_time, files, fingerprint)
+        ref = training.train_city(ports.blobs, profile, city, message.logical_time, data, fingerprint)
     except Exception as error:
         current = training.latest(ports.blobs, profile, city)  # a failed training left LATEST as it was
         if current is None:
@@ -175,13 +179,21 @@ def add_predict_requests(
     profile: Profile,
     city: str,
     version: str,
-    files: dict[str, dataset.EntityFiles],
+    data: CityData,
     message: Trigger,
     result: StepResult,
+    *,
+    entities: list[str] | None = None,
 ) -> None:
-    """Add to ``result`` one request per shard for the next target window after the logical time."""
+    """Add to ``result`` one request per shard for the next target window after the logical time.
+
+    ``entities`` (an upload's) limits the requests to those; None means every entity of the city.
+    Shards are balanced by the rows each entity's forecast reads (its look-back), not its history.
+    """
     start, end = profile.target_window(message.logical_time, city)
-    weights = {entity: info.rows for entity, info in files.items()}
+    since = start - profile.period * (training.lookback(profile) + 1)
+    chosen = data if entities is None else {e: data[e] for e in entities if e in data}
+    weights = {entity: info.rows_reaching(since, start) for entity, info in chosen.items()}
     shards = plan_shards(weights, profile.sharding.target_rows, profile.sharding.max_shards)
     result.messages.extend(
         PredictRequest(
@@ -192,9 +204,10 @@ def add_predict_requests(
             model_version=version,
             target_start=start,
             target_end=end,
-            entities=entities,
+            entities=shard,
             logical_time=message.logical_time,
+            trigger="upload" if entities is not None else "schedule",
         )
-        for index, entities in enumerate(shards)
+        for index, shard in enumerate(shards)
     )
     result.counts["predict_requests"] = result.counts.get("predict_requests", 0) + len(shards)
