@@ -50,12 +50,20 @@ def _results(root: Path, name: str) -> list[dict]:
     return [json.loads(blobs.read(i.name)) for i in blobs.list(layout.results_prefix(name))]
 
 
-def _first_run(root: Path, profile: Profile) -> datetime:
+def _first_run(root: Path, profile: Profile, *, with_schedule: bool = False) -> datetime:
+    """An upload an hour before the day's first tick; ``with_schedule``: then the day's ticks."""
     at = demo_clock(profile, END)
-    deployment = runtime.embedded(root, clock=FixedClock(at), backoff_seconds=0.001)
+    clock = FixedClock(at - timedelta(hours=1))
+    deployment = runtime.embedded(root, clock=clock, backoff_seconds=0.001)
     data = synth.generate(profile, 6, 120, seed=4, end=END).to_csv(index=False).encode()
-    uploads.store_upload(deployment.ports.blobs, data, ext="csv", now=at, dataset=profile.name)
+    uploads.store_upload(deployment.ports.blobs, data, ext="csv", now=clock.now(), dataset=profile.name)
     deployment.bus.drain()
+    clock.set(at)
+    ticks = profile.scheduled_ticks(at.astimezone(profile.zone()).date()) if with_schedule else []
+    for moment, actions in ticks:
+        tick = ScheduleTick(dataset=profile.name, actions=actions, logical_time=moment)
+        deployment.ports.bus.publish(Topic.SCHEDULE, tick)
+        deployment.bus.drain()
     return at
 
 
@@ -100,7 +108,7 @@ def test_rerun_ticks_name_only_known_cities():
 
 def test_rerunning_a_day_twice_really_runs_and_gives_byte_identical_outputs(small_retail, tmp_path):
     profile = small_retail("rerunday")
-    at = _first_run(tmp_path, profile)
+    at = _first_run(tmp_path, profile, with_schedule=True)  # the upload forecast the day, then the schedule
     original = _snapshot(tmp_path)
     assert any(n.startswith(layout.PREDICTIONS) for n in original)
     day = at.astimezone(profile.zone()).date().isoformat()

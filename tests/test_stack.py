@@ -106,19 +106,23 @@ def test_a_bad_file_ends_in_rejected(stack_env, bucket):
     assert reasons  # it names why
 
 
-def test_a_poison_message_is_dead_lettered_after_five_attempts(stack_env):
-    bus = PubSubBus(stack_env.project)
-    poison = PredictRequest(
-        dataset="ghost",  # no such profile: predict raises on every delivery
-        city="nowhere",
+def _request(dataset: str, entity: str) -> PredictRequest:
+    return PredictRequest(
+        dataset=dataset,
+        city="berlin",
         shard=0,
         shards=1,
         model_version="v0",
         target_start=datetime(2026, 1, 1),
         target_end=datetime(2026, 1, 2),
-        entities=["x1"],
+        entities=[entity],
         logical_time=datetime.now(UTC),
     )
+
+
+def test_a_message_failing_on_every_delivery_is_dead_lettered_after_five_attempts(stack_env):
+    bus = PubSubBus(stack_env.project)
+    poison = _request("retail", "outage-1")  # the stack's predict fails it on every delivery
     bus.publish(Topic.PREDICT_REQUESTS, poison)
     letters = _wait(
         "the poison message in predict-requests-dlq",
@@ -126,8 +130,27 @@ def test_a_poison_message_is_dead_lettered_after_five_attempts(stack_env):
         timeout=180,
     )
     assert letters[0]["attributes"]["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
-    log = (Path(stack_env.directory) / "logs" / "predict.log").read_text()
-    assert "unknown profile 'ghost'" in log
+    assert (
+        "an outage that outlasts every retry"
+        in (Path(stack_env.directory) / "logs" / "predict.log").read_text()
+    )
+    bus.close()
+
+
+def test_a_permanent_error_is_recorded_and_acknowledged_not_retried(stack_env, bucket):
+    bus = PubSubBus(stack_env.project)
+    ghost = _request("ghost", "x1")  # no such profile: no redelivery can fix that
+    bus.publish(Topic.PREDICT_REQUESTS, ghost)
+
+    def failed_runs() -> list[dict]:
+        runs = [json.loads(bucket.blob(n).download_as_bytes()) for n in _names(bucket, layout.RUNS)]
+        return [r for r in runs if r["dataset"] == "ghost" and r["function"] == "predict"]
+
+    [record] = _wait("the failed predict run of the ghost request", failed_runs, timeout=120)
+    assert record["status"] == "failed" and "unknown profile 'ghost'" in record["error"]
+    time.sleep(5)  # a retry would have come by now (the first delivery failed by injection)
+    assert len(failed_runs()) == 1
+    assert [d for d in bus.dead_letters(Topic.PREDICT_REQUESTS) if d["message"] == ghost] == []
     bus.close()
 
 
