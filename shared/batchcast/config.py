@@ -201,7 +201,9 @@ class Profile(_Strict):
     timezone: str
     cities: dict[str, City] = Field(min_length=1)
     schedule: list[ScheduleEntry] = Field(min_length=1)
-    on_upload: list[Action] = ["train", "predict"]
+    # What an upload asks for, for the entities it carried. Retraining belongs on the schedule:
+    # with "train" here, training.debounce_minutes must say how often uploads may retrain.
+    on_upload: list[Action] = ["predict"]
     horizon: Horizon = Horizon()
     features: Features
     training: Training
@@ -225,6 +227,11 @@ class Profile(_Strict):
             raise ValueError("an hourly profile needs horizon.windows")
         if self.frequency == "daily" and self.horizon.windows:
             raise ValueError("a daily profile forecasts the next day: leave horizon.windows empty")
+        if "train" in self.on_upload and self.training.debounce_minutes < 1:
+            raise ValueError(
+                "on_upload includes train but training.debounce_minutes is 0: every store's upload "
+                "would retrain its city; set debounce_minutes (e.g. 60) or train on the schedule only"
+            )
         horizon = self.horizon_periods
         if min(self.features.lags) < horizon:
             raise ValueError(f"every lag must be >= the horizon ({horizon} periods)")
