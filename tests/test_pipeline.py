@@ -212,7 +212,11 @@ def test_training_failure_falls_back_to_the_previous_model(retail_run, monkeypat
     extra = _csv("retail", 16, 2, seed=1, end=END + timedelta(days=1))
     uploads.store_upload(deployment.ports.blobs, extra, ext="csv", now=later, dataset="retail")
     deployment.bus.drain()
-    [trigger] = [r for f, r in deployment.results if f == "train_trigger"]
+    tick = ScheduleTick(dataset="retail", actions=["train", "predict"], logical_time=later)
+    deployment.ports.bus.publish(Topic.SCHEDULE, tick)
+    deployment.bus.drain()
+    [upload, trigger] = [r for f, r in deployment.results if f == "train_trigger"]
+    assert upload.counts.get("models_trained", 0) == 0  # an upload re-forecasts; the schedule trains
     assert trigger.status == "partial" and "model training failed" in trigger.errors[city]
     assert training.latest(deployment.ports.blobs, profile, city) == previous
     fresh = [_json(deployment, n) for n in _names(deployment, layout.results_prefix("retail"))]
