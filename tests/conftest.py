@@ -63,6 +63,12 @@ def write_small_retail(directory: Path, name: str, sales_column: str = "sales", 
 
 
 @pytest.fixture
+def profile_writer() -> Callable[..., Path]:
+    """:func:`write_small_retail`, for tests that put a profile where a running stack reads it."""
+    return write_small_retail
+
+
+@pytest.fixture
 def small_retail(tmp_path_factory, monkeypatch) -> Iterator[Callable[..., Profile]]:
     """``small_retail("name", **training)``: a :func:`write_small_retail` profile, loaded.
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from google.cloud import storage
 from typer.testing import CliRunner
@@ -86,10 +88,17 @@ def test_uploads_flow_to_predictions_and_results_for_every_entity(stack_env, buc
     flaky = list((Path(stack_env.directory) / "flaky").iterdir())
     assert len(flaky) >= len({c for c in _cities(bucket)})
     assert "injected failure" in (Path(stack_env.directory) / "logs" / "predict.log").read_text()
+
     # Every run the functions recorded succeeded; duplicates, if any, were acknowledged without work.
-    runs = [json.loads(bucket.blob(n).download_as_bytes()) for n in _names(bucket, layout.RUNS)]
-    runs = [r for r in runs if r["dataset"] in expected or r["function"] == "partition"]
-    assert {r["function"] for r in runs} >= {"partition", "train_trigger", "predict", "notify"}
+    def runs_of_every_function() -> list[dict]:
+        runs = [json.loads(bucket.blob(n).download_as_bytes()) for n in _names(bucket, layout.RUNS)]
+        runs = [r for r in runs if r["dataset"] in expected or r["function"] == "partition"]
+        functions = {r["function"] for r in runs}
+        return runs if functions >= {"partition", "train_trigger", "predict", "notify"} else []
+
+    runs = _wait(
+        "a run of every function (notify follows the last results)", runs_of_every_function, timeout=60
+    )
     assert [r for r in runs if r["status"] == "failed"] == []
 
 
@@ -227,3 +236,59 @@ def test_replay_command_seeks_the_subscription_on_gcp(stack_env):
     assert done.exit_code == 0, done.output and "seeking notify--schedule" in done.output
     unknown = cli.invoke(app, ["replay", "--subscription", "notify--nothing", "--since", since])
     assert unknown.exit_code != 0 and "unknown subscription" in unknown.output
+
+
+def test_stores_uploading_their_own_files_each_end_in_results_with_no_dead_letters(
+    stack_env, stack_profiles, bucket, monkeypatch, profile_writer
+):
+    # A profile of its own ("turnover" columns), so these files fit nothing else on the stack.
+    profile_writer(stack_profiles, "dailystack", sales_column="turnover")
+    monkeypatch.setenv("BATCHCAST_PROFILE_DIR", str(stack_profiles))
+    load_profile.cache_clear()
+    profile = load_profile("dailystack")
+    end = date.today() - timedelta(days=1)
+    frame = synth.generate(profile, 4, 61, seed=8, end=end)
+    frame["date"] = pd.to_datetime(frame["date"])
+
+    def export(rows: pd.DataFrame) -> bytes:
+        return rows.rename(columns={"sales": "turnover"}).to_csv(index=False).encode()
+
+    today = datetime.now(UTC).date()
+    stores = sorted(frame["store_id"].astype(str).unique())
+    _upload(bucket, f"raw/dt={today}/daily-history.csv", export(frame[frame["date"] < pd.Timestamp(end)]))
+    wanted = {layout.results_object("dailystack", profile.entity_key, s) for s in stores}
+    _wait("the history's forecasts", lambda: wanted <= _names(bucket, layout.results_prefix("dailystack")))
+
+    # Each store uploads its own day, all at once; the first store's file arrives twice.
+    started = datetime.now(UTC)
+    files = {
+        f"daily-{s}": export(frame[(frame["store_id"] == s) & (frame["date"] == pd.Timestamp(end))])
+        for s in stores
+    }
+    files["daily-again"] = files[f"daily-{stores[0]}"]
+    with ThreadPoolExecutor(max_workers=len(files)) as pool:
+        list(pool.map(lambda item: _upload(bucket, f"raw/dt={today}/{item[0]}.csv", item[1]), files.items()))
+
+    def reforecast() -> bool:
+        results = [json.loads(bucket.blob(name).download_as_bytes()) for name in wanted]
+        actuals = [{h["period_start"]: h["actual"] for h in r["history"]} for r in results]
+        return all(
+            a.get(f"{end}T00:00:00") is not None and datetime.fromisoformat(r["as_of"]) >= started
+            for r, a in zip(results, actuals, strict=True)
+        )
+
+    _wait("every store's forecast from its own upload", reforecast, timeout=180)
+    runs = [json.loads(bucket.blob(n).download_as_bytes()) for n in _names(bucket, layout.RUNS)]
+    runs = [r for r in runs if r["dataset"] == "dailystack"]
+    assert [r for r in runs if r["status"] == "failed"] == []
+    uploads = [r for r in runs if r["message"]["kind"] == "partitions-ready"]  # one per upload, twice none
+    assert len(uploads) == len(files) + 1
+    # Training ran once per city for the history (the cold start), never for a store's upload.
+    trained = sum(r["counts"].get("models_trained", 0) for r in runs if r["function"] == "train_trigger")
+    assert trained == frame["city"].nunique()
+    bus = PubSubBus(stack_env.project)
+    letters = [
+        d for t in Topic for d in bus.dead_letters(t) if d["message"] and d["message"].dataset == "dailystack"
+    ]
+    bus.close()
+    assert letters == []

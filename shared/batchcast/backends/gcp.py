@@ -15,6 +15,7 @@ import base64
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import BinaryIO, TypeVar
@@ -226,6 +227,17 @@ class PubSubBus:
             what=f"seek {subscription}",
         )
 
+    def _peek(self, path: str, max_messages: int) -> pubsub_v1.types.PullResponse:
+        # A status check must not wait for messages that may never come: without
+        # return_immediately a pull on an empty subscription blocks until its deadline (~30 s per
+        # topic). The flag is deprecated for consumers that poll in loops, not for a one-off look.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return self.subscriber.pull(
+                request={"subscription": path, "max_messages": max_messages, "return_immediately": True},
+                timeout=30,
+            )
+
     def dead_letters(self, topic: str, max_messages: int = 100, ack: bool = False) -> list[dict]:
         """Pull up to ``max_messages`` dead-lettered from ``topic``.
 
@@ -238,12 +250,7 @@ class PubSubBus:
         """
         subscription = Topic(topic).dead_letter
         path = self.subscription_path(subscription)
-        response = with_retries(
-            lambda: self.subscriber.pull(
-                request={"subscription": path, "max_messages": max_messages}, timeout=30
-            ),
-            what=f"pull {subscription}",
-        )
+        response = with_retries(lambda: self._peek(path, max_messages), what=f"pull {subscription}")
         entries, ack_ids = [], []
         for received in response.received_messages:
             raw = received.message
