@@ -61,7 +61,7 @@ def fingerprint(files: dict[str, EntityFiles], profile: Profile) -> str:
     training would see: equal fingerprints mean retraining would learn the same model, wherever
     the bucket is (content checksums, not generations, so a replayed bucket gets the same one)."""
     digest = hashlib.sha256()
-    settings = profile.model_dump_json(include={"features", "training", "backtest", "horizon"})
+    settings = profile.model_dump_json(include={"features", "training", "backtest", "horizon", "covariates"})
     digest.update(settings.encode())
     for entity in files.values():
         for info in entity.files:
@@ -83,18 +83,19 @@ def read_rows(
 ) -> pd.DataFrame:
     """The merged rows of ``entities`` (all when None), skipping files that end before ``since``."""
     wanted = files if entities is None else {e: files[e] for e in entities if e in files}
+    schema = schemas.observation(profile)  # the profile's schema: its declared covariates included
     frames = []
     for entity in wanted.values():
         for info in entity.files:
             if since is not None and _ends_before(info, since):
                 continue
-            records, metadata = schemas.read_records(blobs.read(info.name), profile.schema_name)
-            frame = schemas.records_to_frame(records, profile.schema_name)
+            records, metadata = schemas.read_records(blobs.read(info.name), schema)
+            frame = schemas.records_to_frame(records, schema)
             frame["_order"] = f"{metadata.get('batchcast.ingested_at', '')}|{info.name}"
             frames.append(frame)
-    columns = list(schemas.fields(profile.schema_name))
+    columns = list(schemas.fields(schema))
     if not frames:
-        return schemas.records_to_frame([], profile.schema_name)
+        return schemas.records_to_frame([], schema)
     rows = pd.concat(frames, ignore_index=True).sort_values("_order", kind="stable")
     rows = rows.drop_duplicates([profile.entity_key, profile.time_column], keep="last")
     if since is not None:

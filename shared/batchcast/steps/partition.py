@@ -84,7 +84,7 @@ def _write_partitions(
     profile = upload.profile
     if profile is None or upload.good.empty:
         return {}, 0
-    schema = profile.schema_name
+    schema = schemas.observation(profile)
     metadata = {
         "batchcast.upload_id": upload_id,
         "batchcast.ingested_at": message.logical_time.astimezone(UTC).isoformat(),
