@@ -5,6 +5,7 @@ The layout is a contract (users, the API and BigQuery external tables read it)::
     raw/dt=YYYY-MM-DD/<upload_id>.<csv|avro>
     rejected/dt=YYYY-MM-DD/<upload_id>.<ext>  and  <upload_id>.error.json
     batch_data/dataset=<profile>/city=<city>/<entity>=<id>/<upload_id>.avro
+    future/dataset=<profile>/city=<city>/dt=YYYY-MM-DD/<upload_id>.avro
     models/dataset=<profile>/city=<city>/version=<version>/model.skops, metadata.json, backtest.avro
     models/dataset=<profile>/city=<city>/LATEST
     predictions/dataset=<profile>/dt=YYYY-MM-DD/city=<city>/part-<shard>.avro
@@ -22,6 +23,10 @@ records stay the full history; this is what freshness and ``batchcast status`` r
 every run). ``status/alerts/`` holds the email episodes of one dataset. ``config/`` is read-only
 configuration: nothing triggers on it.
 
+``future/`` holds future values (covariates known in advance: weather forecasts, planned promos and
+closures) by the local date of the target periods they are for, one file per upload, so predict
+lists one date and never the history.
+
 ``<shard>`` is ``NNN`` for daily targets and ``HHh-NNN`` (the target window's start hour) for
 intraday targets, so the three bike-share windows of one day never share a file.
 """
@@ -35,6 +40,7 @@ from datetime import date, datetime
 RAW = "raw/"
 REJECTED = "rejected/"
 BATCH_DATA = "batch_data/"
+FUTURE = "future/"
 MODELS = "models/"
 PREDICTIONS = "predictions/"
 RESULTS = "results/"
@@ -57,6 +63,10 @@ _RAW_NAME = re.compile(rf"^raw/dt=(?P<dt>{_DATE})/(?P<upload_id>[^/]+)\.(?P<ext>
 _BATCH_NAME = re.compile(
     r"^batch_data/dataset=(?P<dataset>[^/]+)/city=(?P<city>[^/]+)/"
     r"(?P<entity_key>[^/=]+)=(?P<entity_id>[^/]+)/(?P<upload_id>[^/]+)\.avro$"
+)
+
+_FUTURE_NAME = re.compile(
+    rf"^future/dataset=(?P<dataset>[^/]+)/city=(?P<city>[^/]+)/dt=(?P<dt>{_DATE})/(?P<upload_id>[^/]+)\.avro$"
 )
 
 
@@ -143,6 +153,38 @@ def parse_batch_data(name: str) -> BatchDataName:
     if not match:
         raise LayoutError(f"{name!r} is not a batch_data partition file")
     return BatchDataName(**match.groupdict())
+
+
+def future_prefix(dataset: str, city: str, dt: date) -> str:
+    """Every upload's future values of one city for target periods on local date ``dt``."""
+    return f"{FUTURE}dataset={dataset}/city={city}/dt={dt.isoformat()}/"
+
+
+def future_object(dataset: str, city: str, dt: date, upload_id: str) -> str:
+    """One upload's future values of one city for target periods on local date ``dt``."""
+    return f"{future_prefix(dataset, city, dt)}{check_id(upload_id, 'upload id')}.avro"
+
+
+@dataclass(frozen=True)
+class FutureName:
+    """The parts of a ``future/`` object name."""
+
+    dataset: str
+    city: str
+    dt: date
+    upload_id: str
+
+
+def parse_future(name: str) -> FutureName:
+    """Parse a ``future/`` object name; raise :class:`LayoutError` if it is not one."""
+    match = _FUTURE_NAME.match(name)
+    if not match:
+        raise LayoutError(f"{name!r} is not a future-values file")
+    try:
+        dt = date.fromisoformat(match["dt"])
+    except ValueError as error:
+        raise LayoutError(f"dt={match['dt']} in {name!r} is not a date") from error
+    return FutureName(match["dataset"], match["city"], dt, match["upload_id"])
 
 
 def model_prefix(dataset: str, city: str) -> str:

@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from batchcast import dataset, layout, metrics, schemas, storage, training
+from batchcast import dataset, future, layout, metrics, schemas, storage, training
 from batchcast.config import Profile, load_profile
 from batchcast.messages import InvalidMessage, Message, PredictionsReady, PredictRequest
 from batchcast.ml.features import to_series
@@ -32,8 +32,11 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     since = message.target_start - profile.period * (training.lookback(profile) + 1)
     rows = dataset.read_rows(ports.blobs, profile, files, entities=message.entities, since=since)
     series = to_series(rows, profile, until=message.target_start)
+    plans = future.read(
+        ports.blobs, profile, city, message.target_start, message.target_end, message.entities
+    )  # values of covariates known in advance for the target period (weather forecasts, promos)
     forecast = model.predict(
-        series, profile, city, message.target_start, message.target_end, message.entities
+        series, profile, city, message.target_start, message.target_end, message.entities, future=plans
     )
     forecast = forecast.sort_values(["entity_id", "period_start"]).reset_index(drop=True)
 
