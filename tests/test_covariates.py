@@ -608,3 +608,33 @@ def test_a_planned_closure_drives_the_forecast_to_zero_and_a_planned_promo_raise
     upload_of_plans = partitions[-1]
     assert upload_of_plans.status == "succeeded" and upload_of_plans.messages == []  # starts no run
     assert upload_of_plans.counts["partitions"] == 1
+
+
+def test_future_names_parse_back_and_other_names_are_refused() -> None:
+    name = layout.future_object("shops", "berlin", date(2026, 3, 5), "u1")
+    assert name == "future/dataset=shops/city=berlin/dt=2026-03-05/u1.avro"
+    assert layout.parse_future(name) == layout.FutureName("shops", "berlin", date(2026, 3, 5), "u1")
+    for bad in ("future/dataset=shops/city=berlin/dt=2026-02-30/u1.avro", "future/dataset=shops/u1.avro"):
+        with pytest.raises(layout.LayoutError):
+            layout.parse_future(bad)
+    with pytest.raises(layout.LayoutError):
+        layout.future_object("shops", "berlin", date(2026, 3, 5), "../u1")
+
+
+def test_hourly_future_values_are_read_for_every_hour_of_the_window(tmp_path: Path) -> None:
+    hourly = parse_profile(
+        shop(
+            ('frequency = "daily"', 'frequency = "hourly"'),
+            ("lags = [1, 7]", "lags = [6, 24]"),
+            extra="\n[horizon]\nwindows = [[6, 12], [12, 18]]\n",
+        )
+    )
+    assert schemas.fields(schemas.future(hourly))["day"]["logical"] == "local-timestamp-millis"
+    blobs = runtime.embedded(tmp_path / "bucket").ports.blobs
+    rows = "".join(
+        f",berlin,2026-03-05T{hour:02d}:00:00,{'yes' if hour < 9 else 'no'}\n" for hour in range(4, 14)
+    )
+    assert _store_future(blobs, hourly, "SKU,Town,Day,Closed\n" + rows, "u1", NOW) == 1
+    values = future.read(blobs, hourly, "berlin", datetime(2026, 3, 5, 6), datetime(2026, 3, 5, 12), ["a"])
+    assert values["ts"].dt.hour.tolist() == [6, 7, 8, 9, 10, 11]
+    assert values["closed"].tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
