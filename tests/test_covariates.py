@@ -25,7 +25,7 @@ from batchcast.validation import validate_upload
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
-# A user's own daily profile: a generated schema (no schema_name) keyed by their own names.
+# A user's own daily profile: a generated schema (no base_schema) keyed by their own names.
 SHOP = """
 name = "shops"
 description = "Units per SKU"
@@ -113,7 +113,7 @@ def test_the_shipped_profiles_derive_exactly_their_shipped_schemas() -> None:
     """Data written with the .avsc before covariates were declared stays readable, unchanged."""
     for name in config.BUILTIN_PROFILES:
         profile = load_profile(name)
-        assert schemas.observation(profile).raw == schemas.schema(profile.schema_name)
+        assert schemas.observation(profile).raw == schemas.schema(profile.base_schema)
 
 
 def test_a_file_written_before_a_covariate_was_declared_reads_with_nulls() -> None:
@@ -259,8 +259,15 @@ def test_a_covariate_typed_unlike_its_shipped_schema_field_is_an_error() -> None
 
 
 def test_an_unknown_base_schema_is_an_error() -> None:
-    error = problems(shop(('entity_key = "sku"', 'schema_name = "sales_v9"\nentity_key = "sku"')))
-    assert "schema_name 'sales_v9' is not a shipped schema" in error
+    error = problems(shop(('entity_key = "sku"', 'base_schema = "sales_v9"\nentity_key = "sku"')))
+    assert "base_schema 'sales_v9' is not a shipped schema" in error
+
+
+def test_a_profile_naming_its_base_schema_by_the_old_key_still_loads() -> None:
+    text = (Path(config.__file__).parent / "profiles" / "retail.toml").read_text()
+    old = parse_profile(text.replace("base_schema = ", "schema_name = "))
+    assert old.base_schema == "retail_observation"
+    assert schemas.observation(old) == schemas.observation(load_profile("retail"))
 
 
 def test_an_invalid_covariate_name_is_an_error() -> None:
@@ -504,9 +511,13 @@ def test_future_values_are_filed_by_target_date_and_the_latest_upload_wins_per_v
     ]
     later = NOW + timedelta(hours=1)
     _store_future(blobs, profile, "SKU,Town,Day,Closed,Hum\na,berlin,2026-03-05,no,\n", "u0-later", later)
-    values = future.read(blobs, profile, "berlin", datetime(2026, 3, 5), datetime(2026, 3, 6), ["a", "b"])
+    found = future.read(blobs, profile, "berlin", datetime(2026, 3, 5), datetime(2026, 3, 6), ["a", "b"])
+    assert [source.split("#")[0] for source in found.sources] == [  # what the forecast depends on
+        "future/dataset=shops/city=berlin/dt=2026-03-05/u0-later.avro",
+        "future/dataset=shops/city=berlin/dt=2026-03-05/u1.avro",
+    ]
     # The later upload corrects closed; it has no humidity, so the earlier one's stays.
-    assert values.to_dict("records") == [
+    assert found.values.to_dict("records") == [
         {"entity_id": "a", "ts": pd.Timestamp("2026-03-05"), "closed": 0.0, "humidity": 80.0}
     ]
 
@@ -518,18 +529,18 @@ def test_an_entitys_own_future_value_beats_its_citys(tmp_path: Path) -> None:
     _store_future(
         blobs, profile, "SKU,Town,Day,Closed\n,berlin,2026-03-05,yes\n", "u2", NOW + timedelta(hours=1)
     )
-    values = future.read(
-        blobs, profile, "berlin", datetime(2026, 3, 5), datetime(2026, 3, 6), ["a", "b", "c"]
-    )
-    assert values.set_index("entity_id")["closed"].to_dict() == {"a": 0.0, "b": 1.0, "c": 1.0}
-    assert future.read(blobs, profile, "berlin", datetime(2026, 3, 6), datetime(2026, 3, 7), ["a"]).empty
+    found = future.read(blobs, profile, "berlin", datetime(2026, 3, 5), datetime(2026, 3, 6), ["a", "b", "c"])
+    assert found.values.set_index("entity_id")["closed"].to_dict() == {"a": 0.0, "b": 1.0, "c": 1.0}
+    other_day = future.read(blobs, profile, "berlin", datetime(2026, 3, 6), datetime(2026, 3, 7), ["a"])
+    assert other_day.values.empty and other_day.sources == ()
 
 
 def test_a_stray_object_under_future_is_not_read(tmp_path: Path) -> None:
     profile = parse_profile(SHOP)
     blobs = runtime.embedded(tmp_path / "bucket").ports.blobs
     blobs.write(layout.future_prefix("shops", "berlin", date(2026, 3, 5)) + "notes.txt", b"hello")
-    assert future.read(blobs, profile, "berlin", datetime(2026, 3, 5), datetime(2026, 3, 6), ["a"]).empty
+    found = future.read(blobs, profile, "berlin", datetime(2026, 3, 5), datetime(2026, 3, 6), ["a"])
+    assert found.values.empty and found.sources == ()
 
 
 # -- the whole flow: uploaded plans change the forecast -------------------------------------------
@@ -635,6 +646,7 @@ def test_hourly_future_values_are_read_for_every_hour_of_the_window(tmp_path: Pa
         f",berlin,2026-03-05T{hour:02d}:00:00,{'yes' if hour < 9 else 'no'}\n" for hour in range(4, 14)
     )
     assert _store_future(blobs, hourly, "SKU,Town,Day,Closed\n" + rows, "u1", NOW) == 1
-    values = future.read(blobs, hourly, "berlin", datetime(2026, 3, 5, 6), datetime(2026, 3, 5, 12), ["a"])
+    window = (datetime(2026, 3, 5, 6), datetime(2026, 3, 5, 12))
+    values = future.read(blobs, hourly, "berlin", *window, ["a"]).values
     assert values["ts"].dt.hour.tolist() == [6, 7, 8, 9, 10, 11]
     assert values["closed"].tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]

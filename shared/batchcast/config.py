@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from pydantic import (
+    AliasChoices,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -232,9 +233,11 @@ class Profile(_Strict):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
     description: str = ""
-    # The shipped .avsc the partitioned rows extend (batchcast/schemas/<schema_name>.avsc); None:
-    # the schema is generated from entity_key, time_column, target and the covariates.
-    schema_name: str | None = None
+    # The shipped .avsc the partitioned rows extend (batchcast/schemas/<base_schema>.avsc); None:
+    # the schema is generated from entity_key, time_column, target and the covariates. Never read
+    # rows with it alone: schemas.observation(profile) adds the declared covariates. (Its TOML key
+    # was schema_name, still accepted.)
+    base_schema: str | None = Field(default=None, validation_alias=AliasChoices("base_schema", "schema_name"))
     entity_key: str
     time_column: str
     target: str
@@ -368,18 +371,18 @@ def _schema_problems(profile: Profile) -> list[str]:
     problems = []
     keys = {"entity_key": profile.entity_key, "time_column": profile.time_column, "target": profile.target}
     base: dict[str, dict] = {}
-    if profile.schema_name is not None:
-        if not schemas.shipped(profile.schema_name):
+    if profile.base_schema is not None:
+        if not schemas.shipped(profile.base_schema):
             known = ", ".join(sorted(p.stem for p in _shipped_schema_files()))
             return [
-                f"schema_name {profile.schema_name!r} is not a shipped schema (shipped: {known}); leave "
-                "schema_name out to generate the schema from entity_key, time_column, target and covariates"
+                f"base_schema {profile.base_schema!r} is not a shipped schema (shipped: {known}); leave "
+                "base_schema out to generate the schema from entity_key, time_column, target and covariates"
             ]
-        base = schemas.fields(profile.schema_name)
+        base = schemas.fields(profile.base_schema)
         for what, name in keys.items():
             if name not in base:
                 problems.append(
-                    f"{what} {name!r} is not a field of schema {profile.schema_name} "
+                    f"{what} {name!r} is not a field of schema {profile.base_schema} "
                     f"(fields: {', '.join(f for f in base if f not in BOOKKEEPING)})"
                 )
     else:
@@ -400,7 +403,7 @@ def _schema_problems(profile: Profile) -> list[str]:
             problems.append(f"covariate {name!r} has the name of {reserved[name]}: give it another name")
         elif name in base and not _same_type(base[name], spec):
             problems.append(
-                f"covariate {name!r} is declared type = {spec.type!r}, but schema {profile.schema_name} "
+                f"covariate {name!r} is declared type = {spec.type!r}, but schema {profile.base_schema} "
                 f"has it as {'optional ' if base[name]['nullable'] else 'required '}{base[name]['type']} "
                 f"(declare it type = {_declared_type(base[name])!r})"
             )

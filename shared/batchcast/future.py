@@ -18,6 +18,7 @@ unknown: see :mod:`batchcast.ml.features` for what the model does then.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -25,7 +26,7 @@ import pandas as pd
 
 from batchcast import layout, schemas, storage
 from batchcast.config import Profile
-from batchcast.ports import BlobStore
+from batchcast.ports import BlobInfo, BlobStore
 from batchcast.schemas import GROUP_KEY
 
 
@@ -63,6 +64,17 @@ def write(
     return written
 
 
+@dataclass(frozen=True)
+class FutureValues:
+    """What :func:`read` found for a target period."""
+
+    # entity_id, ts and one float column per known covariate (NaN: nobody uploaded one); a row per
+    # entity and period that has any value
+    values: pd.DataFrame
+    # "<object name>#<checksum>" of every file read: a forecast depends on them as on its history
+    sources: tuple[str, ...]
+
+
 def read(
     blobs: BlobStore,
     profile: Profile,
@@ -70,18 +82,18 @@ def read(
     target_start: datetime,
     target_end: datetime,
     entities: Iterable[str],
-) -> pd.DataFrame:
+) -> FutureValues:
     """The future values of ``entities`` of ``city`` for periods in [target_start, target_end)
-    (naive local times): ``entity_id, ts`` and one float column per known covariate (NaN: nobody
-    uploaded one), a row per entity and period that has any value."""
+    (naive local times), and the files they came from."""
     known = profile.known_covariates
     columns = ["entity_id", "ts", *known]
-    frames = [
-        _read_file(blobs, profile, name) for name in _files(blobs, profile, city, target_start, target_end)
-    ]
+    files = _files(blobs, profile, city, target_start, target_end)
+    sources = tuple(f"{info.name}#{info.checksum or info.generation}" for info in files)
+    frames = [_read_file(blobs, profile, info.name) for info in files]
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if rows.empty or not known:
-        return pd.DataFrame({c: pd.Series(dtype=float) for c in columns}).astype({"entity_id": str})
+        empty = pd.DataFrame({c: pd.Series(dtype=float) for c in columns}).astype({"entity_id": str})
+        return FutureValues(empty, sources)
     time, entity = profile.time_column, profile.entity_key
     rows = rows[(rows[time] >= pd.Timestamp(target_start)) & (rows[time] < pd.Timestamp(target_end))]
     # Latest last; GroupBy.last takes each column's last non-null value: per value, the latest wins.
@@ -96,23 +108,17 @@ def read(
     values = values.fillna(fallback).dropna(how="all")
     out = values.reset_index().rename(columns={entity: "entity_id", time: "ts"})
     out["ts"] = out["ts"].astype("datetime64[us]")
-    return out[columns].reset_index(drop=True)
+    return FutureValues(out[columns].reset_index(drop=True), sources)
 
 
 def _files(
     blobs: BlobStore, profile: Profile, city: str, target_start: datetime, target_end: datetime
-) -> list[str]:
-    """The future-values files of every local date the target periods fall on."""
-    last = target_end - timedelta(microseconds=1)
-    days = [
-        target_start.date() + timedelta(days=n) for n in range((last.date() - target_start.date()).days + 1)
-    ]
-    return [
-        info.name
-        for day in days
-        for info in blobs.list(layout.future_prefix(profile.name, city, day))
-        if _is_file(info.name)
-    ]
+) -> list[BlobInfo]:
+    """The future-values files of every local date the target periods fall on, by name."""
+    first, last = target_start.date(), (target_end - timedelta(microseconds=1)).date()
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    listed = [info for day in days for info in blobs.list(layout.future_prefix(profile.name, city, day))]
+    return sorted((info for info in listed if _is_file(info.name)), key=lambda info: info.name)
 
 
 def _is_file(name: str) -> bool:

@@ -97,7 +97,7 @@ class ForecastModel:
         """Quantile forecasts of every open period in [target_start, target_end) for each entity.
 
         ``series`` is read only up to ``target_start`` (what was known at the origin). ``future``
-        (``entity_id, ts`` and known covariates, see :func:`batchcast.future.read`) holds the values
+        (``entity_id, ts`` and known covariates: what :func:`batchcast.future.read` found) holds the values
         of covariates known in advance for the target periods; without it they are unknown. Entities
         default to every entity of the series; one without history still gets a forecast.
         Columns: ``entity_id, period_start, period_end`` and one per quantile (``p10, p50, p90``).

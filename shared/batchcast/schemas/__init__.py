@@ -3,7 +3,7 @@ reads and writes them.
 
 Every function takes a schema by name (a shipped ``.avsc``: ``"prediction"``, ``"backtest"``) or as
 a :class:`Schema`: what :func:`observation` and :func:`future` derive from a profile. A profile's
-observation schema is its ``schema_name`` base plus its declared covariates as optional fields, or,
+observation schema is its ``base_schema`` plus its declared covariates as optional fields, or,
 without a base, generated from its entity key, time column, target and covariates; either way the
 bookkeeping fields (:data:`BOOKKEEPING`) come last.
 
@@ -146,14 +146,14 @@ def observation(profile: Profile) -> Schema:
     """The schema of ``profile``'s partitioned rows (``batch_data/``); every reader and writer of
     them uses this, never the base ``.avsc`` alone.
 
-    With ``schema_name``: that shipped schema, plus each declared covariate it lacks as an optional
+    With ``base_schema``: that shipped schema, plus each declared covariate it lacks as an optional
     field (before the bookkeeping fields), under the base's record name so files written with the
     base read back. Without: ``<entity_key>`` (string), ``city`` (string), ``<time_column>`` (a date,
     or a wall-clock hour), ``<target>`` (double), the covariates, the bookkeeping fields.
     """
     covariates = tuple((name, spec.type, spec.description) for name, spec in profile.covariates.items())
     keys = (profile.entity_key, profile.time_column, profile.target, profile.frequency)
-    return _observation(profile.schema_name, keys, covariates)
+    return _observation(profile.base_schema, keys, covariates)
 
 
 @cache

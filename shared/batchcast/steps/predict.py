@@ -32,11 +32,12 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     since = message.target_start - profile.period * (training.lookback(profile) + 1)
     rows = dataset.read_rows(ports.blobs, profile, files, entities=message.entities, since=since)
     series = to_series(rows, profile, until=message.target_start)
+    # Values of covariates known in advance for the target period (weather forecasts, promos).
     plans = future.read(
         ports.blobs, profile, city, message.target_start, message.target_end, message.entities
-    )  # values of covariates known in advance for the target period (weather forecasts, promos)
+    )
     forecast = model.predict(
-        series, profile, city, message.target_start, message.target_end, message.entities, future=plans
+        series, profile, city, message.target_start, message.target_end, message.entities, future=plans.values
     )
     forecast = forecast.sort_values(["entity_id", "period_start"]).reset_index(drop=True)
 
