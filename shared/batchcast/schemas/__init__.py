@@ -385,6 +385,8 @@ def _from_avro_column(column: pd.Series, info: dict[str, Any]) -> pd.Series:
         return column.astype("float64")
     if info["type"] == "boolean":
         return column.astype("boolean")
+    if info["nullable"]:  # null stays missing (pandas 2 would turn it into the text "None")
+        return column.astype(str).where(column.notna(), None)
     return column.astype(str)
 
 
