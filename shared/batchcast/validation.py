@@ -55,7 +55,7 @@ from batchcast.config import ColumnMapping, Profile
 from batchcast.schemas import GROUP_KEY
 
 ROW = "row"  # the column of the rejected frame that holds the data-row number
-DEPARTURES, ARRIVALS = "departures", "arrivals"  # what the counts and trips kinds count
+DEPARTURES, ARRIVALS = config.COUNT_FIELDS  # what the counts and trips kinds count
 
 # Reason categories.
 MALFORMED = "malformed row"
