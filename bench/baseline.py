@@ -3,11 +3,12 @@
     python bench/baseline.py sales.csv
 
 Reads the CSV, builds the retail profile's features (lags 1/2/3/7/14/28, rolling 7 mean/std and
-28 mean/max, day of week/month/day of year, public holidays, covariates as of yesterday, a per-store
-scale), and per city makes the same fits the pipeline makes — three quantile models on the last
-730 days plus three quantiles for each of three 7-day backtest folds — with the same fit settings
-and the same threading (single-threaded fits side by side), then predicts the next day. It prints
-one JSON line: wall seconds (from the read to the last prediction), peak RSS, predictions.
+28 mean/max, day of week/month/day of year, public holidays, weather as of yesterday, the day's own
+open and promo flags (known in advance), a per-store scale), and per city makes the same fits the
+pipeline makes — three quantile models on the last 730 days plus three quantiles for each of three
+7-day backtest folds — with the same fit settings and the same threading (single-threaded fits
+side by side), then predicts the next day. It prints one JSON line: wall seconds (from the read to
+the last prediction), peak RSS, predictions.
 
 It deliberately imports nothing from batchcast: it is the hand-written alternative.
 """
@@ -70,7 +71,9 @@ def features(frame: pd.DataFrame, country: str, subdivision: str | None) -> pd.D
     previous = days[np.maximum(position - 1, 0)]
     out["days_to_holiday"] = (following - frame["date"]).dt.days.clip(0, 7)
     out["days_since_holiday"] = (frame["date"] - previous).dt.days.clip(0, 7)
-    for column in ("open", "promo", "temp", "precipitation"):
+    for column in ("open", "promo"):  # plans known in advance: the target day's own value
+        out[f"known_{column}"] = frame[column].astype(float)
+    for column in ("temp", "precipitation"):
         out[f"cov_{column}"] = by_store[column].shift(1).astype(float)
     out["log_scale"] = np.log1p(scale)
     return out

@@ -23,9 +23,9 @@ locals {
   # bucket and checks every object each process touches is granted here.
   bucket_access = {
     ingest        = { read = ["config/"], create = ["raw/"], update = [] }
-    partition     = { read = ["raw/"], create = ["rejected/", "batch_data/", "runs/", "status/processed/"], update = ["manifests/", "status/outcomes/"] }
+    partition     = { read = ["raw/"], create = ["rejected/", "batch_data/", "future/", "runs/", "status/processed/"], update = ["manifests/", "status/outcomes/"] }
     train_trigger = { read = ["batch_data/", "manifests/"], create = ["runs/", "status/processed/"], update = ["models/", "metrics/", "status/outcomes/"] }
-    predict       = { read = ["batch_data/", "manifests/", "models/"], create = ["predictions/", "runs/", "status/processed/"], update = ["results/", "metrics/", "status/outcomes/"] }
+    predict       = { read = ["batch_data/", "future/", "manifests/", "models/"], create = ["predictions/", "runs/", "status/processed/"], update = ["results/", "metrics/", "status/outcomes/"] }
     notify        = { read = ["manifests/", "models/", "results/", "config/"], create = ["runs/"], update = ["status/"] }
     api           = { read = ["results/", "status/", "config/"], create = [], update = [] }
     train_job     = { read = ["batch_data/", "manifests/"], create = ["runs/", "status/processed/"], update = ["models/", "metrics/", "status/outcomes/"] }

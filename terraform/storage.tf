@@ -1,4 +1,4 @@
-# The data bucket holds the whole layout of the design brief (raw/, rejected/, batch_data/, models/,
+# The data bucket holds the whole layout of the design brief (raw/, rejected/, batch_data/, future/, models/,
 # predictions/, results/, metrics/, runs/, status/, config/): one bucket, because the layout is one
 # contract that users, the API and BigQuery external tables read.
 resource "google_storage_bucket" "data" {
@@ -51,7 +51,7 @@ resource "google_storage_bucket" "data" {
   lifecycle_rule {
     condition {
       days_since_noncurrent_time = var.noncurrent_retention_days
-      matches_prefix             = ["rejected/", "batch_data/", "models/", "predictions/", "results/", "metrics/", "runs/", "status/", "config/"]
+      matches_prefix             = ["rejected/", "batch_data/", "future/", "models/", "predictions/", "results/", "metrics/", "runs/", "status/", "config/"]
     }
     action {
       type = "Delete"
@@ -155,7 +155,7 @@ resource "google_storage_bucket_object" "function_source" {
 
 # raw/ finalize events go to the raw-objects topic, which partition is subscribed to. A storage
 # notification filters by prefix (an Eventarc storage trigger cannot), so partition's own writes
-# (batch_data/, rejected/, runs/) can never trigger it again.
+# (batch_data/, future/, rejected/, runs/) can never trigger it again.
 data "google_storage_project_service_account" "gcs" {
   project = var.project
 }

@@ -67,7 +67,7 @@ def partition_csv(rt: Runtime, text: str, **kwargs) -> StepResult:
 
 def partitions(rt: Runtime, dataset: str = "retail") -> dict[str, pd.DataFrame]:
     """Every batch_data file of ``dataset``, read back."""
-    schema = config.load_profile(dataset).schema_name
+    schema = schemas.observation(config.load_profile(dataset))
     return {
         info.name: schemas.read_frame(rt.ports.blobs.read(info.name), schema)
         for info in rt.ports.blobs.list(layout.batch_data_prefix(dataset))
@@ -424,7 +424,7 @@ def test_object_metadata_names_the_dataset_and_mapping(rt: Runtime) -> None:
     )
     assert validate("x\n1\n", mapping="kaggle").file_errors == [
         "unknown mapping 'kaggle' (object metadata 'mapping'); known: citibike, counts, divvy_legacy, "
-        "native, rossmann"
+        "native, plans, rossmann"
     ]
     named = validate("Store,Date,Sales\n1,2026-02-27,5\n", dataset="retail", mapping="native")
     assert named.file_errors == [

@@ -408,6 +408,9 @@ def test_bucket_grants_cover_what_each_process_really_touches(tf: dict, small_re
     frame = synth.generate(profile, 4, 90, seed=6, end=date(2026, 3, 1))
     uploads.store_upload(blobs.inner, frame.to_csv(index=False).encode(), ext="csv", now=at, dataset="grants")
     deployment.bus.drain()
+    plans = b"store_id,city,date,open,promo\n,berlin,2026-03-03,1,1\n"  # future values, read by predict
+    uploads.store_upload(blobs.inner, plans, ext="csv", now=at, dataset="grants")
+    deployment.bus.drain()
     later = at + timedelta(days=1)
     deployment.ports.clock = FixedClock(later)
     deployment.ports.bus.publish(

@@ -13,12 +13,12 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from batchcast import catalog, runtime, stack, synth, uploads
+from batchcast import catalog, runtime, schemas, stack, synth, uploads
 from batchcast import dataset as datasets
 from batchcast import replay as replays
 from batchcast import status as status_report
 from batchcast.backends.embedded import BOOKKEEPING
-from batchcast.config import ConfigError, Settings, comma_list, load_profile, profile_names
+from batchcast.config import ConfigError, Profile, Settings, comma_list, load_profile, profile_names
 from batchcast.demo import DemoResult, prepare_root, run_demo
 from batchcast.messages import InvalidMessage, ScheduleTick, Topic, TrainRequest, decode
 from batchcast.obs import configure_logging
@@ -422,14 +422,48 @@ def serve(
 
 
 @app.command()
-def profiles(name: Annotated[str | None, typer.Argument(help="Show one profile in full.")] = None) -> None:
-    """List the known profiles, or validate and show one (a name or a .toml path)."""
-    if name is None:
-        for known in profile_names():
-            chosen = load_profile(known)
-            console.print(f"{known:<12} {chosen.description}  (mappings: {', '.join(chosen.mappings)})")
+def profiles(
+    name: Annotated[
+        str | None, typer.Argument(help="Validate and show one (a name or a .toml path).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the validated profile as JSON.")] = False,
+) -> None:
+    """List the known profiles with their schema, covariates and mappings, or validate and show one.
+
+    Every mistake in a profile is printed, one per line, and the command exits 1.
+    """
+    try:
+        chosen = [load_profile(name)] if name else [load_profile(known) for known in profile_names()]
+    except ConfigError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo("\n".join(profile.model_dump_json(indent=2) for profile in chosen))
         return
-    console.print_json(_profile(name).model_dump_json())
+    for profile in chosen:
+        typer.echo("\n".join(_profile_summary(profile)))
+
+
+def _profile_summary(profile: Profile) -> list[str]:
+    """What a user needs to write files for a profile: its schema, covariates and mappings."""
+    fields = [f for f in schemas.fields(schemas.observation(profile)) if f not in schemas.BOOKKEEPING]
+    covariates = [
+        f"{n} ({c.type}, {c.timing}{'' if n in profile.model_covariates else ', not used by the model'})"
+        for n, c in profile.covariates.items()
+    ]
+    keys = f"entity {profile.entity_key}, time {profile.time_column} ({profile.frequency})"
+    lines = [
+        f"{profile.name}: {profile.description}",
+        f"  {keys}, target {profile.target}",
+        f"  schema      {', '.join(fields)} (+ {', '.join(schemas.BOOKKEEPING)})",
+        f"  covariates  {', '.join(covariates) or 'none'}",
+    ]
+    for name, mapping in profile.mappings.items():
+        # field, or field <- 'Column' where the user's column is named otherwise; constants as field = value
+        reads = [f if c == f else f"{f} <- {c!r}" for f, c in mapping.columns.items()]
+        reads += [f"{f} = {v!r}" for f, v in mapping.constants.items()]
+        lines.append(f"  mapping     {name} ({mapping.kind}): {', '.join(reads)}")
+    return [*lines, ""]
 
 
 stack_app = typer.Typer(help="The local emulator stack: fake-gcs-server, Pub/Sub emulator, functions.")

@@ -1,14 +1,22 @@
 """Profiles (validated, declarative workload configuration) and settings from the environment.
 
 A profile says everything that differs between workloads: how users' columns map onto the pipeline's
-schema, the entity key, target, frequency, horizon, schedule, time zone, cities and features. The
-code never branches on a profile's *name*, only on what the profile declares.
+schema, the entity key, target, frequency, horizon, schedule, time zone, cities, the covariates it
+declares and the features. The code never branches on a profile's *name*, only on what the profile
+declares. Every mapping mistake (a field that is neither in the schema nor a declared covariate, a
+declared covariate no mapping reads, ...) is refused when the profile loads, never dropped silently.
+
+Profiles are found by the ``name`` they declare, whatever their file is called: the built-in ones
+and those in ``BATCHCAST_PROFILE_DIR`` (which shadow a built-in of the same name).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
+from collections import Counter
 from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
 from functools import cache
@@ -19,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from pydantic import (
+    AliasChoices,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -29,10 +38,24 @@ from pydantic import (
     model_validator,
 )
 
+from batchcast import schemas
 from batchcast.errors import PermanentError
 from batchcast.messages import Action
+from batchcast.schemas import BOOKKEEPING, GROUP_KEY
 
 BUILTIN_PROFILES = ("retail", "bikeshare")
+# What a ``trips`` mapping reads: field -> (kind of value, may be empty). The pipeline derives each
+# station-period's departures and arrivals from them; no other field can come from a trip export.
+TRIP_FIELDS: dict[str, tuple[str, bool]] = {
+    "ride_id": ("text", True),
+    "started_at": ("timestamp", False),
+    "ended_at": ("timestamp", False),
+    "start_station_id": ("id", False),
+    "end_station_id": ("id", False),
+    GROUP_KEY: ("city", False),
+}
+COUNT_FIELDS = ("departures", "arrivals")  # what trips and counts mappings count; target = their difference
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # an Avro (and BigQuery) field name
 
 
 class ConfigError(PermanentError, ValueError):
@@ -51,15 +74,31 @@ class City(_Strict):
     timezone: str | None = None  # defaults to the profile's
 
 
+class Covariate(_Strict):
+    """An input the profile declares beside the target: its value type and when it is known.
+
+    ``past``: known only up to the forecast origin (yesterday's footfall); the model uses its value
+    as of the origin. ``known``: known in advance for the target period too (a weather forecast, a
+    planned promo or closure); the model uses its value at the target period, which predict takes
+    from future-values uploads (a mapping of kind ``future``).
+    """
+
+    type: Literal["number", "integer", "boolean"] = "number"
+    timing: Literal["past", "known"]
+    description: str = ""
+
+
 class ColumnMapping(_Strict):
     """How one kind of user file maps onto the profile's schema.
 
     ``kind`` is ``rows`` (one row per entity and period), ``trips`` (one row per trip: the pipeline
-    derives departures and arrivals per station-hour) or ``counts`` (per station-hour counts).
+    derives departures and arrivals per station-hour), ``counts`` (per station-hour counts) or
+    ``future`` (values of ``known`` covariates for target periods, per entity or, when the entity
+    is empty or not mapped, for every entity of the city).
     """
 
-    kind: Literal["rows", "trips", "counts"] = "rows"
-    columns: dict[str, str]  # pipeline field -> the user's column name
+    kind: Literal["rows", "trips", "counts", "future"] = "rows"
+    columns: dict[str, str]  # pipeline field (or declared covariate) -> the user's column name
     optional: list[str] = []  # pipeline fields whose column may be missing from a file
     constants: dict[str, str] = Field(default_factory=dict)  # pipeline field -> fixed value
     date_format: str | None = None  # strftime format of the time column(s); None: ISO 8601
@@ -87,7 +126,9 @@ class Features(_Strict):
     rolling: list[RollingFeature] = []
     calendar: list[Literal["dayofweek", "month", "dayofyear", "hour", "is_weekend"]] = []
     holidays: bool = True
-    covariates: list[str] = []  # numeric input fields, used as of the forecast origin
+    # The declared covariates the model uses (None: every one the profile declares), each as its
+    # timing says: as of the origin (past) or at the target period (known).
+    covariates: list[str] | None = None
     scale_window: int = Field(default=28, ge=2)  # per-entity scaling, so one huge store is not special
     # A period with no row: unknown ("nan", a store that did not report) or zero ("zero", a
     # station-hour without trips).
@@ -193,7 +234,11 @@ class Profile(_Strict):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
     description: str = ""
-    schema_name: str  # the .avsc of the partitioned rows (batchcast/schemas/<schema_name>.avsc)
+    # The shipped .avsc the partitioned rows extend (batchcast/schemas/<base_schema>.avsc); None:
+    # the schema is generated from entity_key, time_column, target and the covariates. Never read
+    # rows with it alone: schemas.observation(profile) adds the declared covariates. (Its TOML key
+    # was schema_name, still accepted.)
+    base_schema: str | None = Field(default=None, validation_alias=AliasChoices("base_schema", "schema_name"))
     entity_key: str
     time_column: str
     target: str
@@ -210,6 +255,7 @@ class Profile(_Strict):
     backtest: Backtest = Backtest()
     sharding: Sharding = Sharding()
     validation: Validation = Validation()
+    covariates: dict[str, Covariate] = {}
     mappings: dict[str, ColumnMapping] = Field(min_length=1)
 
     @field_validator("timezone")
@@ -238,6 +284,12 @@ class Profile(_Strict):
         for city in self.cities.values():
             if city.timezone:
                 self._known_zone(city.timezone)
+        # Every mistake at once: fixing a profile one error per load is slow. The mappings are checked
+        # against the schema, so only once the schema can be derived.
+        problems = _schema_problems(self)
+        problems += _feature_problems(self) + ([] if problems else _mapping_problems(self))
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     # -- derived facts ---------------------------------------------------------------------------
@@ -246,6 +298,26 @@ class Profile(_Strict):
     def period(self) -> timedelta:
         """The length of one period of the target's frequency."""
         return timedelta(days=1) if self.frequency == "daily" else timedelta(hours=1)
+
+    @property
+    def model_covariates(self) -> dict[str, Covariate]:
+        """The declared covariates the model uses, in feature order."""
+        names = self.features.covariates
+        return {n: self.covariates[n] for n in (list(self.covariates) if names is None else names)}
+
+    def mapping_fields(self, kind: str) -> list[str]:
+        """The fields a mapping of ``kind`` may read (columns or constants), in schema order."""
+        if kind == "trips":
+            return list(TRIP_FIELDS)
+        if kind == "future":
+            return [self.entity_key, GROUP_KEY, self.time_column, *self.known_covariates]
+        observed = [f for f in schemas.fields(schemas.observation(self)) if f not in BOOKKEEPING]
+        return [f for f in observed if f != self.target] if kind == "counts" else observed
+
+    @property
+    def known_covariates(self) -> list[str]:
+        """The declared covariates known in advance (what future-values uploads carry)."""
+        return [name for name, spec in self.covariates.items() if spec.timing == "known"]
 
     @property
     def horizon_periods(self) -> int:
@@ -302,6 +374,194 @@ class Profile(_Strict):
         return max(fits, key=lambda item: len(item[1].source_columns))
 
 
+def _schema_problems(profile: Profile) -> list[str]:
+    """What is wrong with the schema's base, its keys and the covariate declarations."""
+    problems = []
+    keys = {"entity_key": profile.entity_key, "time_column": profile.time_column, "target": profile.target}
+    base: dict[str, dict] = {}
+    if profile.base_schema is not None:
+        if not schemas.shipped(profile.base_schema):
+            known = ", ".join(sorted(p.stem for p in _shipped_schema_files()))
+            return [
+                f"base_schema {profile.base_schema!r} is not a shipped schema (shipped: {known}); leave "
+                "base_schema out to generate the schema from entity_key, time_column, target and covariates"
+            ]
+        base = schemas.fields(profile.base_schema)
+        for what, name in keys.items():
+            if name not in base:
+                problems.append(
+                    f"{what} {name!r} is not a field of schema {profile.base_schema} "
+                    f"(fields: {', '.join(f for f in base if f not in BOOKKEEPING)})"
+                )
+    else:
+        problems += [f"{what} {_bad_name(n)}" for what, n in keys.items() if not _FIELD_NAME.match(n)]
+    if len({*keys.values(), GROUP_KEY}) < 4:
+        problems.append(f"entity_key, time_column and target must differ from each other and {GROUP_KEY!r}")
+    reserved = {
+        **{b: "a bookkeeping field the pipeline fills" for b in BOOKKEEPING},
+        GROUP_KEY: "the group key",
+        profile.target: "the target",
+        profile.time_column: "the time column",
+        profile.entity_key: "the entity key",
+    }
+    for name, spec in profile.covariates.items():
+        if not _FIELD_NAME.match(name):
+            problems.append(f"covariate {_bad_name(name)}")
+        elif name in reserved:
+            problems.append(f"covariate {name!r} has the name of {reserved[name]}: give it another name")
+        elif name in base and not _same_type(base[name], spec):
+            problems.append(
+                f"covariate {name!r} is declared type = {spec.type!r}, but schema {profile.base_schema} "
+                f"has it as {'optional ' if base[name]['nullable'] else 'required '}{base[name]['type']} "
+                f"(declare it type = {_declared_type(base[name])!r})"
+            )
+    names = [*(base or [*keys.values(), GROUP_KEY]), *profile.covariates]
+    by_case: dict[str, set[str]] = {}
+    for name in names:
+        by_case.setdefault(name.lower(), set()).add(name)
+    problems += [
+        f"field names {' and '.join(map(repr, sorted(same)))} differ only in case (BigQuery and many "
+        "tools would take them for one column): rename one"
+        for same in by_case.values()
+        if len(same) > 1
+    ]
+    return problems
+
+
+def _feature_problems(profile: Profile) -> list[str]:
+    """Names in features.covariates that are not declared, or listed twice."""
+    problems = []
+    used = profile.features.covariates or []
+    declared = ", ".join(profile.covariates) or "none"
+    problems += [
+        f"features.covariates names {name!r}, which is not declared: add [covariates.{name}] with its "
+        f"type and timing (declared: {declared})" + _did_you_mean(name, profile.covariates)
+        for name in used
+        if name not in profile.covariates
+    ]
+    problems += [
+        f"features.covariates lists {name!r} {count} times"
+        for name, count in Counter(used).items()
+        if count > 1
+    ]
+    return problems
+
+
+def _bad_name(name: str) -> str:
+    return f"{name!r} is not a valid field name (letters, digits and '_', not starting with a digit)"
+
+
+def _same_type(info: dict, spec: Covariate) -> bool:
+    return info["nullable"] and info["logical"] is None and _declared_type(info) == spec.type
+
+
+def _declared_type(info: dict) -> str:
+    kinds = {"double": "number", "float": "number", "int": "integer", "long": "integer", "boolean": "boolean"}
+    return kinds.get(info["type"], info["type"])
+
+
+def _mapping_problems(profile: Profile) -> list[str]:
+    """Every mapping mistake: a field no mapping of its kind may read, a constant or optional entry
+    for such a field, a column read twice, a required field left unfilled, a declared covariate no
+    mapping reads."""
+    problems = []
+    observed = schemas.fields(schemas.observation(profile))
+    for name, mapping in profile.mappings.items():
+        where = f"mapping {name!r} (kind {mapping.kind!r})"
+        allowed = profile.mapping_fields(mapping.kind)
+        for field, column in mapping.columns.items():
+            if field not in allowed:
+                problems.append(
+                    f"{where} maps {field!r} (from column {column!r}), which "
+                    f"{_what_it_reads(profile, mapping.kind)}" + _did_you_mean(field, allowed)
+                )
+        problems += [
+            f"{where} sets a constant for {field!r}, which {_what_it_reads(profile, mapping.kind)}"
+            + _did_you_mean(field, allowed)
+            for field in mapping.constants
+            if field not in allowed
+        ]
+        problems += [
+            f"{where} lists {field!r} as optional but maps no column to it"
+            for field in mapping.optional
+            if field not in mapping.columns
+        ]
+        for column, count in Counter(mapping.columns.values()).items():
+            if count > 1:
+                read = [f for f, c in mapping.columns.items() if c == column]
+                problems.append(f"{where} reads column {column!r} for {' and '.join(read)}: map it once")
+        unfilled = [
+            f
+            for f in _required(profile, mapping.kind, observed)
+            if f not in mapping.columns and f not in mapping.constants
+        ]
+        if unfilled:
+            problems.append(f"{where} provides no column or constant for the required {', '.join(unfilled)}")
+        if mapping.kind in ("trips", "counts") and not set(COUNT_FIELDS) <= set(observed):
+            problems.append(
+                f"{where} counts {' and '.join(COUNT_FIELDS)}, which the schema does not have "
+                f"(a {mapping.kind} mapping needs a schema with them, such as bikeshare_observation)"
+            )
+        if mapping.kind == "future" and not set(mapping.columns) & set(profile.known_covariates):
+            readable = ", ".join(profile.known_covariates) or 'none (none is declared timing = "known")'
+            problems.append(f"{where} reads no covariate known in advance; it may read {readable}")
+    problems += _unread_covariates(profile)
+    return problems
+
+
+def _what_it_reads(profile: Profile, kind: str) -> str:
+    if kind == "trips":
+        return f"a trips mapping does not read (it reads {', '.join(TRIP_FIELDS)})"
+    if kind == "future":
+        return (
+            "a future mapping does not read (it reads the entity key, city, the time column and the "
+            f'covariates declared timing = "known": {", ".join(profile.mapping_fields("future"))})'
+        )
+    if kind == "counts" and profile.target in profile.mapping_fields("rows"):
+        derived = f"; the target {profile.target!r} is derived as arrivals - departures"
+    else:
+        derived = ""
+    fields = [f for f in profile.mapping_fields(kind) if f not in profile.covariates]
+    return (
+        f"is neither a field of the schema ({', '.join(fields)}) nor a declared covariate "
+        f"({', '.join(profile.covariates) or 'none declared'}){derived}"
+    )
+
+
+def _required(profile: Profile, kind: str, observed: dict[str, dict]) -> list[str]:
+    if kind == "trips":
+        return [f for f, (_, nullable) in TRIP_FIELDS.items() if not nullable]
+    if kind == "future":
+        return [GROUP_KEY, profile.time_column]
+    return [f for f in profile.mapping_fields(kind) if not observed[f]["nullable"]]
+
+
+def _unread_covariates(profile: Profile) -> list[str]:
+    """Declared covariates no history mapping reads, and known ones no future mapping reads."""
+    read: dict[str, set[str]] = {"history": set(), "future": set()}
+    for mapping in profile.mappings.values():
+        side = "future" if mapping.kind == "future" else "history"
+        read[side] |= set(mapping.columns) | set(mapping.constants)
+    problems = [
+        f"covariate {name!r} is declared but no mapping reads it: map it from one of your columns "
+        f'(mappings.<mapping>.columns.{name} = "<your column>", listed in optional if files may lack it)'
+        for name in profile.covariates
+        if name not in read["history"]
+    ]
+    problems += [
+        f'covariate {name!r} is known in advance (timing = "known") but no mapping of kind "future" '
+        f'reads it, so its future values could never be uploaded: add it to one, or declare timing = "past"'
+        for name in profile.known_covariates
+        if name not in read["future"]
+    ]
+    return problems
+
+
+def _did_you_mean(name: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _next_window(local: datetime, windows: list[tuple[int, int]]) -> tuple[datetime, datetime]:
     if not windows:
         day = datetime.combine(local.date(), time())
@@ -324,34 +584,80 @@ def target_date(start: datetime) -> date:
 
 
 def parse_profile(text: str, source: str = "<profile>") -> Profile:
-    """Parse and validate a TOML profile; raise :class:`ConfigError` naming the source."""
+    """Parse and validate a TOML profile; raise :class:`ConfigError` naming the source and, one per
+    line, every problem found."""
     try:
         return Profile.model_validate(tomllib.loads(text))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{source}: not valid TOML: {error}") from error
     except ValidationError as error:
-        raise ConfigError(f"{source}: invalid profile: {error}") from error
+        raise ConfigError(f"{source}: invalid profile:\n{_describe(error)}") from error
+
+
+def _describe(error: ValidationError) -> str:
+    """Pydantic's errors as ``  <where>: <what>`` lines, without echoing the whole profile back."""
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"])
+        for message in problem["msg"].removeprefix("Value error, ").splitlines():
+            lines.append(f"  {where}: {message}" if where else f"  {message}")
+    return "\n".join(lines)
 
 
 @cache
 def load_profile(name_or_path: str) -> Profile:
-    """Load a built-in profile by name, or a user's profile from a ``.toml`` path."""
+    """Load a profile by the name it declares, or a user's profile from a ``.toml`` path."""
     path = Path(name_or_path)
     if path.suffix == ".toml":
         if not path.is_file():
             raise ConfigError(f"profile file {path} does not exist")
         return parse_profile(path.read_text(), str(path))
-    for directory in _profile_dirs():
-        candidate = directory / f"{name_or_path}.toml"
-        if candidate.is_file():
-            return parse_profile(candidate.read_text(), str(candidate))
-    raise ConfigError(f"unknown profile {name_or_path!r}; known: {', '.join(profile_names())}")
+    files, unreadable = _profile_files()
+    if name_or_path in files:
+        return parse_profile(files[name_or_path].read_text(), str(files[name_or_path]))
+    hints = [f"{p} is named {n!r}" for n, p in files.items() if p.stem == name_or_path]
+    hints += [f"{p} could not be read ({why})" for p, why in unreadable.items()]
+    known = ", ".join(sorted(files)) or "none"
+    raise ConfigError(
+        f"unknown profile {name_or_path!r}; known: {known}" + "".join(f"; {hint}" for hint in hints)
+    )
 
 
 def profile_names() -> list[str]:
     """Every profile name this installation knows (built-in and ``BATCHCAST_PROFILE_DIR``)."""
-    names = {p.stem for d in _profile_dirs() for p in d.glob("*.toml")}
-    return sorted(names)
+    return sorted(_profile_files()[0])
+
+
+def _profile_files() -> tuple[dict[str, Path], dict[Path, str]]:
+    """Each profile name -> its file, and the files whose name could not be read (-> why).
+
+    A profile is known by the ``name`` it declares, not its file name. A file in
+    ``BATCHCAST_PROFILE_DIR`` shadows a built-in profile of the same name; two files of one folder
+    declaring one name are an error naming both.
+    """
+    files: dict[str, Path] = {}
+    unreadable: dict[Path, str] = {}
+    for directory in reversed(_profile_dirs()):  # built-ins first, so the user's folder wins
+        here: dict[str, Path] = {}
+        for path in sorted(directory.glob("*.toml")):
+            try:
+                name = tomllib.loads(path.read_text()).get("name")
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+                unreadable[path] = str(error)
+                continue
+            if not isinstance(name, str):
+                unreadable[path] = "it declares no name"
+                continue
+            if name in here:
+                clash = f"profiles {here[name]} and {path} both declare name = {name!r}: rename one"
+                raise ConfigError(clash)
+            here[name] = path
+        files.update(here)
+    return files, unreadable
+
+
+def _shipped_schema_files() -> list[Path]:
+    return sorted(Path(str(resources.files("batchcast.schemas"))).glob("*_observation.avsc"))
 
 
 def comma_list(text: str) -> list[str]:

@@ -39,7 +39,7 @@ def fingerprint(data: CityData, profile: Profile) -> str:
     would see: equal fingerprints mean retraining would learn the same model, wherever the bucket
     is (content checksums, not generations, so a replayed bucket gets the same one)."""
     digest = hashlib.sha256()
-    settings = profile.model_dump_json(include={"features", "training", "backtest", "horizon"})
+    settings = profile.model_dump_json(include={"features", "training", "backtest", "horizon", "covariates"})
     digest.update(settings.encode())
     for entity in data.values():
         for file in sorted(entity.files, key=lambda f: f.name):
@@ -62,7 +62,7 @@ def read_rows(
     """
     wanted = data.values() if entities is None else [data[e] for e in entities if e in data]
     files = [f for entity in wanted for f in entity.files if f.reaches(since, until)]
-    schema = profile.schema_name
+    schema = schemas.observation(profile)  # the profile's schema: its declared covariates included
     frames, batch = [], []
     for file, content in zip(files, storage.read_many(blobs, [f.name for f in files]), strict=True):
         records, metadata = schemas.read_records(content, schema)
@@ -150,11 +150,9 @@ def _span(period: str, profile: Profile) -> str:
 def _write_segment(
     blobs: BlobStore, profile: Profile, city: str, entity: str, span: str, rows: pd.DataFrame
 ) -> DataFile:
-    metadata = {
-        "batchcast.segment": span,
-        "batchcast.schema_version": str(schemas.version(profile.schema_name)),
-    }
-    content = schemas.write_frame(profile.schema_name, rows, metadata=metadata)
+    schema = schemas.observation(profile)
+    metadata = {"batchcast.segment": span, "batchcast.schema_version": str(schemas.version(schema))}
+    content = schemas.write_frame(schema, rows, metadata=metadata)
     digest = hashlib.sha256(content).hexdigest()[:12]
     name = layout.segment_object(profile.name, city, profile.entity_key, entity, span, digest)
     storage.write_once(blobs, name, content, content_type="application/avro")

@@ -7,6 +7,7 @@ The layout is a contract (users, the API and BigQuery external tables read it)::
     batch_data/dataset=<profile>/city=<city>/<entity>=<id>/<upload_id>.avro
     batch_data/dataset=<profile>/city=<city>/<entity>=<id>/segment-<span>-<digest>.avro
     manifests/dataset=<profile>/city=<city>/part-<NN>.json
+    future/dataset=<profile>/city=<city>/dt=YYYY-MM-DD/<upload_id>.avro
     models/dataset=<profile>/city=<city>/version=<version>/metadata.json, model-<sha>.skops,
         backtest-<sha>.avro
     models/dataset=<profile>/city=<city>/LATEST
@@ -29,6 +30,10 @@ records stay the full history; this is what freshness and ``batchcast status`` r
 every run). ``status/alerts/`` holds the email episodes of one dataset. ``config/`` is read-only
 configuration: nothing triggers on it.
 
+``future/`` holds future values (covariates known in advance: weather forecasts, planned promos and
+closures) by the local date of the target periods they are for, one file per upload, so predict
+lists one date and never the history.
+
 ``<shard>`` is ``NNN`` for daily targets and ``HHh-NNN`` (the target window's start hour) for
 intraday targets, so the three bike-share windows of one day never share a file; ``<key>`` digests
 the request and the data it read (see :func:`predictions_object`).
@@ -45,6 +50,7 @@ from batchcast.errors import PermanentError
 RAW = "raw/"
 REJECTED = "rejected/"
 BATCH_DATA = "batch_data/"
+FUTURE = "future/"
 MANIFESTS = "manifests/"
 MODELS = "models/"
 PREDICTIONS = "predictions/"
@@ -68,6 +74,10 @@ _RAW_NAME = re.compile(rf"^raw/dt=(?P<dt>{_DATE})/(?P<upload_id>[^/]+)\.(?P<ext>
 _BATCH_NAME = re.compile(
     r"^batch_data/dataset=(?P<dataset>[^/]+)/city=(?P<city>[^/]+)/"
     r"(?P<entity_key>[^/=]+)=(?P<entity_id>[^/]+)/(?P<upload_id>[^/]+)\.avro$"
+)
+
+_FUTURE_NAME = re.compile(
+    rf"^future/dataset=(?P<dataset>[^/]+)/city=(?P<city>[^/]+)/dt=(?P<dt>{_DATE})/(?P<upload_id>[^/]+)\.avro$"
 )
 
 
@@ -167,6 +177,38 @@ def parse_batch_data(name: str) -> BatchDataName:
     if not match:
         raise LayoutError(f"{name!r} is not a batch_data partition file")
     return BatchDataName(**match.groupdict())
+
+
+def future_prefix(dataset: str, city: str, dt: date) -> str:
+    """Every upload's future values of one city for target periods on local date ``dt``."""
+    return f"{FUTURE}dataset={dataset}/city={city}/dt={dt.isoformat()}/"
+
+
+def future_object(dataset: str, city: str, dt: date, upload_id: str) -> str:
+    """One upload's future values of one city for target periods on local date ``dt``."""
+    return f"{future_prefix(dataset, city, dt)}{check_id(upload_id, 'upload id')}.avro"
+
+
+@dataclass(frozen=True)
+class FutureName:
+    """The parts of a ``future/`` object name."""
+
+    dataset: str
+    city: str
+    dt: date
+    upload_id: str
+
+
+def parse_future(name: str) -> FutureName:
+    """Parse a ``future/`` object name; raise :class:`LayoutError` if it is not one."""
+    match = _FUTURE_NAME.match(name)
+    if not match:
+        raise LayoutError(f"{name!r} is not a future-values file")
+    try:
+        dt = date.fromisoformat(match["dt"])
+    except ValueError as error:
+        raise LayoutError(f"dt={match['dt']} in {name!r} is not a date") from error
+    return FutureName(match["dataset"], match["city"], dt, match["upload_id"])
 
 
 def model_prefix(dataset: str, city: str) -> str:

@@ -26,7 +26,13 @@ are converted to it.
 
 Mapping kinds: ``rows`` map onto the schema directly; ``counts`` (station-hour counts) and ``trips``
 (one row per trip, aggregated to departures and arrivals per station and period) derive the target
-as ``arrivals - departures``.
+as ``arrivals - departures``; ``future`` holds values of covariates known in advance for target
+periods (its rows are in :func:`schemas.future`, an empty entity meaning the whole city, and their
+periods may of course lie after the upload's time).
+
+The fields a mapping reads come from the profile's schema (:func:`schemas.observation`), declared
+covariates included, so a covariate's values are parsed by its type with the same reasons as any
+other field.
 """
 
 from __future__ import annotations
@@ -46,10 +52,10 @@ import pandas as pd
 
 from batchcast import config, layout, schemas
 from batchcast.config import ColumnMapping, Profile
+from batchcast.schemas import GROUP_KEY
 
 ROW = "row"  # the column of the rejected frame that holds the data-row number
-GROUP_KEY = "city"  # the schema field that names the group (batch_data/.../city=<city>/)
-DEPARTURES, ARRIVALS = "departures", "arrivals"  # what the counts and trips kinds count
+DEPARTURES, ARRIVALS = config.COUNT_FIELDS  # what the counts and trips kinds count
 
 # Reason categories.
 MALFORMED = "malformed row"
@@ -90,6 +96,11 @@ class ValidatedUpload:
     rows_accepted: int = 0  # source rows that flowed (trips, for a trips mapping; not station-hours)
 
     @property
+    def kind(self) -> str | None:
+        """The chosen mapping's kind (``future``: ``good`` holds future values), None if none fit."""
+        return self.profile.mappings[self.mapping].kind if self.profile and self.mapping else None
+
+    @property
     def rows_rejected(self) -> int:
         """Source rows that did not flow (all of them when the file is rejected)."""
         return self.rows_read - self.rows_accepted
@@ -116,14 +127,7 @@ class _Field:
 
 
 # A trips mapping reads these fields (its schema fields are derived from them).
-TRIP_FIELDS = (
-    _Field("ride_id", "text", True),
-    _Field("started_at", "timestamp", False),
-    _Field("ended_at", "timestamp", False),
-    _Field("start_station_id", "id", False),
-    _Field("end_station_id", "id", False),
-    _Field(GROUP_KEY, "city", False),
-)
+TRIP_FIELDS = tuple(_Field(name, kind, nullable) for name, (kind, nullable) in config.TRIP_FIELDS.items())
 
 
 def validate_upload(
@@ -427,13 +431,17 @@ def _choose_mapping(
 
 
 def _missing_columns(header: list[str], profiles: list[Profile], name: str | None) -> str:
-    """Name the closest mapping and exactly which of its columns the header lacks."""
+    """Name the closest mapping and exactly which of its columns the header lacks.
+
+    A future-values mapping needs few columns, so it would be the closest fit of any stray file: it
+    is only suggested when the header has one of its covariates' columns (or it was named).
+    """
     present = set(header)
     candidates = [
         (p, n, [c for f, c in m.columns.items() if f not in m.optional and c not in present])
         for p in profiles
         for n, m in p.mappings.items()
-        if name in (None, n)
+        if name in (None, n) and (m.kind != "future" or name or _reads_a_covariate(p, m, present))
     ]
     if not candidates:
         return "missing columns: no profile is enabled"
@@ -445,6 +453,10 @@ def _missing_columns(header: list[str], profiles: list[Profile], name: str | Non
     )
 
 
+def _reads_a_covariate(profile: Profile, mapping: ColumnMapping, header: set[str]) -> bool:
+    return any(mapping.columns.get(c) in header for c in profile.covariates)
+
+
 def _check_columns(header: list[str], profile: Profile, name: str, mapping: ColumnMapping) -> list[str]:
     """File-level column rules; return the warnings they leave."""
     fields = _input_fields(profile, mapping)
@@ -453,6 +465,13 @@ def _check_columns(header: list[str], profile: Profile, name: str, mapping: Colu
         raise _FileRejected(
             f"mapping {name} of dataset {profile.name} provides no column or constant for the required "
             f"fields {', '.join(unfilled)}"
+        )
+    known = [c for c in profile.known_covariates if c in mapping.columns]
+    if mapping.kind == "future" and not any(_source(c, mapping, header) for c in known):
+        wanted = ", ".join(f"{c} (column {mapping.columns[c]!r})" for c in known)
+        raise _FileRejected(
+            f"no values: mapping {name} of dataset {profile.name} reads future values of {wanted}, "
+            "and the file has none of those columns"
         )
     mapped = set(mapping.columns.values())
     extra = [c for c in header if c not in mapped]
@@ -472,11 +491,12 @@ def _input_fields(profile: Profile, mapping: ColumnMapping) -> list[_Field]:
     if mapping.kind == "trips":
         fields = list(TRIP_FIELDS)
     else:
-        derived = {profile.target} if mapping.kind == "counts" else set()
+        schema = schemas.future(profile) if mapping.kind == "future" else schemas.observation(profile)
+        readable = profile.mapping_fields(mapping.kind)
         fields = [
             _Field(n, _kind(n, info, profile), info["nullable"], info["type"], info["logical"])
-            for n, info in schemas.fields(profile.schema_name).items()
-            if n not in derived and n not in schemas.BOOKKEEPING
+            for n, info in schemas.fields(schema).items()
+            if n in readable
         ]
     return sorted(fields, key=lambda f: f.kind != "city")
 
@@ -712,10 +732,11 @@ _PARSERS: dict[str, Callable[[pd.Series, _Field, _Context], tuple[pd.Series, lis
 
 
 def _value_rules(context: _Context) -> None:
-    """Rules about parsed values: future periods, negative targets and counts, trip order."""
+    """Rules about parsed values: future periods (except in future values, which are about the
+    future), negative targets and counts, trip order."""
     typed, reasons, profile = context.typed, context.reasons, context.profile
     times = [n for n, v in typed.items() if pd.api.types.is_datetime64_any_dtype(v)]
-    if times:
+    if times and context.mapping.kind != "future":
         now = context.local_now()
         for name in times:
             _future(context, name, now)
@@ -757,21 +778,25 @@ def _below_zero(show: Callable[[int], str]) -> Callable[[int], str]:
 
 
 def _identity(context: _Context, fields: list[_Field]) -> tuple[list[str], list[str]]:
-    """The fields that identify a row (trips: their ride id; others: city, entity, period) and all
-    the fields whose equality makes two rows exact duplicates."""
+    """The fields that identify a row (trips: their ride id; others: city, entity, period; future
+    values without an entity column: city, period) and all the fields whose equality makes two
+    rows exact duplicates."""
     everything = [f.name for f in fields]
     if context.mapping.kind == "trips":
         return (["ride_id"] if "ride_id" in everything else []), everything
-    return [GROUP_KEY, context.profile.entity_key, context.profile.time_column], everything
+    keys = [GROUP_KEY, context.profile.entity_key, context.profile.time_column]
+    return [k for k in keys if k in everything], everything
 
 
 def _duplicates(context: _Context, keys: list[str], everything: list[str]) -> None:
     """Among otherwise good rows that share an identity: if their values are all equal, the first
     stays and each repeat is rejected naming it; if they differ, all are rejected, since nothing
-    says which is right. An empty identity (a trip without ride id) is never a duplicate."""
+    says which is right. An empty identity (a trip without ride id) is never a duplicate; an empty
+    entity of a future value is one (the whole city)."""
     frame = pd.DataFrame({n: context.typed[n] for n in everything})
     frame["_row"] = np.arange(len(frame))
-    has_key = ~np.logical_or.reduce([_blank(context.raw[k]) for k in keys])
+    anonymous = keys if context.mapping.kind == "trips" else []
+    has_key = ~np.logical_or.reduce([_blank(context.raw[k]) for k in anonymous], initial=False)
     frame = frame[~context.reasons.bad & has_key]
     frame = frame[frame.duplicated(keys, keep=False)]
     if frame.empty:
@@ -822,14 +847,16 @@ def _identity_text(context: _Context, keys: list[str]) -> Callable[[int], str]:
 
 
 def _good_rows(context: _Context, good: np.ndarray) -> pd.DataFrame:
-    """The accepted rows as the schema's fields, typed and sorted by city, entity and period."""
+    """The accepted rows as the schema's fields (the future-values schema's for a future mapping),
+    typed and sorted by city, entity and period."""
     profile = context.profile
     rows = pd.DataFrame({n: v[good] for n, v in context.typed.items()}).reset_index(drop=True)
     if context.mapping.kind == "trips":
         rows = _station_periods(rows, profile)
     if context.mapping.kind in ("trips", "counts"):
         rows[profile.target] = rows[ARRIVALS] - rows[DEPARTURES]
-    spec = schemas.fields(profile.schema_name)
+    future = context.mapping.kind == "future"
+    spec = schemas.fields(schemas.future(profile) if future else schemas.observation(profile))
     out = pd.DataFrame(index=rows.index)
     for name, info in spec.items():
         out[name] = _schema_column(rows.get(name), info, len(rows))
@@ -873,6 +900,9 @@ def _schema_column(values: pd.Series | None, info: dict[str, Any], rows: int) ->
         dtype = "str"
     if values is None:
         return pd.Series(pd.NA if dtype != "float64" else np.nan, index=range(rows), dtype=dtype)
+    if dtype == "str" and info["nullable"]:
+        text = values.astype("str")
+        return text.where(text != "", None)  # an empty id may mean something: a future value's whole city
     return values.astype(dtype)
 
 

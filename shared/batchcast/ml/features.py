@@ -2,7 +2,15 @@
 
 A *series* frame is a regular grid (one row per entity and period) of the target ``y`` and the
 covariates. Features for a target period ``ts`` only look at data up to ``ts - min(lags)``: every lag
-is at least the horizon, so a forecast made at the origin never needs a value it cannot know.
+is at least the horizon, so a forecast made at the origin never needs a value it cannot know. The
+one exception is what is known in advance: the calendar, holidays and the covariates a profile
+declares ``timing = "known"`` (a weather forecast, a planned promo or closure), which are taken at
+the target period itself (feature ``known_<name>``; a ``past`` covariate is ``cov_<name>``, as of the
+origin). In training those are the values the period actually had; when predicting they come from
+future-values uploads (:func:`with_future`). Where none was uploaded the value is unknown (NaN), and
+never the last known value carried forward: a Sunday closure carried into Monday would forecast
+Monday closed. So that the model knows what to do then, training hides a fixed share
+(:data:`KNOWN_HIDDEN_SHARE`) of each known covariate's values, the same rows whatever the fold.
 
 Everything is vectorised over one flat array: the entities' blocks lie end to end, each preceded by
 ``pad`` empty (NaN) periods, so a plain shift or rolling window never reaches into the previous
@@ -21,6 +29,9 @@ import pandas as pd
 
 from batchcast.config import Profile
 
+# Training hides this share of each known covariate's values, so the model learns to forecast
+# without them (from calendar, holidays and lags) for periods nobody uploaded future values for.
+KNOWN_HIDDEN_SHARE = 0.2
 SCALE_EPSILON = 1e-3  # floor of the per-entity scale: an all-zero history must not divide by zero
 HOLIDAY_RANGE = 7  # days to the next / since the last holiday, clipped: further away is "far"
 FEATURE_DTYPE = np.float32
@@ -74,7 +85,7 @@ def to_series(observations: pd.DataFrame, profile: Profile, until: datetime | No
     ``until`` if that is later. Periods without a row get ``y`` per ``profile.features.fill_missing``
     and NaN covariates. Duplicate (entity, period) rows: the last one wins.
     """
-    covariates = [c for c in profile.features.covariates if c in observations.columns]
+    covariates = [c for c in profile.model_covariates if c in observations.columns]
     columns = ["entity_id", "ts", "y", *covariates]
     if observations.empty:
         empty = {c: pd.Series(dtype=float) for c in columns}
@@ -138,8 +149,13 @@ def feature_names(profile: Profile) -> list[str]:
     names += list(spec.calendar)
     if spec.holidays:
         names += ["is_holiday", "days_to_holiday", "days_since_holiday"]
-    names += [f"cov_{c}" for c in spec.covariates]
+    names += [covariate_feature(name, c.timing) for name, c in profile.model_covariates.items()]
     return [*names, "log_scale"]
+
+
+def covariate_feature(name: str, timing: str) -> str:
+    """The feature column of a covariate: ``known_<name>`` (at the target) or ``cov_<name>`` (past)."""
+    return f"known_{name}" if timing == "known" else f"cov_{name}"
 
 
 def lookback(profile: Profile) -> int:
@@ -194,7 +210,7 @@ def _build_grid(
     y = np.full(total, np.nan)
     y[series_index] = series["y"].to_numpy(dtype="float64", na_value=np.nan)
     covariates = {}
-    for name in profile.features.covariates:
+    for name in profile.model_covariates:
         if name in series.columns:
             values = np.full(total, np.nan)
             values[series_index] = series[name].to_numpy(dtype="float64", na_value=np.nan)
@@ -212,15 +228,22 @@ def _rolling(values: np.ndarray, window: int, stat: str) -> np.ndarray:
 
 
 def make_features(
-    series: pd.DataFrame, profile: Profile, city: str, targets: pd.DataFrame | None = None
+    series: pd.DataFrame,
+    profile: Profile,
+    city: str,
+    targets: pd.DataFrame | None = None,
+    *,
+    hide_known: bool = False,
 ) -> pd.DataFrame:
     """Feature rows for target periods: ``entity_id, ts, scale``, the features (float32), ``y_scaled``.
 
     ``targets=None`` makes one row per series row (training). Otherwise ``targets`` (``entity_id, ts``)
     names the periods to forecast, which may lie beyond the series; their lags, rolling statistics,
-    scale and covariates come from ``series``. ``y_scaled`` is ``y / scale``, NaN where ``y`` is
-    unknown or the entity has no nonzero history to scale by (such rows are not trained on);
-    predictions of it are multiplied back by ``scale``.
+    scale and past covariates come from ``series``, and so do known covariates, from the series'
+    rows at the target periods (:func:`with_future` adds them). ``hide_known`` (training) hides
+    :data:`KNOWN_HIDDEN_SHARE` of the known covariates' values. ``y_scaled`` is ``y / scale``, NaN
+    where ``y`` is unknown or the entity has no nonzero history to scale by (such rows are not
+    trained on); predictions of it are multiplied back by ``scale``.
     """
     if targets is None:
         targets = series[["entity_id", "ts"]]
@@ -240,11 +263,55 @@ def make_features(
     _level_features(grid, profile, origin, scale, columns)
     columns.update(calendar_features(stamps, profile, city))
     for name, covariate in grid.covariates.items():  # absent covariates stay NaN
-        columns[f"cov_{name}"] = grid.at(covariate, origin)
+        if profile.covariates[name].timing == "past":
+            columns[covariate_feature(name, "past")] = grid.at(covariate, origin)
+            continue
+        values = grid.at(covariate, 0)
+        if hide_known:
+            values = np.where(_hidden(names, target_codes, target_periods, name), np.nan, values)
+        columns[covariate_feature(name, "known")] = values
     columns["log_scale"] = np.log1p(scale)
     # Without a real scale y / scale can be y / 1e-3: such rows would swamp a quantile's leaves.
     y_scaled = np.where(informative, grid.y[grid.rows] / scale, np.nan)
     return _assemble(target_ids, stamps, scale, columns, y_scaled)
+
+
+def _hidden(names: np.ndarray, codes: np.ndarray, periods: np.ndarray, covariate: str) -> np.ndarray:
+    """A fixed pseudo-random share of (entity, period) rows per covariate: a hash of the three, so
+    the same rows are hidden in every fold and every process (no random state to carry)."""
+    entity = pd.util.hash_array(np.asarray(names, dtype=object))[codes]
+    salt = pd.util.hash_array(np.array([covariate], dtype=object))[0]
+    mixed = _mix(entity ^ salt ^ _mix(periods.astype(np.uint64)))
+    return mixed % np.uint64(1000) < np.uint64(round(KNOWN_HIDDEN_SHARE * 1000))
+
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: spreads nearby integers over all 64 bits (uint64 arithmetic wraps)."""
+    z = values + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def with_future(history: pd.DataFrame, future: pd.DataFrame | None, profile: Profile) -> pd.DataFrame:
+    """``history`` (a series up to the origin) plus rows for target periods after it holding the
+    future values of known covariates (``future``: ``entity_id, ts`` and covariate columns, NaN
+    where unknown), with ``y`` unknown.
+
+    Features then read those values at the target periods; periods without a row stay unknown.
+    """
+    if future is None or future.empty:
+        return history
+    known = [n for n, c in profile.model_covariates.items() if c.timing == "known" and n in future]
+    if not known:
+        return history
+    rows = {
+        "entity_id": future["entity_id"].astype(str).to_numpy(dtype=object),
+        "ts": np.asarray(pd.to_datetime(future["ts"]), dtype="datetime64[us]"),
+        "y": np.nan,
+    }
+    rows |= {name: _as_float(future[name]) for name in known}
+    return pd.concat([history, pd.DataFrame(rows)], ignore_index=True)
 
 
 class _Columns:

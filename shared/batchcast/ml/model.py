@@ -31,6 +31,7 @@ from batchcast.ml.features import (
     make_features,
     period_number,
     to_periods,
+    with_future,
 )
 
 FORMAT = "batchcast-forecast-model/1"
@@ -90,16 +91,21 @@ class ForecastModel:
         target_start: datetime,
         target_end: datetime,
         entities: list[str] | None = None,
+        *,
+        future: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
         """Quantile forecasts of every open period in [target_start, target_end) for each entity.
 
-        ``series`` is read only up to ``target_start`` (what was known at the origin). Entities
+        ``series`` is read only up to ``target_start`` (what was known at the origin). ``future``
+        (``entity_id, ts`` and known covariates: what :func:`batchcast.future.read` found) holds the values
+        of covariates known in advance for the target periods; without it they are unknown. Entities
         default to every entity of the series; one without history still gets a forecast.
         Columns: ``entity_id, period_start, period_end`` and one per quantile (``p10, p50, p90``).
         """
         self._check(profile, city)
         starts = target_periods(profile, target_start, target_end)
         history = history_before(series, profile, period_number(target_start, profile), entities)
+        history = with_future(history, future, profile)
         ids = _entity_list(series, entities)
         targets = pd.DataFrame({"entity_id": np.repeat(ids, len(starts)), "ts": np.tile(starts, len(ids))})
         frame = make_features(history, profile, city, targets)
@@ -276,9 +282,10 @@ def _estimator(profile: Profile, quantile: float) -> HistGradientBoostingRegress
 
 
 def training_rows(series: pd.DataFrame, profile: Profile, city: str) -> pd.DataFrame:
-    """Feature rows of the last ``training.window`` periods with a known target, open hours only."""
+    """Feature rows of the last ``training.window`` periods with a known target, open hours only;
+    a share of the known covariates hidden, as periods nobody uploads future values for are."""
     recent, targets = training_targets(series, profile)
-    return make_features(recent, profile, city, targets)
+    return make_features(recent, profile, city, targets, hide_known=True)
 
 
 def training_targets(series: pd.DataFrame, profile: Profile) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,9 +1,17 @@
-"""The Avro schemas (``*.avsc`` beside this file) and the one place that reads and writes them.
+"""The Avro schemas (``*.avsc`` beside this file, or derived from a profile) and the one place that
+reads and writes them.
 
-Writes are checked against the named schema; reads resolve the file's writer schema against it, so
-a file written by an older, compatible version reads fine and an incompatible one fails loudly.
-Logical types (``date``, ``local-timestamp-millis``, ``timestamp-millis``) are converted column-wise
-with pandas rather than per record, which keeps million-row partitions fast.
+Every function takes a schema by name (a shipped ``.avsc``: ``"prediction"``, ``"backtest"``) or as
+a :class:`Schema`: what :func:`observation` and :func:`future` derive from a profile. A profile's
+observation schema is its ``base_schema`` plus its declared covariates as optional fields, or,
+without a base, generated from its entity key, time column, target and covariates; either way the
+bookkeeping fields (:data:`BOOKKEEPING`) come last.
+
+Writes are checked against the schema; reads resolve the file's writer schema against it, so a file
+written before a covariate was declared reads with nulls in it, a covariate no longer declared is
+ignored, and an incompatible change (a field's type) fails loudly. Logical types (``date``,
+``local-timestamp-millis``, ``timestamp-millis``) are converted column-wise with pandas rather than
+per record, which keeps million-row partitions fast.
 """
 
 from __future__ import annotations
@@ -12,15 +20,19 @@ import copy
 import io
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import fastavro
 import pandas as pd
 from fastavro.read import SchemaResolutionError
 
 from batchcast.errors import PermanentError
+
+if TYPE_CHECKING:  # config imports this module: only type checkers see the other direction
+    from batchcast.config import Profile
 
 EPOCH = pd.Timestamp("1970-01-01")
 # Avro files end blocks with a sync marker that writers usually draw at random; a fixed one makes
@@ -30,10 +42,54 @@ MS_PER_DAY = 86_400_000
 # Fields of the observation schemas that the pipeline fills, never a user's column: which upload
 # carried a row and when it arrived, so readers can let the latest upload win per entity and period.
 BOOKKEEPING = ("ingested_at", "upload_id")
+_BOOKKEEPING_FIELDS = [
+    {
+        "name": "ingested_at",
+        "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}],
+        "default": None,
+        "doc": "bookkeeping: when the upload that carried this row arrived (its logical time, UTC); "
+        "the latest wins per entity and period",
+    },
+    {
+        "name": "upload_id",
+        "type": ["null", "string"],
+        "default": None,
+        "doc": "bookkeeping: the upload that carried this row; breaks ties of ingested_at",
+    },
+]
+GROUP_KEY = "city"  # the field that names the group (batch_data/.../city=<city>/)
+# A declared covariate's type -> its Avro type (always a union with null: any row may lack it).
+COVARIATE_TYPES = {"number": "double", "integer": "long", "boolean": "boolean"}
+# The time column of a generated schema, by the profile's frequency: wall-clock periods.
+_TIME_TYPES = {
+    "daily": {"type": "int", "logicalType": "date"},
+    "hourly": {"type": "long", "logicalType": "local-timestamp-millis"},
+}
+NAMESPACE = "batchcast.v1"
+GENERATED_VERSION = 1  # batchcast_version of schemas generated from a profile
 
 
 class SchemaMismatch(PermanentError, ValueError):
     """Data does not fit the schema it is written or read with."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A schema to write and read with: its name (for messages) and its JSON text.
+
+    Equal texts are equal schemas, so parsed forms are cached per schema, not per profile object.
+    """
+
+    name: str
+    text: str
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The schema's JSON."""
+        return json.loads(self.text)
+
+
+SchemaRef = str | Schema  # a shipped schema's name, or a derived one
 
 
 @cache
@@ -43,15 +99,38 @@ def schema(name: str) -> dict[str, Any]:
     return json.loads(text)
 
 
-def version(name: str) -> int:
+def shipped(name: str) -> bool:
+    """Whether ``<name>.avsc`` ships with batchcast."""
+    return name.isidentifier() and (resources.files("batchcast.schemas") / f"{name}.avsc").is_file()
+
+
+def _resolve(ref: SchemaRef) -> Schema:
+    return ref if isinstance(ref, Schema) else _shipped_schema(ref)
+
+
+@cache
+def _shipped_schema(name: str) -> Schema:
+    return Schema(name, json.dumps(schema(name), sort_keys=True))
+
+
+def version(ref: SchemaRef) -> int:
     """The ``batchcast_version`` a schema declares."""
-    return int(schema(name)["batchcast_version"])
+    return int(_raw(ref)["batchcast_version"])
 
 
-def fields(name: str) -> dict[str, dict[str, Any]]:
+def _raw(ref: SchemaRef) -> dict[str, Any]:
+    return schema(ref) if isinstance(ref, str) else _raw_of(ref)
+
+
+@cache
+def _raw_of(derived: Schema) -> dict[str, Any]:
+    return derived.raw
+
+
+def fields(ref: SchemaRef) -> dict[str, dict[str, Any]]:
     """Field name -> {"type": base Avro type, "logical": logical type or None, "nullable": bool}."""
     out = {}
-    for field in schema(name)["fields"]:
+    for field in _raw(ref)["fields"]:
         kind = field["type"]
         nullable = isinstance(kind, list) and "null" in kind
         if isinstance(kind, list):
@@ -62,9 +141,103 @@ def fields(name: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+# -- schemas derived from a profile ---------------------------------------------------------------
+
+
+def observation(profile: Profile) -> Schema:
+    """The schema of ``profile``'s partitioned rows (``batch_data/``); every reader and writer of
+    them uses this, never the base ``.avsc`` alone.
+
+    With ``base_schema``: that shipped schema, plus each declared covariate it lacks as an optional
+    field (before the bookkeeping fields), under the base's record name so files written with the
+    base read back. Without: ``<entity_key>`` (string), ``city`` (string), ``<time_column>`` (a date,
+    or a wall-clock hour), ``<target>`` (double), the covariates, the bookkeeping fields.
+    """
+    covariates = tuple((name, spec.type, spec.description) for name, spec in profile.covariates.items())
+    keys = (profile.entity_key, profile.time_column, profile.target, profile.frequency)
+    return _observation(profile.base_schema, keys, covariates)
+
+
 @cache
-def _parsed(name: str, raw_logical: bool) -> dict[str, Any]:
-    raw = copy.deepcopy(schema(name))
+def _observation(
+    base: str | None, keys: tuple[str, str, str, str], covariates: tuple[tuple[str, str, str], ...]
+) -> Schema:
+    entity, time_column, target, frequency = keys
+    if base is not None:
+        raw = copy.deepcopy(schema(base))
+        own = [f for f in raw["fields"] if f["name"] not in BOOKKEEPING]
+        present = {f["name"] for f in own}
+        own += [_covariate_field(*c) for c in covariates if c[0] not in present]
+        return _derived(base, raw | {"fields": own + _BOOKKEEPING_FIELDS})
+    own = [
+        {"name": entity, "type": "string"},
+        {"name": GROUP_KEY, "type": "string"},
+        {"name": time_column, "type": _TIME_TYPES[frequency]},
+        {"name": target, "type": "double"},
+        *(_covariate_field(*c) for c in covariates),
+    ]
+    raw = {
+        "type": "record",
+        "name": "Observation",
+        "namespace": NAMESPACE,
+        "doc": "One entity-period of a profile generated from its declarations.",
+        "batchcast_version": GENERATED_VERSION,
+        "fields": own + _BOOKKEEPING_FIELDS,
+    }
+    return _derived("observation", raw)
+
+
+def future(profile: Profile) -> Schema:
+    """The schema of ``profile``'s future values (``future/``): per entity, or per city when the
+    entity is null, the values of its ``known`` covariates for one target period."""
+    known = tuple(
+        (name, spec.type, spec.description)
+        for name, spec in profile.covariates.items()
+        if spec.timing == "known"
+    )
+    observed = _raw(observation(profile))["fields"]
+    time_type = next(f["type"] for f in observed if f["name"] == profile.time_column)
+    return _future(profile.entity_key, profile.time_column, json.dumps(time_type, sort_keys=True), known)
+
+
+@cache
+def _future(entity: str, time_column: str, time_type: str, known: tuple[tuple[str, str, str], ...]) -> Schema:
+    own = [
+        {"name": entity, "type": ["null", "string"], "default": None, "doc": "null: the whole city"},
+        {"name": GROUP_KEY, "type": "string"},
+        {"name": time_column, "type": json.loads(time_type), "doc": "the target period"},
+        *(_covariate_field(*c) for c in known),
+    ]
+    raw = {
+        "type": "record",
+        "name": "FutureValues",
+        "namespace": NAMESPACE,
+        "doc": "Values of covariates known in advance, for one target period.",
+        "batchcast_version": GENERATED_VERSION,
+        "fields": own + _BOOKKEEPING_FIELDS,
+    }
+    return _derived("future", raw)
+
+
+def _covariate_field(name: str, kind: str, description: str) -> dict[str, Any]:
+    field: dict[str, Any] = {"name": name, "type": ["null", COVARIATE_TYPES[kind]], "default": None}
+    return field | {"doc": description} if description else field
+
+
+def _derived(name: str, raw: dict[str, Any]) -> Schema:
+    try:
+        fastavro.parse_schema(copy.deepcopy(raw))
+    except Exception as error:  # fastavro's SchemaParseException and friends: a name Avro refuses
+        raise SchemaMismatch(f"the schema derived for {name} is not valid Avro: {error}") from error
+    return Schema(name, json.dumps(raw, sort_keys=True))
+
+
+# -- writing and reading --------------------------------------------------------------------------
+
+
+@cache
+def _parsed(ref: SchemaRef, raw_logical: bool) -> dict[str, Any]:
+    raw = copy.deepcopy(_raw(ref))
     if raw_logical:
         for field in raw["fields"]:
             if isinstance(field["type"], dict):
@@ -83,18 +256,18 @@ def _sorted_keys(value: Any) -> Any:
 
 
 def write_records(
-    name: str, records: Iterable[dict[str, Any]], metadata: dict[str, str] | None = None
+    name: SchemaRef, records: Iterable[dict[str, Any]], metadata: dict[str, str] | None = None
 ) -> bytes:
     """Serialise records (Python values, logical types as Python objects) with schema ``name``."""
     return _write(name, False, records, metadata)
 
 
-def write_frame(name: str, frame: pd.DataFrame, metadata: dict[str, str] | None = None) -> bytes:
+def write_frame(name: SchemaRef, frame: pd.DataFrame, metadata: dict[str, str] | None = None) -> bytes:
     """Serialise a DataFrame whose columns are the schema's fields (missing nullable ones: null)."""
     spec = fields(name)
     missing = [f for f, s in spec.items() if f not in frame.columns and not s["nullable"]]
     if missing:
-        raise SchemaMismatch(f"frame lacks required fields of {name}: {', '.join(missing)}")
+        raise SchemaMismatch(f"frame lacks required fields of {_label(name)}: {', '.join(missing)}")
     columns: dict[str, list[Any]] = {}
     for field, info in spec.items():
         if field not in frame.columns:
@@ -110,7 +283,7 @@ def write_frame(name: str, frame: pd.DataFrame, metadata: dict[str, str] | None 
 
 
 def _write(
-    name: str, raw_logical: bool, records: Iterable[dict[str, Any]], metadata: dict[str, str] | None
+    name: SchemaRef, raw_logical: bool, records: Iterable[dict[str, Any]], metadata: dict[str, str] | None
 ) -> bytes:
     buffer = io.BytesIO()
     try:
@@ -123,8 +296,12 @@ def _write(
             sync_marker=SYNC_MARKER,
         )
     except (TypeError, ValueError, AttributeError) as error:
-        raise SchemaMismatch(f"data does not fit schema {name}: {error}") from error
+        raise SchemaMismatch(f"data does not fit schema {_label(name)}: {error}") from error
     return buffer.getvalue()
+
+
+def _label(ref: SchemaRef) -> str:
+    return ref if isinstance(ref, str) else ref.name
 
 
 def _to_avro_values(column: pd.Series, info: dict[str, Any]) -> list[Any]:
@@ -151,7 +328,7 @@ def _to_avro_values(column: pd.Series, info: dict[str, Any]) -> list[Any]:
     return values.to_numpy(dtype=object, na_value=None).tolist()
 
 
-def read_records(data: bytes | BinaryIO, name: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def read_records(data: bytes | BinaryIO, name: SchemaRef) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Read every record and the file's metadata, resolved to schema ``name``.
 
     Logical types come back as raw numbers, or as Python dates/datetimes when the file was written
@@ -167,7 +344,7 @@ def read_records(data: bytes | BinaryIO, name: str) -> tuple[list[dict[str, Any]
             reader = fastavro.reader(stream, reader_schema=_parsed(name, True))
         records = list(reader)
     except SchemaResolutionError as error:
-        raise SchemaMismatch(f"file's schema is incompatible with {name}: {error}") from error
+        raise SchemaMismatch(f"file's schema is incompatible with {_label(name)}: {error}") from error
     except (ValueError, EOFError, StopIteration) as error:
         raise SchemaMismatch(f"not a readable Avro file: {error}") from error
     metadata = {k: v for k, v in reader.metadata.items() if not k.startswith("avro.")}
@@ -178,13 +355,13 @@ def _field_types(parsed: dict[str, Any]) -> list[tuple[str, str]]:
     return [(f["name"], json.dumps(f["type"], sort_keys=True)) for f in parsed.get("fields", [])]
 
 
-def read_frame(data: bytes | BinaryIO, name: str) -> pd.DataFrame:
+def read_frame(data: bytes | BinaryIO, name: SchemaRef) -> pd.DataFrame:
     """Read an Avro file written with (a compatible version of) schema ``name`` into a DataFrame."""
     records, _ = read_records(data, name)
     return records_to_frame(records, name)
 
 
-def records_to_frame(records: list[dict[str, Any]], name: str) -> pd.DataFrame:
+def records_to_frame(records: list[dict[str, Any]], name: SchemaRef) -> pd.DataFrame:
     """Turn raw records of schema ``name`` into a typed DataFrame (logical types as datetimes)."""
     spec = fields(name)
     frame = pd.DataFrame.from_records(records, columns=list(spec))
@@ -210,6 +387,8 @@ def _from_avro_column(column: pd.Series, info: dict[str, Any]) -> pd.Series:
         return column.astype("float64")
     if info["type"] == "boolean":
         return column.astype("boolean")
+    if info["nullable"]:  # null stays missing (pandas 2 would turn it into the text "None")
+        return column.astype(str).where(column.notna(), None)
     return column.astype(str)
 
 

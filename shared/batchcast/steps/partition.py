@@ -12,6 +12,8 @@ byte-deterministic, so redelivery and replay rewrite nothing and publish the sam
   Avro upload's bad rows are written as CSV too) or, when the whole file is rejected, a copy of the
   raw bytes under its own extension; and ``<upload_id>.error.json``, the report naming every reason.
 * A misnamed object under ``raw/`` is copied to ``rejected/dt=<logical UTC date>/<safe name>``.
+* An upload of future values (a mapping of kind ``future``) goes to ``future/`` instead of
+  ``batch_data/`` (:func:`batchcast.future.write`) and publishes nothing: predict runs read it.
 
 Readers merging several uploads of one entity take, per (entity, period), the row of the upload
 with the latest ``batchcast.ingested_at`` (then the larger object name): a corrected re-upload wins.
@@ -27,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from batchcast import catalog, dataset, layout, schemas, storage
+from batchcast import catalog, dataset, future, layout, schemas, storage
 from batchcast.config import Profile
 from batchcast.messages import InvalidMessage, Message, ObjectFinalized, PartitionsReady
 from batchcast.ports import Ports
@@ -66,7 +68,18 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
         mapping=metadata.get("mapping") or None,
     )
     try:
-        cities, partitions = _write_partitions(ports, message, raw.upload_id, upload)
+        if upload.kind == "future":
+            written = future.write(
+                ports.blobs,
+                upload.profile,
+                upload.good,
+                upload_id=raw.upload_id,
+                logical_time=message.logical_time,
+                raw_object=name,
+            )
+            cities, partitions = {}, written
+        else:
+            cities, partitions = _write_partitions(ports, message, raw.upload_id, upload)
         report = _write_rejected(ports, message, raw, upload, data)
     except storage.ConflictingWrite as error:
         # An earlier delivery of this upload id wrote other bytes: the raw object was replaced under
@@ -85,7 +98,7 @@ def _write_partitions(
     profile = upload.profile
     if profile is None or upload.good.empty:
         return {}, 0
-    schema = profile.schema_name
+    schema = schemas.observation(profile)
     metadata = {
         "batchcast.upload_id": upload_id,
         "batchcast.ingested_at": message.logical_time.astimezone(UTC).isoformat(),
@@ -218,7 +231,7 @@ def _result(
     )
     if upload.file_errors:
         result.errors[message.name] = "; ".join(upload.file_errors)
-    if partitions and upload.profile is not None:
+    if cities and upload.profile is not None:
         result.messages.append(
             PartitionsReady(
                 dataset=upload.profile.name,

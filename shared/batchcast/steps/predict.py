@@ -17,7 +17,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from batchcast import catalog, dataset, layout, metrics, schemas, storage, training
+from batchcast import catalog, dataset, future, layout, metrics, schemas, storage, training
 from batchcast.config import Profile, load_profile
 from batchcast.messages import InvalidMessage, Message, PredictionsReady, PredictRequest
 from batchcast.ml.features import to_series
@@ -39,12 +39,16 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     until = message.target_start
     rows = dataset.read_rows(ports.blobs, profile, data, since=since, until=until)
     series = to_series(rows, profile, until=until)
+    # Values of covariates known in advance for the target period (weather forecasts, promos).
+    plans = future.read(
+        ports.blobs, profile, city, message.target_start, message.target_end, message.entities
+    )
     forecast = model.predict(
-        series, profile, city, message.target_start, message.target_end, message.entities
+        series, profile, city, message.target_start, message.target_end, message.entities, future=plans.values
     )
     forecast = forecast.sort_values(["entity_id", "period_start"]).reset_index(drop=True)
 
-    key = _content_key(message, data, since, until)
+    key = _content_key(message, data, since, until, plans.sources)
     predictions = _write_predictions(ports, profile, message, forecast, key)
     written = _write_results(ports, profile, message, forecast, series)
     if message.trigger == "schedule":  # an upload's forecast is in its run record, not the day's metrics
@@ -70,11 +74,13 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     )
 
 
-def _content_key(message: PredictRequest, data: catalog.CityData, since: datetime, until: datetime) -> str:
+def _content_key(
+    message: PredictRequest, data: catalog.CityData, since: datetime, until: datetime, plans: tuple[str, ...]
+) -> str:
     """A digest of what the predictions depend on: the request (without its rerun tag) and the
-    exact files it read."""
+    exact files it read, history and future values."""
     read = sorted(f"{f.name}#{f.checksum}" for e in data.values() for f in e.files if f.reaches(since, until))
-    return hashlib.sha256("\n".join([message.identity(), *read]).encode()).hexdigest()[:12]
+    return hashlib.sha256("\n".join([message.identity(), *read, *plans]).encode()).hexdigest()[:12]
 
 
 def _write_predictions(
