@@ -617,8 +617,34 @@ def test_a_planned_closure_drives_the_forecast_to_zero_and_a_planned_promo_raise
     others = [s for s in planned if s not in ("S000", "S001")]
     assert [planned[s] for s in others] == [unplanned[s] for s in others]  # nobody else's forecast moved
     upload_of_plans = partitions[-1]
-    assert upload_of_plans.status == "succeeded" and upload_of_plans.messages == []  # starts no run
-    assert upload_of_plans.counts["partitions"] == 1
+    assert upload_of_plans.status == "succeeded" and upload_of_plans.counts["partitions"] == 1
+    # The plans re-forecast the stores they name at once; the schedule then forecast everyone.
+    [ready] = upload_of_plans.messages
+    assert ready.entities == {"berlin": ["S000", "S001"]}
+
+
+def test_a_city_wide_future_value_re_forecasts_every_store_of_its_city_at_once(
+    tmp_path: Path, small_retail
+) -> None:
+    profile = small_retail("citywide")
+    zone = profile.zone()
+    clock = FixedClock(datetime(END.year, END.month, END.day, 22, tzinfo=zone))
+    deployment = runtime.embedded(tmp_path, clock=clock, backoff_seconds=0.001)
+    data = _history().to_csv(index=False).encode()
+    uploads.store_upload(deployment.ports.blobs, data, ext="csv", now=clock.now(), dataset=profile.name)
+    deployment.bus.drain()
+    clock.set(clock.now() + timedelta(minutes=30))
+    tomorrow = END + timedelta(days=1)  # what an upload at 22:30 forecasts
+    plans = f"store_id,city,date,open,promo\n,berlin,{tomorrow},0,0\n"  # a city-wide closure: a strike
+    blobs = deployment.ports.blobs
+    uploads.store_upload(blobs, plans.encode(), ext="csv", now=clock.now(), dataset=profile.name)
+    deployment.bus.drain()
+    results = [json.loads(blobs.read(i.name)) for i in blobs.list(layout.results_prefix(profile.name))]
+    assert len(results) == 12
+    for result in results:
+        assert datetime.fromisoformat(result["as_of"]) == clock.now()  # re-forecast by the plans
+        assert result["target"]["start"] == f"{tomorrow.isoformat()}T00:00:00"
+        assert result["forecast"][0]["p50"] < 0.05 * max(h["actual"] or 0 for h in result["history"])
 
 
 def test_future_names_parse_back_and_other_names_are_refused() -> None:

@@ -77,7 +77,7 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
                 logical_time=message.logical_time,
                 raw_object=name,
             )
-            cities, partitions = {}, written
+            cities, partitions = _planned_for(ports, upload.profile, upload.good), written
         else:
             cities, partitions = _write_partitions(ports, message, raw.upload_id, upload)
         report = _write_rejected(ports, message, raw, upload, data)
@@ -130,6 +130,20 @@ def _write_partitions(
     for city, files in sorted(written.items()):
         _catalogue(ports, profile, city, files)
     return {city: sorted(files) for city, files in sorted(written.items())}, partitions
+
+
+def _planned_for(ports: Ports, profile: Profile, rows: pd.DataFrame) -> dict[str, list[str]]:
+    """The entities whose forecasts an upload of future values may change, per city: those it names,
+    and every entity of a city it gives a city-wide value for. They are re-forecast at once."""
+    affected: dict[str, list[str]] = {}
+    for city, group in rows.groupby(GROUP_KEY, sort=True):
+        named = group[profile.entity_key].astype("string").fillna("")
+        ids = set(named) - {""}
+        if (named == "").any():  # a city-wide value
+            ids |= set(catalog.read(ports.blobs, profile, str(city)))
+        if ids:
+            affected[str(city)] = sorted(ids)
+    return affected
 
 
 def _catalogue(ports: Ports, profile: Profile, city: str, files: dict[str, catalog.DataFile]) -> None:
