@@ -10,15 +10,18 @@ were processed in.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 from batchcast import catalog, dataset, layout, runtime, synth, training, uploads
 from batchcast.backends.embedded import finalize_event
+from batchcast.cli import app
 from batchcast.config import Profile
 from batchcast.messages import ScheduleTick, Topic
 from batchcast.ports import FixedClock
@@ -351,3 +354,30 @@ def test_racing_trainings_of_one_version_leave_a_model_that_matches_its_checksum
     training._loaded.clear()
     _, loaded = training.load_model(blobs, profile, city, ref.version)  # checksum verified
     assert loaded == metadata and written == {"A": metadata["model_file"], "B": metadata["model_file"]}
+
+
+def test_a_bucket_written_before_manifests_is_indexed_once_and_reads_the_same(small_retail, tmp_path):
+    profile = small_retail("oldshop")
+    deployment, frame = _shop(tmp_path, profile, days=dataset.COMPACT_AFTER + 1, stores=2)
+    for i, day in enumerate(sorted(frame["date"].unique())[HISTORY:]):
+        rows = frame[frame["date"] == day]
+        deployment.handle(
+            "partition", _raw(deployment, profile, rows, _at(profile, pd.Timestamp(day).date(), 21), f"d{i}")
+        )
+    cities = sorted(frame["city"].unique())
+    before = {c: _stored_rows(deployment, profile, c) for c in cities}
+    listed = {c: catalog.read(deployment.ports.blobs, profile, c) for c in cities}
+    assert any(f.kind == "segment" for d in listed.values() for e in d.values() for f in e.files)
+    shutil.rmtree(tmp_path / layout.MANIFESTS)  # as a bucket from before manifests looks
+    assert all(catalog.read(deployment.ports.blobs, profile, c) == {} for c in cities)
+
+    outcome = CliRunner().invoke(app, ["reindex", "--dataset", profile.name, "--root", str(tmp_path)])
+    assert outcome.exit_code == 0, outcome.output
+    for city in cities:
+        assert f"{profile.name}/{city}:" in outcome.output
+        # Every file is listed again, compacted uploads too: the rows read are the same.
+        files = catalog.read(deployment.ports.blobs, profile, city)
+        assert {f.name for e in listed[city].values() for f in e.files} <= {
+            f.name for e in files.values() for f in e.files
+        }
+        pd.testing.assert_frame_equal(_stored_rows(deployment, profile, city), before[city])

@@ -42,6 +42,10 @@ class DataFile:
     rows: int
     checksum: str  # md5 of its bytes: fingerprints and replays recognise equal content
 
+    def object_metadata(self) -> dict[str, str]:
+        """What the file's object carries about itself, so :func:`rebuild` can list it again."""
+        return {"rows": str(self.rows), "first": self.first, "last": self.last}
+
     def reaches(self, since: datetime | None, until: datetime | None) -> bool:
         """Whether the file may hold periods in ``[since, until)`` (None: unbounded)."""
         after = since is None or datetime.fromisoformat(self.last) >= since
@@ -100,18 +104,7 @@ def read(blobs: BlobStore, profile: Profile, city: str, entities: Iterable[str] 
 
 def record(blobs: BlobStore, profile: Profile, city: str, files: dict[str, DataFile]) -> None:
     """Add one new file per entity (an upload's partition files); recording twice changes nothing."""
-
-    def add(entities: dict[str, list[dict]], entity: str, file: DataFile) -> None:
-        listed = entities.setdefault(entity, [])
-        if all(f["name"] != file.name for f in listed):
-            listed.append(asdict(file))
-
-    _update_parts(
-        blobs,
-        profile,
-        city,
-        {entity: (lambda entities, e=entity, f=file: add(entities, e, f)) for entity, file in files.items()},
-    )
+    _add(blobs, profile, city, {entity: [file] for entity, file in files.items()})
 
 
 def replace(
@@ -170,3 +163,39 @@ def _update_parts(
         storage.update_json(blobs, layout.manifest_object(profile.name, city, part), apply)
 
     storage.concurrently(update, sorted(by_part))
+
+
+def rebuild(blobs: BlobStore, profile: Profile) -> dict[str, int]:
+    """List ``batch_data/`` of ``profile`` once and record every file in its city's manifest.
+
+    For buckets written before manifests existed (or a manifest lost by hand): partition keeps the
+    manifest from then on. Files carry what the manifest needs as object metadata (``rows``,
+    ``first``, ``last``) and their content checksum; recording is idempotent. Returns files per city.
+    """
+    found: dict[str, dict[str, list[DataFile]]] = {}
+    for info in blobs.list(layout.batch_data_prefix(profile.name)):
+        try:
+            parsed = layout.parse_batch_data(info.name)
+        except layout.LayoutError:
+            continue  # a stray object: never fatal for a reader
+        meta = info.metadata
+        if not {"rows", "first", "last"} <= meta.keys():
+            continue  # not written by partition or compaction
+        kind: Kind = "segment" if parsed.upload_id.startswith(layout.SEGMENT_PREFIX) else "upload"
+        file = DataFile(info.name, kind, meta["first"], meta["last"], int(meta["rows"]), info.checksum)
+        found.setdefault(parsed.city, {}).setdefault(parsed.entity_id, []).append(file)
+    for city, entities in found.items():
+        _add(blobs, profile, city, entities)
+    return {city: sum(len(files) for files in entities.values()) for city, entities in sorted(found.items())}
+
+
+def _add(blobs: BlobStore, profile: Profile, city: str, files: dict[str, list[DataFile]]) -> None:
+    """List ``files`` under their entities; a file already listed is left as it is."""
+
+    def add(entities: dict[str, list[dict]], entity: str, new: list[DataFile]) -> None:
+        listed = entities.setdefault(entity, [])
+        names = {f["name"] for f in listed}
+        listed.extend(asdict(f) for f in new if f.name not in names)
+
+    changes = {e: (lambda entities, e=e, new=new: add(entities, e, new)) for e, new in files.items()}
+    _update_parts(blobs, profile, city, changes)

@@ -289,6 +289,24 @@ def status(
 
 
 @app.command()
+def reindex(
+    dataset: Annotated[str, typer.Option(help="The dataset (profile) whose batch_data/ to index.")],
+    root: RootOption = None,
+) -> None:
+    """Rebuild the city manifests of a dataset from one listing of its batch_data/.
+
+    For buckets written before batchcast kept manifests: every reader finds files through them.
+    """
+    profile = _profile(dataset)
+    deployment = _deployment(root)
+    counted = catalog.rebuild(deployment.ports.blobs, profile)
+    for city, files in counted.items():
+        console.print(f"{profile.name}/{city}: {files} file(s) in the manifest")
+    if not counted:
+        console.print(f"no batch_data/ files of {profile.name} found")
+
+
+@app.command()
 def train(
     message: Annotated[
         str | None, typer.Option(help="The train request JSON (what train_trigger passes to a job).")

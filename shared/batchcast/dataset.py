@@ -155,5 +155,6 @@ def _write_segment(
     content = schemas.write_frame(schema, rows, metadata=metadata)
     digest = hashlib.sha256(content).hexdigest()[:12]
     name = layout.segment_object(profile.name, city, profile.entity_key, entity, span, digest)
-    storage.write_once(blobs, name, content, content_type="application/avro")
-    return describe(name, content, rows, profile, "segment")
+    file = describe(name, content, rows, profile, "segment")
+    storage.write_once(blobs, name, content, metadata=file.object_metadata(), content_type="application/avro")
+    return file

@@ -115,17 +115,12 @@ def _write_partitions(
     # Rows arrive sorted by city, entity and period: groups come out in that order, rows in time order.
     for (city, entity), rows in good.groupby([GROUP_KEY, profile.entity_key], sort=False):
         name = layout.batch_data_object(profile.name, city, profile.entity_key, entity, upload_id)
-        periods = rows[profile.time_column]
-        blob_metadata = {
-            "rows": str(len(rows)),
-            "first": _iso(periods.iloc[0]),
-            "last": _iso(periods.iloc[-1]),
-        }
         content = schemas.write_frame(schema, rows, metadata=metadata)
+        file = dataset.describe(name, content, rows, profile, "upload")
         storage.write_once(
-            ports.blobs, name, content, metadata=blob_metadata, content_type=CONTENT_TYPES["avro"]
+            ports.blobs, name, content, metadata=file.object_metadata(), content_type=CONTENT_TYPES["avro"]
         )
-        written.setdefault(city, {})[entity] = dataset.describe(name, content, rows, profile, "upload")
+        written.setdefault(city, {})[entity] = file
         partitions += 1
     for city, files in sorted(written.items()):
         _catalogue(ports, profile, city, files)
@@ -288,7 +283,3 @@ def _summary(upload: ValidatedUpload) -> str:
             f"; {upload.rows_rejected} rejected (" + ", ".join(f"{n} {r}" for r, n in reasons.items()) + ")"
         )
     return text
-
-
-def _iso(period: pd.Timestamp) -> str:
-    return pd.Timestamp(period).isoformat()
