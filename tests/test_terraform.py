@@ -381,6 +381,15 @@ class _RecordingBlobs:
         self._note("create" if options.get("if_generation_match") == 0 else "update", name)
         return self.inner.write(name, data, **options)
 
+    def write_from(self, name: str, stream: Any, **options: Any) -> int:
+        self._note("create" if options.get("if_generation_match") == 0 else "update", name)
+        return self.inner.write_from(name, stream, **options)
+
+    def copy(self, source: str, destination: str, **options: Any) -> int:
+        self._note("read", source)
+        self._note("create" if options.get("if_generation_match") == 0 else "update", destination)
+        return self.inner.copy(source, destination, **options)
+
 
 def test_bucket_grants_cover_what_each_process_really_touches(tf: dict, small_retail, tmp_path) -> None:
     """Run the pipeline (every function, and the training job's step) on a recording bucket and

@@ -30,6 +30,7 @@ from batchcast.messages import InvalidMessage, Message, Topic, decode, encode
 from batchcast.ports import BlobInfo, NotFound, PreconditionFailed, TransientError
 
 T = TypeVar("T")
+UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # resumable uploads: a multiple of 256 KiB
 
 # HTTP statuses and exceptions worth retrying: rate limits, server errors, the network.
 TRANSIENT_API_ERRORS = (
@@ -140,6 +141,47 @@ class GcsBlobStore:
 
         return self._call(upload, name)
 
+    def write_from(
+        self,
+        name: str,
+        stream: BinaryIO,
+        *,
+        if_generation_match: int | None = None,
+        metadata: dict[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> int:
+        def upload() -> int:
+            # A resumable upload in 8 MiB pieces: the client holds one piece at a time.
+            blob = self._bucket.blob(name, chunk_size=UPLOAD_CHUNK_BYTES)
+            if metadata:
+                blob.metadata = metadata
+            blob.upload_from_file(
+                stream,
+                content_type=content_type or "application/octet-stream",
+                if_generation_match=if_generation_match,
+                retry=None,
+            )
+            return int(blob.generation)
+
+        # A stream read halfway cannot be sent again: one attempt; redelivery retries the step.
+        return self._call(upload, name, attempts=1)
+
+    def copy(self, source: str, destination: str, *, if_generation_match: int | None = None) -> int:
+        def rewrite() -> int:
+            # Server-side: large objects take several rewrite calls, each resuming with its token.
+            target, token = self._bucket.blob(destination), None
+            while True:
+                token, _, _ = target.rewrite(
+                    self._bucket.blob(source),
+                    token=token,
+                    if_generation_match=if_generation_match,
+                    retry=None,
+                )
+                if token is None:
+                    return int(target.generation)
+
+        return self._call(rewrite, destination)
+
     def stat(self, name: str) -> BlobInfo | None:
         blob = self._call(lambda: self._bucket.get_blob(name, retry=None), name)
         return None if blob is None else _info(blob)
@@ -152,9 +194,9 @@ class GcsBlobStore:
         for blob in sorted(blobs, key=lambda b: b.name):
             yield _info(blob)
 
-    def _call(self, call: Callable[[], T], name: str) -> T:
+    def _call(self, call: Callable[[], T], name: str, attempts: int = 5) -> T:
         try:
-            return with_retries(call, what=f"gs://{self.bucket}/{name}")
+            return with_retries(call, what=f"gs://{self.bucket}/{name}", attempts=attempts)
         except api.NotFound as error:
             raise NotFound(name) from error
         except api.PreconditionFailed as error:
