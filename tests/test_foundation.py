@@ -41,10 +41,28 @@ def test_raw_names_round_trip_and_bad_names_are_explained():
         layout.parse_raw("raw/dt=2026-13-40/x.csv")
 
 
-@pytest.mark.parametrize("bad", ["../etc", "a/b", ".hidden", "", "x" * 200, "a\x00b", "%2e%2e"])
+@pytest.mark.parametrize(
+    "bad", ["../etc", "a/b", ".hidden", "", "x" * 200, "a\x00b", "%2e%2e", "7\n", "7\r\n"]
+)
 def test_ids_that_would_escape_a_path_segment_are_refused(bad):
     with pytest.raises(layout.LayoutError):
         layout.results_object("retail", "store_id", bad)
+    with pytest.raises(layout.LayoutError):
+        layout.check_id(bad)
+
+
+def test_names_with_a_trailing_newline_do_not_parse():
+    """``$`` would match before a final newline; every layout pattern must refuse it."""
+    names = {
+        layout.parse_raw: layout.raw_object(date(2026, 3, 1), "up-1", "csv"),
+        layout.parse_batch_data: layout.batch_data_object("retail", "berlin", "store_id", "17", "u1"),
+        layout.parse_results: layout.results_object("retail", "store_id", "17"),
+        layout.parse_outcome: layout.outcome_object("retail", "berlin"),
+    }
+    for parse, name in names.items():
+        parse(name)  # the name itself parses
+        with pytest.raises(layout.LayoutError):
+            parse(name + "\n")
 
 
 def test_batch_data_names_parse_back():

@@ -615,6 +615,14 @@ def test_invalid_entity_ids_are_rejected(rt: Runtime) -> None:
     assert store_ids(rt) == ["S-1.2"]
 
 
+def test_an_id_ending_in_a_newline_is_invalid(rt: Runtime) -> None:
+    partition_csv(rt, NATIVE + '"7\n",berlin,2026-02-27,1,,,,\n8,berlin,2026-02-27,1,,,,\n')
+    assert reasons(rt) == {
+        1: ["invalid id: store_id '7\\n' is not a valid id (letters, digits, '_', '.', '-')"]
+    }
+    assert store_ids(rt) == ["8"]
+
+
 def test_missing_required_values_are_rejected_and_optional_ones_may_be_empty(rt: Runtime) -> None:
     partition_csv(
         rt,
