@@ -132,6 +132,7 @@ def test_attributes_that_disagree_with_the_body_are_invalid():
 
 def test_every_topic_has_a_dead_letter_twin():
     assert Topic.PREDICT_REQUESTS.dead_letter == "predict-requests-dlq"
+    assert Topic.PREDICT_REQUESTS.dead_letter_subscription == "predict-requests-dlq--hold"
 
 
 # -- events ----------------------------------------------------------------------------------------

@@ -90,6 +90,30 @@ def test_topics_and_dead_letters_match_the_message_contract(tf: dict, tf_text: s
     assert {f"{t}-dlq" for t in tf["locals"]["topics"]} == {t.dead_letter for t in Topic}
 
 
+def test_status_reads_the_dead_letter_subscriptions_terraform_creates(tf: dict, tmp_path: Path) -> None:
+    """`batchcast status` on GCP pulls from the subscriptions Terraform keeps dead letters in."""
+    from batchcast import status
+    from batchcast.backends.gcp import PubSubBus
+
+    held = tf["resource"]["google_pubsub_subscription"]["dead_letter"]
+    assert held["topic"] == "${google_pubsub_topic.dead_letter[each.key].id}"
+    created = {held["name"].replace("${each.key}", topic) for topic in tf["locals"]["topics"]}
+    pulled: list[str] = []
+
+    class Subscriber:  # what PubSubBus.dead_letters asks of the Pub/Sub client
+        def subscription_path(self, project: str, name: str) -> str:
+            return f"projects/{project}/subscriptions/{name}"
+
+        def pull(self, request: dict, timeout: float) -> Any:
+            pulled.append(request["subscription"].rsplit("/", 1)[-1])
+            return type("Response", (), {"received_messages": []})()
+
+    bus = PubSubBus.__new__(PubSubBus)  # no real clients: only what status calls
+    bus.project, bus.subscriber = "p", Subscriber()
+    status.collect(runtime.embedded(tmp_path).ports.blobs, bus.dead_letters)
+    assert sorted(pulled) == sorted(created) and len(created) == len(Topic)
+
+
 def test_subscriptions_are_the_routes(tf: dict) -> None:
     declared = {name: (r["topic"], r["function"]) for name, r in tf["locals"]["routes"].items()}
     assert declared == {r.subscription: (r.topic.value, r.function) for r in ROUTES}

@@ -271,14 +271,14 @@ class PubSubBus:
     def dead_letters(self, topic: str, max_messages: int = 100, ack: bool = False) -> list[dict]:
         """Pull up to ``max_messages`` dead-lettered from ``topic``.
 
-        They are read from the pull subscription named like the dead-letter topic, ``<topic>-dlq``
-        (the emulator stack and Terraform create it).
+        They are read from the dead-letter topic's pull subscription,
+        :attr:`Topic.dead_letter_subscription` (the emulator stack and Terraform create it).
 
         Each entry: ``message_id``, ``publish_time``, ``attributes``, ``data`` (text), ``message``
         (the decoded message, or None when it breaks the contract) and ``error``. Unless ``ack``,
         the messages are released at once so they stay listed for the next reader.
         """
-        subscription = Topic(topic).dead_letter
+        subscription = Topic(topic).dead_letter_subscription
         path = self.subscription_path(subscription)
         response = with_retries(
             lambda: self.subscriber.pull(
