@@ -263,6 +263,33 @@ def test_write_once_accepts_the_same_bytes_and_refuses_others(deployment):
         storage.write_once(blobs, "x.json", b"[]")
 
 
+def test_streamed_writes_and_copies_keep_preconditions_and_content(deployment):
+    blobs = deployment.ports.blobs
+    seen = []
+    blobs.on_finalize("rejected/", seen.append)
+    data = b"x" * (3 << 20)
+    first = blobs.write_from("a/x.csv", storage.chunks_stream([data[:5], data[5:]]), if_generation_match=0)
+    assert blobs.read("a/x.csv") == data and blobs.stat("a/x.csv").generation == first
+    with pytest.raises(PreconditionFailed):
+        blobs.write_from("a/x.csv", storage.chunks_stream([b"other"]), if_generation_match=0)
+    assert blobs.read("a/x.csv") == data and list(blobs.list("a/")) == [blobs.stat("a/x.csv")]  # no leftovers
+    blobs.write("a/y.csv", b"y", metadata={"dataset": "retail"}, content_type="text/csv")
+    blobs.copy("a/y.csv", "rejected/y.csv", if_generation_match=0)
+    assert blobs.read("rejected/y.csv") == b"y" and blobs.stat("rejected/y.csv").metadata == {
+        "dataset": "retail"
+    }
+    assert [info.name for info in seen] == ["rejected/y.csv"]  # a copy is a write like any other
+    with pytest.raises(PreconditionFailed):
+        blobs.copy("a/x.csv", "rejected/y.csv", if_generation_match=0)
+    assert storage.copy_once(blobs, "a/y.csv", "rejected/y.csv") is False
+    with pytest.raises(storage.ConflictingWrite):
+        storage.copy_once(blobs, "a/x.csv", "rejected/y.csv")
+    assert storage.write_once_from(blobs, "b/z.csv", lambda: storage.chunks_stream([b"z"])) is True
+    assert storage.write_once_from(blobs, "b/z.csv", lambda: storage.chunks_stream([b"z"])) is False
+    with pytest.raises(storage.ConflictingWrite):
+        storage.write_once_from(blobs, "b/z.csv", lambda: storage.chunks_stream([b"Z"]))
+
+
 def test_update_json_retries_when_someone_wrote_in_between(deployment):
     blobs = deployment.ports.blobs
     storage.update_json(blobs, "c.json", lambda cur: {"n": 0})

@@ -79,6 +79,28 @@ def test_open_streams_large_objects_and_list_is_in_name_order(blobs):
     assert [i.name for i in blobs.list("big/")] == ["big/a.bin", "big/b.bin"]
 
 
+def test_streamed_writes_and_copies_keep_preconditions_and_content(blobs):
+    data = bytes(range(256)) * 50_000  # ~12 MB: more than one resumable-upload piece
+    pieces = (data[i : i + 999_983] for i in range(0, len(data), 999_983))
+    first = blobs.write_from(
+        "big/x.csv", storage.chunks_stream(pieces), if_generation_match=0, metadata={"a": "1"}
+    )
+    assert blobs.read("big/x.csv") == data and blobs.stat("big/x.csv").generation == first
+    with pytest.raises(PreconditionFailed):
+        blobs.write_from("big/x.csv", storage.chunks_stream([b"other"]), if_generation_match=0)
+    blobs.copy("big/x.csv", "rejected/x.csv", if_generation_match=0)  # inside the bucket
+    assert blobs.read("rejected/x.csv") == data and blobs.stat("rejected/x.csv").metadata == {"a": "1"}
+    with pytest.raises(PreconditionFailed):
+        blobs.copy("big/x.csv", "rejected/x.csv", if_generation_match=0)
+    with pytest.raises(NotFound):
+        blobs.copy("big/missing.csv", "rejected/y.csv")
+    # The storage helpers on top: a redelivery finds equal bytes and writes nothing.
+    assert storage.copy_once(blobs, "big/x.csv", "rejected/x.csv") is False
+    assert storage.write_once_from(blobs, "big/x.csv", lambda: storage.chunks_stream([data])) is False
+    with pytest.raises(storage.ConflictingWrite):
+        storage.write_once_from(blobs, "big/x.csv", lambda: storage.chunks_stream([b"other"]))
+
+
 @pytest.mark.parametrize(
     ("error", "transient"),
     [

@@ -261,6 +261,7 @@ class Upload:
         self._listed: list[dict[str, Any]] = []  # reasons of the first rejected rows, by row
         self._repeats: list[tuple[int, str, Any]] = []  # (row, category, what it repeats): first ones
         self._reasons: Counter[str] = Counter()
+        self._with_duplicates: set[int] = set()  # the candidates' partitions that hold some
 
     def __enter__(self) -> Upload:
         return self
@@ -273,11 +274,6 @@ class Upload:
         for spool in (self._candidates, self._trips):
             if spool is not None:
                 spool.close()
-
-    @property
-    def spool_peak_bytes(self) -> int:
-        """The most bytes the spool held on local disk at once."""
-        return sum(s.peak_bytes for s in (self._candidates, self._trips) if s is not None)
 
     # -- what the caller reads ---------------------------------------------------------------------
 
@@ -296,8 +292,12 @@ class Upload:
             if self._trips is not None:
                 rows = _add_up_station_periods(frame, profile)
             else:
-                found = _duplicates(frame, self._keys, self._versions)
-                rows = _good_rows(self._typed_context(frame), _kept(frame, found))
+                kept = np.ones(len(frame), bool)
+                if (
+                    part in self._with_duplicates
+                ):  # found before; finding them again costs less than keeping them
+                    kept = _kept(frame, _duplicates(frame, self._keys, self._versions))
+                rows = _good_rows(self._typed_context(frame), kept)
                 del frame
             rows = rows.sort_values(keys, kind="stable").reset_index(drop=True)
             for (city, entity), group in rows.groupby([GROUP_KEY, profile.entity_key], sort=False):
@@ -446,7 +446,9 @@ class Upload:
             if frame is None:
                 continue
             found = _duplicates(frame, self._keys, self._versions)
-            self._reject_duplicates(found)
+            if not found.empty:
+                self._with_duplicates.add(part)
+                self._reject_duplicates(found)
             if self._trips is not None:
                 self._candidates.drop(part)
                 counts = _good_rows(self._typed_context(frame), _kept(frame, found))
@@ -454,8 +456,6 @@ class Upload:
 
     def _reject_duplicates(self, found: pd.DataFrame) -> None:
         """Mark rows :func:`_duplicates` found; remember what the first of them repeat."""
-        if found.empty:
-            return
         rejected = found[found["_rejected"]]
         self._bad.set(rejected["_row"].to_numpy())
         conflicts = rejected["_conflict"].to_numpy()
