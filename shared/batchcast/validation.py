@@ -292,10 +292,9 @@ class Upload:
             if self._trips is not None:
                 rows = _add_up_station_periods(frame, profile)
             else:
+                # Duplicates were found before; finding them again costs less than keeping them.
                 kept = np.ones(len(frame), bool)
-                if (
-                    part in self._with_duplicates
-                ):  # found before; finding them again costs less than keeping them
+                if part in self._with_duplicates:
                     kept = _kept(frame, _duplicates(frame, self._keys, self._versions))
                 rows = _good_rows(self._typed_context(frame), kept)
                 del frame
