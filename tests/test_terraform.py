@@ -439,7 +439,10 @@ def test_bucket_grants_cover_what_each_process_really_touches(tf: dict, small_re
 
     deployment.handle = recorded  # type: ignore[method-assign]
     frame = synth.generate(profile, 4, 90, seed=6, end=date(2026, 3, 1))
-    uploads.store_upload(blobs.inner, frame.to_csv(index=False).encode(), ext="csv", now=at, dataset="grants")
+    # One bad row (the rejected rows are streamed to rejected/) and a file rejected whole (copied there).
+    data = frame.to_csv(index=False).encode() + b"oops\n"
+    uploads.store_upload(blobs.inner, data, ext="csv", now=at, dataset="grants")
+    uploads.store_upload(blobs.inner, b"Store,Day\n1,2\n", ext="csv", now=at, dataset="grants")
     deployment.bus.drain()
     later = at + timedelta(days=1)
     deployment.ports.clock = FixedClock(later)
@@ -461,6 +464,8 @@ def test_bucket_grants_cover_what_each_process_really_touches(tf: dict, small_re
     may = {"read": ("read", "create", "update"), "create": ("create", "update"), "update": ("update",)}
     processes = {process for process, _, _ in blobs.touched} - {"outside"}
     assert processes == {"partition", "train_trigger", "predict", "notify", "train_job"}
+    rejected = sorted(n for _, level, n in blobs.touched if level == "create" and n.startswith("rejected/"))
+    assert [n.rsplit(".", 1)[-1] for n in rejected] == ["csv", "json", "csv", "json"]  # 2 uploads, 2 ways
     denied = sorted(
         (process, level, name)
         for process, level, name in blobs.touched
