@@ -121,7 +121,7 @@ variable "max_event_age_seconds" {
 variable "max_upload_bytes" {
   description = "Partition rejects a larger upload whole, asking for it to be split (BATCHCAST_MAX_UPLOAD_BYTES)."
   type        = number
-  default     = 2147483648
+  default     = 1073741824
 }
 
 variable "public_url" {

@@ -258,6 +258,7 @@ class Upload:
         self._keys: list[str] = []  # the candidates' columns that identify a row
         self._versions: list[str] = []  # ... and those whose equality makes two rows exact duplicates
         self._typed: list[str] = []  # the candidates' columns that are parsed fields
+        self._optional_keys: list[str] = []  # identity fields a good row may leave empty
         self._listed: list[dict[str, Any]] = []  # reasons of the first rejected rows, by row
         self._repeats: list[tuple[int, str, Any]] = []  # (row, category, what it repeats): first ones
         self._reasons: Counter[str] = Counter()
@@ -374,6 +375,7 @@ class Upload:
         fields = [f for f in _input_fields(profile, mapping) if _source(f.name, mapping, source.header)]
         names = [f.name for f in fields]
         self._identity = _identity(profile, mapping, names)
+        self._optional_keys = [f.name for f in fields if f.name in self._identity and f.nullable]
         trips = mapping.kind == "trips"
         if trips:
             self._keys = ["_id1", "_id2"] if self._identity else []
@@ -416,7 +418,9 @@ class Upload:
         rows = pd.DataFrame({n: context.typed[n][good] for n in self._typed}).reset_index(drop=True)
         rows["_row"] = first_row + np.flatnonzero(good)
         if not trips:
-            rows["_keyed"] = ~np.logical_or.reduce([_blank(context.raw[k][good]) for k in self._keys])
+            # A required field is never empty in a good row: only optional ones need a look.
+            blank = [_blank(context.raw[k][good]) for k in self._optional_keys]
+            rows["_keyed"] = ~np.logical_or.reduce(blank) if blank else True
             self._candidates.add(
                 self._candidates.partition_of(rows, [GROUP_KEY, context.profile.entity_key]), rows
             )
