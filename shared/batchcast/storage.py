@@ -74,18 +74,20 @@ def write_once_from(
 def copy_once(blobs: BlobStore, source: str, destination: str) -> bool:
     """Copy ``source`` to ``destination`` create-only inside the bucket; return False if the
     destination already held the same bytes, raise :class:`ConflictingWrite` if other ones."""
-    try:
-        blobs.copy(source, destination, if_generation_match=0)
-        return True
-    except PreconditionFailed:
-        if _stored_md5(blobs, destination) == _stored_md5(blobs, source):
-            return False
-        raise ConflictingWrite(f"{destination} exists with different content") from None
+    if blobs.stat(destination) is None:  # a redelivery finds the copy made: nothing to rewrite
+        try:
+            blobs.copy(source, destination, if_generation_match=0)
+            return True
+        except PreconditionFailed:
+            pass
+    if _stored_md5(blobs, destination) == _stored_md5(blobs, source):
+        return False
+    raise ConflictingWrite(f"{destination} exists with different content")
 
 
 def chunks_stream(chunks: Iterable[bytes]) -> BinaryIO:
-    """A readable stream over byte strings made on demand (``read(n)`` returns ``n`` bytes until
-    the end, as uploaders expect)."""
+    """A readable stream over byte strings made on demand: ``read(n)`` returns ``n`` bytes until
+    the end and ``tell()`` says how far it got, as resumable uploads expect; it cannot seek."""
     return io.BufferedReader(_Chunks(iter(chunks)), buffer_size=1 << 20)
 
 
@@ -93,9 +95,13 @@ class _Chunks(io.RawIOBase):
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
         self._current = memoryview(b"")
+        self._position = 0
 
     def readable(self) -> bool:
         return True
+
+    def tell(self) -> int:
+        return self._position
 
     def readinto(self, target: Any) -> int:
         while not self._current:
@@ -106,6 +112,7 @@ class _Chunks(io.RawIOBase):
         size = min(len(target), len(self._current))
         target[:size] = self._current[:size]
         self._current = self._current[size:]
+        self._position += size
         return size
 
 

@@ -12,6 +12,7 @@ a failed precondition, a missing object, a 403 — surfaces at once.
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import random
 import time
@@ -28,6 +29,7 @@ from google.protobuf import timestamp_pb2
 
 from batchcast.messages import InvalidMessage, Message, Topic, decode, encode
 from batchcast.ports import BlobInfo, NotFound, PreconditionFailed, TransientError
+from batchcast.storage import chunks_stream as storage_chunks
 
 T = TypeVar("T")
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # resumable uploads: a multiple of 256 KiB
@@ -150,13 +152,25 @@ class GcsBlobStore:
         metadata: dict[str, str] | None = None,
         content_type: str | None = None,
     ) -> int:
+        head = stream.read(UPLOAD_CHUNK_BYTES + 1)
+        if len(head) <= UPLOAD_CHUNK_BYTES:  # all of it: one request, like write
+            return self.write(
+                name,
+                head,
+                if_generation_match=if_generation_match,
+                metadata=metadata,
+                content_type=content_type,
+            )
+        rest = storage_chunks(itertools.chain([head], iter(lambda: stream.read(UPLOAD_CHUNK_BYTES), b"")))
+
         def upload() -> int:
-            # A resumable upload in 8 MiB pieces: the client holds one piece at a time.
+            # A resumable upload in 8 MiB pieces: the client holds one piece at a time. GCS checks
+            # the precondition when the upload completes (fake-gcs-server before 2026-07 did not).
             blob = self._bucket.blob(name, chunk_size=UPLOAD_CHUNK_BYTES)
             if metadata:
                 blob.metadata = metadata
             blob.upload_from_file(
-                stream,
+                rest,
                 content_type=content_type or "application/octet-stream",
                 if_generation_match=if_generation_match,
                 retry=None,
