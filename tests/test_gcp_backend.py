@@ -10,6 +10,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 import pytest
 from google.api_core import exceptions as api
 from google.cloud import pubsub_v1
@@ -106,6 +107,24 @@ def test_streamed_writes_and_copies_keep_preconditions_and_content(blobs):
     assert storage.write_once_from(blobs, "big/x.csv", lambda: storage.chunks_stream([data])) is False
     with pytest.raises(storage.ConflictingWrite):
         storage.write_once_from(blobs, "big/x.csv", lambda: storage.chunks_stream([b"other"]))
+
+
+def test_an_upload_validates_from_a_gcs_stream_reading_back_its_rejected_rows(blobs):
+    from batchcast.validation import read_upload, validate_upload
+
+    rows = [f"{i},berlin,2026-02-{1 + i % 27:02d},{i}\n" for i in range(1, 80)]
+    rows[10], rows[50] = "11,berlin,2026-02-30,1\n", '51,berlin,"2026-02-25,1\n'
+    data = ("store_id,city,date,sales\n" + "".join(rows) + "1,berlin,2026-02-02,9\n").encode()
+    blobs.write("raw/u.csv", data)
+    options = {"logical_time": T0, "chunk_bytes": 64}
+    with blobs.open("raw/u.csv") as stream, read_upload(stream, "csv", size=len(data), **options) as upload:
+        groups = sorted((city, entity) for city, entity, _ in upload.groups())
+        rejected = pd.concat(list(upload.rejected_frames()), ignore_index=True)
+        result = upload.result
+    expected = validate_upload(data, "csv", **options)
+    assert result.row_errors == expected.row_errors and len(result.row_errors) == 4  # a conflict: 2
+    assert rejected.equals(expected.rejected) and rejected["row"].tolist() == [1, 11, 51, 80]
+    assert len(groups) == 76  # stores 1 (both its rows conflict), 11 and 51 have no good row
 
 
 @pytest.mark.parametrize(
