@@ -73,8 +73,10 @@ class Spool:
 
     def read(self, partition: int) -> pd.DataFrame | None:
         """Every row of one partition, in the order added; None when it holds none."""
+        if self._directory is None or self._columns is None:  # nothing added (or closed)
+            return None
         path = self._path(partition)
-        if self._columns is None or not path.exists():
+        if not path.exists():
             return None
         data = path.read_bytes()
         kinds = [kind for column in self._columns for kind in column.arrays]
@@ -103,6 +105,8 @@ class Spool:
 
     def drop(self, partition: int) -> None:
         """Forget one partition."""
+        if self._directory is None:
+            return
         path = self._path(partition)
         if path.exists():
             self.bytes -= path.stat().st_size
