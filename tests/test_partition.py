@@ -1048,3 +1048,30 @@ def test_the_spool_keeps_every_dtype() -> None:
         assert spool.peak_bytes > 0 and spool.bytes == 0 and spool.take(0) is None
     finally:
         spool.close()
+
+
+def test_partition_leaves_no_spool_behind(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    spools = tmp_path / "spools"
+    spools.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spools))
+    assert _run(rt, upload(rt, _messy_retail()), partition_chunk_bytes=64).status == "partial"
+    bad = upload(rt, "Store,Date,Revenue\n1,2026-02-27,100\n", name=layout.raw_object(DT, "u2", "csv"))
+    assert _run(rt, bad, partition_chunk_bytes=64).status == "rejected"
+    third = upload(rt, NATIVE + "9,berlin,2026-02-27,1,,,,\n", name=layout.raw_object(DT, "u3", "csv"))
+    store = rt.ports.blobs
+
+    class Broken:  # the bucket fails while partition writes: the spool goes all the same
+        def __getattr__(self, name: str):
+            return getattr(store, name)
+
+        def write(self, *args, **kwargs):
+            raise TransientError("503 from the bucket")
+
+    rt.ports.blobs = Broken()
+    with pytest.raises(TransientError):
+        _run(rt, third)
+    assert list(spools.iterdir()) == []
