@@ -10,7 +10,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: demo demo-bikeshare test lint bench bench-stack bench-api clean functions
+.PHONY: demo demo-bikeshare test lint bench bench-stack bench-api bench-partition clean functions
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench-stack: $(STAMP)
 # The results API under load: 200 authenticated requests/s for 30 s over 1,000 stores, on loopback.
 bench-api: $(STAMP)
 	$(BIN)/python bench/api.py
+
+# Partition's peak memory on a 2 GiB trips export and a 2 GiB retail rows file, against a bare
+# pandas.read_csv of each (target: peak RSS <= 512 MiB). Needs about 10 GB of disk and half an hour.
+bench-partition: $(STAMP)
+	$(BIN)/python bench/partition_memory.py
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) dist demo-output demo-output-bikeshare batchcast-data .batchcast-stack

@@ -56,7 +56,9 @@ CSV_COLUMNS = (
 PRIVATE = {"Cache-Control": "private, no-cache", "Vary": "Accept, Authorization"}
 Id = Annotated[
     str,
-    PathParam(pattern=layout.SAFE_ID.pattern, max_length=128, description="letters, digits, '_', '.', '-'"),
+    PathParam(
+        pattern=f"^{layout.SAFE_ID.pattern}$", max_length=128, description="letters, digits, '_', '.', '-'"
+    ),
 ]
 Format = Annotated[Literal["json", "csv"] | None, Query(description="csv, or json (the default)")]
 

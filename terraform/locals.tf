@@ -44,7 +44,7 @@ locals {
   # What each process adds to common_env.
   extra_env = {
     ingest        = {}
-    partition     = {}
+    partition     = { BATCHCAST_MAX_UPLOAD_BYTES = tostring(var.max_upload_bytes) }
     train_trigger = { BATCHCAST_TRAIN_JOB = local.train_job }
     predict       = {}
     notify = {
@@ -78,5 +78,7 @@ locals {
     BATCHCAST_MAX_ATTEMPTS = "embedded bus only: on GCP the dead-letter policies below count deliveries"
     BATCHCAST_NOW          = "pins the clock for tests and reruns; production runs on the real clock"
     BATCHCAST_PROFILE_DIR  = "own profiles ship inside the function archives (shared/batchcast/profiles)"
+    # The default keeps partition's peak memory well inside its 2Gi (bench/partition_memory.py).
+    BATCHCAST_PARTITION_CHUNK_BYTES = "a tuning knob for tests and benchmarks; the default suits partition's memory"
   }
 }

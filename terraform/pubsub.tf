@@ -15,6 +15,7 @@ resource "google_pubsub_topic" "dead_letter" {
 
 # A topic without a subscription drops what is published to it: each dead-letter topic keeps its
 # messages in a pull subscription, where an operator inspects them and republishes after a fix.
+# Named as batchcast.messages.Topic.dead_letter_subscription: `batchcast status` reads it.
 resource "google_pubsub_subscription" "dead_letter" {
   for_each                   = toset(local.topics)
   name                       = "${each.key}-dlq--hold"

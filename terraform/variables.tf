@@ -118,6 +118,12 @@ variable "max_event_age_seconds" {
   default     = 86400
 }
 
+variable "max_upload_bytes" {
+  description = "Partition rejects a larger upload whole, asking for it to be split (BATCHCAST_MAX_UPLOAD_BYTES)."
+  type        = number
+  default     = 1073741824
+}
+
 variable "public_url" {
   description = "Base URL of the managers' page, for links in emails (BATCHCAST_PUBLIC_URL); null: the API's Cloud Run URL."
   type        = string

@@ -18,6 +18,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from batchcast import layout, runtime, synth, training, uploads
@@ -298,8 +299,10 @@ def test_a_broken_manager_directory_leaves_freshness_written_and_alerts_pending(
     deployment.ports.blobs.write(layout.MANAGERS, b'{"ops": ["ops@example.com"]}')  # fixed
     _tick(deployment, LATER + timedelta(minutes=5))
     assert [rcpt for rcpt, _ in smtp.inbox.received] == [["ops@example.com"]]
-    outcome = CliRunner().invoke(app, ["status", "--root", str(tmp_path / "nowhere")])
-    assert outcome.exit_code != 0 and "not a batchcast root" in outcome.output
+    # The error itself, not rich's rendering of it: that wraps the message where the path ends.
+    outcome = CliRunner().invoke(app, ["status", "--root", str(tmp_path / "nowhere")], standalone_mode=False)
+    assert isinstance(outcome.exception, typer.BadParameter)
+    assert str(outcome.exception) == f"{tmp_path / 'nowhere'} is not a batchcast root (no .batchcast/ inside)"
 
 
 class _CrashAfterSending:

@@ -41,10 +41,28 @@ def test_raw_names_round_trip_and_bad_names_are_explained():
         layout.parse_raw("raw/dt=2026-13-40/x.csv")
 
 
-@pytest.mark.parametrize("bad", ["../etc", "a/b", ".hidden", "", "x" * 200, "a\x00b", "%2e%2e"])
+@pytest.mark.parametrize(
+    "bad", ["../etc", "a/b", ".hidden", "", "x" * 200, "a\x00b", "%2e%2e", "7\n", "7\r\n"]
+)
 def test_ids_that_would_escape_a_path_segment_are_refused(bad):
     with pytest.raises(layout.LayoutError):
         layout.results_object("retail", "store_id", bad)
+    with pytest.raises(layout.LayoutError):
+        layout.check_id(bad)
+
+
+def test_names_with_a_trailing_newline_do_not_parse():
+    """``$`` would match before a final newline; every layout pattern must refuse it."""
+    names = {
+        layout.parse_raw: layout.raw_object(date(2026, 3, 1), "up-1", "csv"),
+        layout.parse_batch_data: layout.batch_data_object("retail", "berlin", "store_id", "17", "u1"),
+        layout.parse_results: layout.results_object("retail", "store_id", "17"),
+        layout.parse_outcome: layout.outcome_object("retail", "berlin"),
+    }
+    for parse, name in names.items():
+        parse(name)  # the name itself parses
+        with pytest.raises(layout.LayoutError):
+            parse(name + "\n")
 
 
 def test_batch_data_names_parse_back():
@@ -114,6 +132,7 @@ def test_attributes_that_disagree_with_the_body_are_invalid():
 
 def test_every_topic_has_a_dead_letter_twin():
     assert Topic.PREDICT_REQUESTS.dead_letter == "predict-requests-dlq"
+    assert Topic.PREDICT_REQUESTS.dead_letter_subscription == "predict-requests-dlq--hold"
 
 
 # -- events ----------------------------------------------------------------------------------------
@@ -242,6 +261,33 @@ def test_write_once_accepts_the_same_bytes_and_refuses_others(deployment):
     assert storage.write_once(blobs, "x.json", b"{}") is False
     with pytest.raises(storage.ConflictingWrite):
         storage.write_once(blobs, "x.json", b"[]")
+
+
+def test_streamed_writes_and_copies_keep_preconditions_and_content(deployment):
+    blobs = deployment.ports.blobs
+    seen = []
+    blobs.on_finalize("rejected/", seen.append)
+    data = b"x" * (3 << 20)
+    first = blobs.write_from("a/x.csv", storage.chunks_stream([data[:5], data[5:]]), if_generation_match=0)
+    assert blobs.read("a/x.csv") == data and blobs.stat("a/x.csv").generation == first
+    with pytest.raises(PreconditionFailed):
+        blobs.write_from("a/x.csv", storage.chunks_stream([b"other"]), if_generation_match=0)
+    assert blobs.read("a/x.csv") == data and list(blobs.list("a/")) == [blobs.stat("a/x.csv")]  # no leftovers
+    blobs.write("a/y.csv", b"y", metadata={"dataset": "retail"}, content_type="text/csv")
+    blobs.copy("a/y.csv", "rejected/y.csv", if_generation_match=0)
+    assert blobs.read("rejected/y.csv") == b"y" and blobs.stat("rejected/y.csv").metadata == {
+        "dataset": "retail"
+    }
+    assert [info.name for info in seen] == ["rejected/y.csv"]  # a copy is a write like any other
+    with pytest.raises(PreconditionFailed):
+        blobs.copy("a/x.csv", "rejected/y.csv", if_generation_match=0)
+    assert storage.copy_once(blobs, "a/y.csv", "rejected/y.csv") is False
+    with pytest.raises(storage.ConflictingWrite):
+        storage.copy_once(blobs, "a/x.csv", "rejected/y.csv")
+    assert storage.write_once_from(blobs, "b/z.csv", lambda: storage.chunks_stream([b"z"])) is True
+    assert storage.write_once_from(blobs, "b/z.csv", lambda: storage.chunks_stream([b"z"])) is False
+    with pytest.raises(storage.ConflictingWrite):
+        storage.write_once_from(blobs, "b/z.csv", lambda: storage.chunks_stream([b"Z"]))
 
 
 def test_update_json_retries_when_someone_wrote_in_between(deployment):

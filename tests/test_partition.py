@@ -615,6 +615,14 @@ def test_invalid_entity_ids_are_rejected(rt: Runtime) -> None:
     assert store_ids(rt) == ["S-1.2"]
 
 
+def test_an_id_ending_in_a_newline_is_invalid(rt: Runtime) -> None:
+    partition_csv(rt, NATIVE + '"7\n",berlin,2026-02-27,1,,,,\n8,berlin,2026-02-27,1,,,,\n')
+    assert reasons(rt) == {
+        1: ["invalid id: store_id '7\\n' is not a valid id (letters, digits, '_', '.', '-')"]
+    }
+    assert store_ids(rt) == ["8"]
+
+
 def test_missing_required_values_are_rejected_and_optional_ones_may_be_empty(rt: Runtime) -> None:
     partition_csv(
         rt,
@@ -784,3 +792,286 @@ def test_no_input_makes_validation_raise() -> None:
         for ext in ("csv", "avro"):
             checked = validate(bytes(data), ext)
             assert checked.file_errors or checked.rows_read == checked.rows_accepted + len(checked.row_errors)
+
+
+# -- streaming: chunks, spool, limits ------------------------------------------------------------
+
+
+def _run(rt: Runtime, message: ObjectFinalized, **settings) -> StepResult:
+    """partition.run with these settings (e.g. a small ``partition_chunk_bytes``)."""
+    return partition.run(
+        rt.ports, message, RunContext("t", "partition", RUN.log, config.Settings(**settings))
+    )
+
+
+def _outcome(text: str | bytes, ext: str = "csv", **kwargs) -> tuple:
+    """What validation makes of an upload, in a form two runs can be compared by."""
+    checked = validate(text, ext, **kwargs)
+    return (
+        checked.good.to_csv(index=False),
+        checked.good.dtypes.astype(str).tolist(),
+        checked.row_errors,
+        checked.rejected.to_csv(index=False),
+        checked.reason_counts(),
+        (checked.rows_read, checked.rows_accepted, checked.file_errors, checked.warnings),
+    )
+
+
+def _messy_retail() -> str:
+    """Retail rows with every kind of trouble spread out: quoted fields holding newlines and commas,
+    duplicates and conflicts far apart, broken records, blank lines and CRLF line ends."""
+    lines = []
+    for day in range(1, 21):
+        for store in range(1, 5):
+            lines.append(f"{store},berlin,2026-02-{day:02d},{100 + day * store}.5,1,0,{day}.0,\n")
+    lines[3] = '"1",berlin,"2026-02-01","1,5",1,0,,\n'  # a comma inside quotes: not a number
+    lines[9] = '"S\nX",berlin,2026-02-03,5,1,0,,\n'  # a newline inside quotes: an invalid id
+    lines[20] = lines[20].replace(",1,0,", ",1,0,7,")  # one field too many
+    lines[33] = '34,berlin,"2026-02-09,1,1,0,,\n'  # a quote that never closes
+    lines[40] = "\r\n"
+    lines[41] = lines[41].rstrip("\n") + "\r\n"
+    lines.append("1,berlin,2026-02-01T00:00,101.5,1,0,1.0,\n")  # repeats row 1, in another spelling
+    lines.append("2,berlin,2026-02-20,7,1,0,,\n")  # conflicts with a row 75 rows up
+    return NATIVE + "".join(lines)
+
+
+@pytest.mark.parametrize("chunk_bytes", [16, 37, 64, 100, 333])
+def test_small_chunks_give_the_same_outcome_as_one_chunk(chunk_bytes: int) -> None:
+    """Chunk edges fall inside quoted fields, on broken records and between duplicates: nothing the
+    result says may depend on where they fall."""
+    text = _messy_retail()
+    whole = _outcome(text)
+    assert _outcome(text, chunk_bytes=chunk_bytes) == whole
+    good, _, errors, rejected, counts, _ = whole
+    assert good.count("\n") > 60 and counts["duplicate row"] == 1 and counts["conflicting duplicate"] == 2
+    assert {"malformed row", "not a number", "invalid id"} <= set(counts)
+    rows = pd.read_csv(io.StringIO(rejected))["row"].tolist()
+    assert rows == [e["row"] for e in errors] and len(rows) > 6  # every rejected row is listed here
+
+
+def test_each_synthetic_format_gives_the_same_outcome_in_small_chunks() -> None:
+    for name in ("retail", "bikeshare"):
+        profile = config.load_profile(name)
+        for fmt in synth.formats_for(profile):
+            frame = synth.generate(profile, entities=3, days=4, seed=8, fmt=fmt, end=date(2026, 2, 28))
+            text = frame.to_csv(index=False)
+            text += text.split("\n", 1)[1]  # every row twice: the repeats come many chunks later
+            assert _outcome(text, chunk_bytes=len(text) // 8) == _outcome(text), (name, fmt)  # 8 chunks
+
+
+def test_line_numbers_and_rows_count_across_chunks() -> None:
+    rows = [f"{i},berlin,2026-02-27,{i}\n" for i in range(1, 40)]
+    rows[30] = "31,berlin,2026-02-27\n"  # too few fields, on line 33 (the header and a blank line first)
+    text = "store_id,city,date,sales\n\n" + "".join(rows)  # a blank line counts for lines, not rows
+    for chunk_bytes in (20, 50, 1 << 20):
+        checked = validate(text, chunk_bytes=chunk_bytes)
+        assert checked.row_errors == [
+            {"row": 31, "reasons": ["malformed row: 3 fields where the header has 4 (line 33)"]}
+        ]
+        assert checked.rows_read == 39 and checked.rows_accepted == 38
+
+
+@pytest.mark.parametrize("chunk_bytes", range(30, 62, 3))
+def test_a_broken_record_at_a_chunk_edge_costs_only_its_own_line(chunk_bytes: int) -> None:
+    text = (
+        "store_id,city,date,sales\n"
+        "1,berlin,2026-02-27,1\n"
+        "2,berlin,2026-02-27,2\n"
+        '3,berlin,"2026-02-27,3\n'  # the quote never closes
+        "4,berlin,2026-02-27,4\n"
+        "5,berlin,2026-02-27,5,5\n"
+        "6,berlin,2026-02-27,6\n"
+    )
+    checked = validate(text, chunk_bytes=chunk_bytes)
+    assert [e["row"] for e in checked.row_errors] == [3, 5]
+    assert checked.row_errors[0]["reasons"][0].startswith("malformed row: unterminated quote on line 4")
+    assert checked.row_errors[1]["reasons"] == [
+        "malformed row: 5 fields where the header has 4 (line 6); surplus: '5'"
+    ]
+    assert checked.good["store_id"].tolist() == ["1", "2", "4", "6"]
+
+
+def test_duplicates_in_different_chunks_are_found_and_named_by_their_own_text(rt: Runtime) -> None:
+    rows = [f"{i},berlin,2026-02-{1 + i % 27:02d},{i}\n" for i in range(1, 60)]
+    rows.append("1,berlin,2026-02-02T00:00:00,1\n")  # row 1 again, its date spelled otherwise
+    rows.append("2,berlin,2026-02-03,99\n")  # row 2's store-day with other sales
+    message = upload(rt, "store_id,city,date,sales\n" + "".join(rows))
+    result = _run(rt, message, partition_chunk_bytes=64)
+    assert reasons(rt) == {
+        2: [
+            "conflicting duplicate: rows 2, 61 share city = 'berlin', store_id = '2', date = '2026-02-03' "
+            "but differ in other values"
+        ],
+        60: ["duplicate row: repeats row 1 (city = 'berlin', store_id = '1', date = '2026-02-02T00:00:00')"],
+        61: [
+            "conflicting duplicate: rows 2, 61 share city = 'berlin', store_id = '2', date = '2026-02-03' "
+            "but differ in other values"
+        ],
+    }
+    assert result.counts["rows_accepted"] == 58 and "2" not in store_ids(rt)
+    assert rejected_rows(rt)["row"].tolist() == ["2", "60", "61"]
+
+
+def test_trips_across_chunks_add_up_per_station_hour_and_ride_ids_are_compared_file_wide(rt: Runtime) -> None:
+    trips = [f"r{i},2026-03-01 08:{i % 60:02d},2026-03-01 09:{i % 60:02d},A,B,vancouver\n" for i in range(50)]
+    trips.append("r7,2026-03-01 08:07,2026-03-01 09:07,A,B,vancouver\n")  # trip r7 sent again
+    trips.append("r9,2026-03-01 10:00,2026-03-01 10:30,B,A,vancouver\n")  # another trip under r9's id
+    trips.append(",2026-03-01 08:00,2026-03-01 09:00,A,B,vancouver\n")  # no ride id: never a duplicate
+    message = upload(rt, TRIPS + "".join(trips))
+    result = _run(rt, message, partition_chunk_bytes=80)
+    assert sorted(reasons(rt)) == [10, 51, 52]
+    assert reasons(rt)[51] == ["duplicate row: repeats row 8 (ride_id = 'r7')"]
+    rows = accepted(rt, "bikeshare").set_index(["station_id", "hour"])
+    # 49 trips flowed (r9 and its conflict did not; the repeat of r7 counted once), plus the one without id.
+    assert rows.loc[("A", pd.Timestamp("2026-03-01 08:00")), "departures"] == 50
+    assert rows.loc[("B", pd.Timestamp("2026-03-01 09:00")), "arrivals"] == 50
+    assert rows["net_change"].sum() == 0 and len(rows) == 2
+    assert result.counts == {"rows_read": 53, "rows_accepted": 50, "rows_rejected": 3, "partitions": 2}
+
+
+def test_an_avro_upload_is_read_in_batches(rt: Runtime) -> None:
+    records = [
+        {"Store": s, "Date": date(2026, 2, d), "Sales": float(d), "Open": True}
+        for s in (1, 2)
+        for d in range(1, 25)
+    ]
+    records[5]["Sales"] = -1.0
+    records.append(dict(records[0]))  # an exact repeat, 47 records later
+    data = avro_bytes(ROSSMANN_AVRO, records)
+    assert _outcome(data, "avro", chunk_bytes=64 * 5) == _outcome(data, "avro")
+    result = _run(
+        rt, upload(rt, data, name=layout.raw_object(DT, "u1", "avro")), partition_chunk_bytes=64 * 5
+    )
+    assert result.counts == {"rows_read": 49, "rows_accepted": 47, "rows_rejected": 2, "partitions": 2}
+    assert sorted(reasons(rt)) == [6, 49] and rejected_rows(rt)["row"].tolist() == ["6", "49"]
+
+
+def test_a_file_over_the_size_limit_is_rejected_unread_saying_what_to_do(rt: Runtime) -> None:
+    text = NATIVE + "".join(f"{store},berlin,2026-02-27,100,1,0,,\n" for store in range(40))
+    message = upload(rt, text)
+    result = _run(rt, message, max_upload_bytes=1000)
+    [why] = result.errors.values()
+    size = len(text.encode())
+    assert why == (
+        f"the file is {size / 2**20:.1f} MiB ({size:,} bytes), over the upload limit of 0.0 MiB "
+        "(1,000 bytes, BATCHCAST_MAX_UPLOAD_BYTES): split it into several files below the limit and "
+        "upload each; rows of one entity may be spread over several uploads"
+    )
+    assert result.status == "rejected" and result.messages == []
+    assert rt.ports.blobs.read(layout.rejected_object(DT, "u1", "csv")) == text.encode()
+    assert report(rt)["counts"] == {"read": 0, "accepted": 0, "rejected": 0}
+    at_the_limit = upload(rt, text, name=layout.raw_object(DT, "u2", "csv"))
+    assert _run(rt, at_the_limit, max_upload_bytes=size).status == "succeeded"
+
+
+def test_the_raw_object_is_never_read_whole(rt: Runtime) -> None:
+    """Partition streams the upload and copies a rejected one inside the bucket."""
+    store = rt.ports.blobs
+
+    class NoWholeReads:
+        def __getattr__(self, name: str):
+            return getattr(store, name)
+
+        def read(self, name: str) -> bytes:
+            assert not name.startswith(layout.RAW), f"{name} read whole"
+            return store.read(name)
+
+    good = upload(rt, NATIVE + "1,berlin,2026-02-27,100,1,0,,\n2,berlin,2026-02-27,x,1,0,,\n")
+    bad = upload(rt, "Store,Date,Revenue\n1,2026-02-27,100\n", name=layout.raw_object(DT, "u2", "csv"))
+    misnamed = upload(rt, b"x\n", name="raw/dt=2026-03-02/no good.csv")
+    rt.ports.blobs = NoWholeReads()
+    assert partition.run(rt.ports, good, RUN).status == "partial"
+    assert partition.run(rt.ports, bad, RUN).status == "rejected"
+    assert partition.run(rt.ports, misnamed, RUN).status == "rejected"
+    assert store.read(layout.rejected_object(DT, "u2", "csv")) == b"Store,Date,Revenue\n1,2026-02-27,100\n"
+    assert store.stat(layout.rejected_object(DT, "u2", "csv")).metadata == {}
+
+
+def test_the_report_lists_the_first_rows_and_counts_them_all(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchcast import validation
+
+    monkeypatch.setattr(validation, "MAX_LISTED_ROWS", 3)
+    rows = [f"{i},berlin,2026-02-27,{'x' if i % 2 else i}\n" for i in range(1, 21)]  # odd rows are bad
+    rows.insert(2, "2,berlin,2026-02-27,2\n")  # an exact repeat of row 2, as row 3
+    result = _run(rt, upload(rt, "store_id,city,date,sales\n" + "".join(rows)), partition_chunk_bytes=40)
+    written = report(rt)
+    assert [e["row"] for e in written["rows"]] == [1, 3, 4]
+    assert written["rows"][1]["reasons"] == [
+        "duplicate row: repeats row 2 (city = 'berlin', store_id = '2', date = '2026-02-27')"
+    ]
+    assert written["reasons"] == {"duplicate row": 1, "not a number": 10}
+    assert written["counts"] == {"read": 21, "accepted": 10, "rejected": 11}
+    assert written["rows_left_out"] == 8
+    assert written["note"] == (
+        "rows lists the reasons of the first 3 rejected rows and leaves out 8 more (reasons counts them "
+        "all); rejected/dt=2026-03-02/u1.csv holds every rejected row and the raw object every row"
+    )
+    assert len(rejected_rows(rt)) == 11  # the rejected rows are all kept
+    assert result.notes[-1] == "10 of 21 rows accepted; 11 rejected (1 duplicate row, 10 not a number)"
+
+
+def test_a_very_wide_header_is_named_briefly() -> None:
+    header = [f"c{i}" for i in range(5000)]
+    checked = validate(",".join(header + header[:30]) + "\n" + ",".join("1" * 5030) + "\n")
+    [why] = checked.file_errors
+    assert why.startswith("duplicate column names in the header: 'c0', 'c1', ") and why.endswith(
+        " and 10 more"
+    )
+    checked = validate(",".join(header) + "\n" + ",".join("1" * 5000) + "\n")
+    [why] = checked.file_errors
+    assert "columns found: c0, c1, c2" in why and why.endswith(" and 4980 more)")
+
+
+def test_the_spool_keeps_every_dtype() -> None:
+    from batchcast.spool import Spool
+
+    frame = pd.DataFrame(
+        {
+            "text": pd.Series(["a", None, "b", "a"], dtype="str"),
+            "when": pd.to_datetime(pd.Series(["2026-01-01", None, "2026-01-03", "2026-01-04"])),
+            "flag": pd.Series([True, None, False, True], dtype="boolean"),
+            "count": pd.Series([1, None, 3, 4], dtype="Int64"),
+            "value": [1.5, float("nan"), 2.0, -3.0],
+            "row": [0, 1, 2, 3],
+        }
+    )
+    spool = Spool(3)
+    try:
+        spool.add(spool.partition_of(frame, ["text"]), frame)
+        spool.add(spool.partition_of(frame, ["text"]), frame.assign(row=frame["row"] + 4))
+        parts = [spool.take(p) for p in range(3)]
+        back = pd.concat([p for p in parts if p is not None]).sort_values("row").reset_index(drop=True)
+        expected = pd.concat([frame, frame.assign(row=frame["row"] + 4)], ignore_index=True)
+        pd.testing.assert_frame_equal(back, expected)
+        assert spool.peak_bytes > 0 and spool.bytes == 0 and spool.take(0) is None
+    finally:
+        spool.close()
+
+
+def test_partition_leaves_no_spool_behind(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    spools = tmp_path / "spools"
+    spools.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spools))
+    assert _run(rt, upload(rt, _messy_retail()), partition_chunk_bytes=64).status == "partial"
+    bad = upload(rt, "Store,Date,Revenue\n1,2026-02-27,100\n", name=layout.raw_object(DT, "u2", "csv"))
+    assert _run(rt, bad, partition_chunk_bytes=64).status == "rejected"
+    third = upload(rt, NATIVE + "9,berlin,2026-02-27,1,,,,\n", name=layout.raw_object(DT, "u3", "csv"))
+    store = rt.ports.blobs
+
+    class Broken:  # the bucket fails while partition writes: the spool goes all the same
+        def __getattr__(self, name: str):
+            return getattr(store, name)
+
+        def write(self, *args, **kwargs):
+            raise TransientError("503 from the bucket")
+
+    rt.ports.blobs = Broken()
+    with pytest.raises(TransientError):
+        _run(rt, third)
+    assert list(spools.iterdir()) == []

@@ -6,6 +6,7 @@ import hashlib
 import json
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -242,22 +243,70 @@ def test_demo_refuses_to_wipe_a_directory_it_did_not_create(tmp_path):
     assert outcome.exit_code != 0 and (tmp_path / "precious.txt").exists()
 
 
-def test_upload_command_runs_the_flow(tmp_path):
+def _upload(source: Path, root: Path, day: int = 2) -> Any:
+    """``batchcast upload`` in-process, its clock at midnight in Berlin (the demo's) of a March day."""
+    now = datetime(2026, 3, day, 0, 0).isoformat() + "+01:00"
+    return CliRunner().invoke(app, ["upload", str(source), "--root", str(root), "--now", now])
+
+
+def test_upload_command_runs_the_flow_and_exits_by_what_flowed(tmp_path):
     source = tmp_path / "sales.csv"
     source.write_bytes(_csv("retail", 4, 90))
-    outcome = CliRunner().invoke(
-        app,
-        [
-            "upload",
-            str(source),
-            "--root",
-            str(tmp_path / "b"),
-            "--now",
-            datetime(2026, 3, 2, 0, 0).isoformat() + "+01:00",
-        ],
-    )
+    outcome = _upload(source, tmp_path / "b")
     assert outcome.exit_code == 0, outcome.output
     assert len(list((tmp_path / "b" / "results" / "dataset=retail").glob("*.json"))) == 4
+    # The next day's rows, one of them bad: the good one flows, the command says what did not.
+    source.write_bytes(b"store_id,city,date,sales\n1,berlin,2026-03-02,10\n2,berlin,2026-03-02,lots\n")
+    outcome = _upload(source, tmp_path / "b", day=3)
+    assert outcome.exit_code == 4, outcome.output
+    [why] = [line for line in outcome.output.splitlines() if line.startswith("exit 4: ")]
+    upload_id = why.split("raw/dt=2026-03-02/")[1].split(".csv")[0]
+    assert why == (
+        f"exit 4: raw/dt=2026-03-02/{upload_id}.csv: 1 of 2 rows accepted; 1 rejected (1 not a number) "
+        f"(report: rejected/dt=2026-03-02/{upload_id}.error.json)"
+    )
+
+
+def test_upload_command_exits_3_when_nothing_flowed(tmp_path):
+    source = tmp_path / "sales.csv"
+    source.write_bytes(b"Store,Date,Revenue\n1,2026-02-27,100\n")
+    outcome = _upload(source, tmp_path / "b")
+    assert outcome.exit_code == 3, outcome.output
+    assert "file rejected: missing columns: Sales (closest fit: dataset retail" in outcome.output
+    assert list((tmp_path / "b" / "batch_data").glob("**/*.avro")) == []
+
+
+def test_upload_command_exits_1_when_a_run_fails(tmp_path, monkeypatch):
+    from batchcast.steps import partition
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(partition, "run", broken)
+    source = tmp_path / "sales.csv"
+    source.write_bytes(_csv("retail", 2, 10))
+    outcome = _upload(source, tmp_path / "b")
+    assert outcome.exit_code == 1, outcome.output
+    assert "exit 1: 1 message(s) dead-lettered (batchcast status lists them)" in outcome.output
+
+
+def test_upload_streams_a_local_file_and_dedupes_it(tmp_path):
+    """The CLI's upload path writes a file from disk in pieces; the same file twice is one upload."""
+    blobs = runtime.embedded(tmp_path / "b").ports.blobs
+    source = tmp_path / "big.csv"
+    source.write_bytes(b"x" * (3 << 20) + b"\n")  # more than one 1 MiB piece
+    at = datetime(2026, 3, 2, 12, 0).astimezone()
+    name = uploads.store_upload(blobs, source, ext="csv", now=at, dataset="retail")
+    assert name == layout.raw_object(at.date(), uploads.new_upload_id(at, source.read_bytes()), "csv")
+    assert blobs.read(name) == source.read_bytes() and blobs.stat(name).metadata == {"dataset": "retail"}
+    generation = blobs.stat(name).generation
+    assert uploads.store_upload(blobs, source, ext="csv", now=at, dataset="retail") == name
+    assert blobs.stat(name).generation == generation  # not written again: no second event
+    other = tmp_path / "other.csv"
+    other.write_bytes(b"y\n")
+    upload_id = name.rsplit("/", 1)[1].removesuffix(".csv")
+    with pytest.raises(uploads.UploadConflict):
+        uploads.store_upload(blobs, other, ext="csv", now=at, upload_id=upload_id)
 
 
 @pytest.mark.parametrize(

@@ -271,12 +271,12 @@ def test_stations_cover_cities_and_ids_are_safe(trips: pd.DataFrame, bikeshare: 
     assert set(table["type"]) == set(synth.STATION_TYPES)
     assert table["station_id"].str.fullmatch(r"[A-Z]{3}\d{3}").all()
     ids = pd.concat([trips["start_station_id"], trips["end_station_id"], trips["ride_id"]])
-    assert ids.map(lambda value: bool(SAFE_ID.match(value))).all()
+    assert ids.map(lambda value: bool(SAFE_ID.fullmatch(value))).all()
     assert set(ids.iloc[: 2 * len(trips)]) <= set(table["station_id"])
 
 
 def test_retail_store_ids_are_safe(stores: pd.DataFrame) -> None:
-    assert stores["store_id"].map(lambda value: bool(SAFE_ID.match(value))).all()
+    assert stores["store_id"].map(lambda value: bool(SAFE_ID.fullmatch(value))).all()
 
 
 def test_commuter_flows_shape_the_net_change(trips: pd.DataFrame, bikeshare: Profile) -> None:

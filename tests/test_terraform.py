@@ -90,6 +90,30 @@ def test_topics_and_dead_letters_match_the_message_contract(tf: dict, tf_text: s
     assert {f"{t}-dlq" for t in tf["locals"]["topics"]} == {t.dead_letter for t in Topic}
 
 
+def test_status_reads_the_dead_letter_subscriptions_terraform_creates(tf: dict, tmp_path: Path) -> None:
+    """`batchcast status` on GCP pulls from the subscriptions Terraform keeps dead letters in."""
+    from batchcast import status
+    from batchcast.backends.gcp import PubSubBus
+
+    held = tf["resource"]["google_pubsub_subscription"]["dead_letter"]
+    assert held["topic"] == "${google_pubsub_topic.dead_letter[each.key].id}"
+    created = {held["name"].replace("${each.key}", topic) for topic in tf["locals"]["topics"]}
+    pulled: list[str] = []
+
+    class Subscriber:  # what PubSubBus.dead_letters asks of the Pub/Sub client
+        def subscription_path(self, project: str, name: str) -> str:
+            return f"projects/{project}/subscriptions/{name}"
+
+        def pull(self, request: dict, timeout: float) -> Any:
+            pulled.append(request["subscription"].rsplit("/", 1)[-1])
+            return type("Response", (), {"received_messages": []})()
+
+    bus = PubSubBus.__new__(PubSubBus)  # no real clients: only what status calls
+    bus.project, bus.subscriber = "p", Subscriber()
+    status.collect(runtime.embedded(tmp_path).ports.blobs, bus.dead_letters)
+    assert sorted(pulled) == sorted(created) and len(created) == len(Topic)
+
+
 def test_subscriptions_are_the_routes(tf: dict) -> None:
     declared = {name: (r["topic"], r["function"]) for name, r in tf["locals"]["routes"].items()}
     assert declared == {r.subscription: (r.topic.value, r.function) for r in ROUTES}
@@ -381,6 +405,15 @@ class _RecordingBlobs:
         self._note("create" if options.get("if_generation_match") == 0 else "update", name)
         return self.inner.write(name, data, **options)
 
+    def write_from(self, name: str, stream: Any, **options: Any) -> int:
+        self._note("create" if options.get("if_generation_match") == 0 else "update", name)
+        return self.inner.write_from(name, stream, **options)
+
+    def copy(self, source: str, destination: str, **options: Any) -> int:
+        self._note("read", source)
+        self._note("create" if options.get("if_generation_match") == 0 else "update", destination)
+        return self.inner.copy(source, destination, **options)
+
 
 def test_bucket_grants_cover_what_each_process_really_touches(tf: dict, small_retail, tmp_path) -> None:
     """Run the pipeline (every function, and the training job's step) on a recording bucket and
@@ -406,7 +439,10 @@ def test_bucket_grants_cover_what_each_process_really_touches(tf: dict, small_re
 
     deployment.handle = recorded  # type: ignore[method-assign]
     frame = synth.generate(profile, 4, 90, seed=6, end=date(2026, 3, 1))
-    uploads.store_upload(blobs.inner, frame.to_csv(index=False).encode(), ext="csv", now=at, dataset="grants")
+    # One bad row (the rejected rows are streamed to rejected/) and a file rejected whole (copied there).
+    data = frame.to_csv(index=False).encode() + b"oops\n"
+    uploads.store_upload(blobs.inner, data, ext="csv", now=at, dataset="grants")
+    uploads.store_upload(blobs.inner, b"Store,Day\n1,2\n", ext="csv", now=at, dataset="grants")
     deployment.bus.drain()
     plans = b"store_id,city,date,open,promo\n,berlin,2026-03-03,1,1\n"  # future values, read by predict
     uploads.store_upload(blobs.inner, plans, ext="csv", now=at, dataset="grants")
@@ -431,6 +467,8 @@ def test_bucket_grants_cover_what_each_process_really_touches(tf: dict, small_re
     may = {"read": ("read", "create", "update"), "create": ("create", "update"), "update": ("update",)}
     processes = {process for process, _, _ in blobs.touched} - {"outside"}
     assert processes == {"partition", "train_trigger", "predict", "notify", "train_job"}
+    rejected = sorted(n for _, level, n in blobs.touched if level == "create" and n.startswith("rejected/"))
+    assert [n.rsplit(".", 1)[-1] for n in rejected] == ["csv", "json", "csv", "json"]  # 2 uploads, 2 ways
     denied = sorted(
         (process, level, name)
         for process, level, name in blobs.touched

@@ -97,6 +97,13 @@ def generate(
     console.print(f"wrote {len(frame):,} rows to {out}")
 
 
+# What `batchcast upload` exits with (its --help and README's "Using it" say the same).
+EXIT_FAILED = 1  # a run failed, a message was dead-lettered or a training job failed
+EXIT_USAGE = 2  # bad arguments (typer's own code)
+EXIT_FILE_REJECTED = 3  # nothing flowed: the file was rejected whole, or every row of it
+EXIT_ROWS_REJECTED = 4  # some rows were rejected; the others flowed
+
+
 @app.command()
 def upload(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A .csv or .avro file.")],
@@ -107,24 +114,59 @@ def upload(
     root: RootOption = None,
     now: NowOption = None,
 ) -> None:
-    """Upload a file to raw/ and run everything it triggers (embedded backend)."""
+    """Upload a file to raw/ and run everything it triggers (embedded backend).
+
+    The file is streamed from disk, never read whole. Exit codes: 0 everything flowed; 1 a run
+    failed or a message was dead-lettered; 2 bad arguments; 3 nothing flowed (the file, or every
+    row of it, was rejected); 4 some rows were rejected, the rest flowed. The last line says why.
+    """
     clock = FixedClock(_aware(now)) if now else SystemClock()
     deployment = _deployment(root, clock)
     ext = file.suffix.lstrip(".").lower()
+    dead_before = _dead_letter_count(deployment)
     try:
         name = uploads.store_upload(
-            deployment.ports.blobs,
-            file.read_bytes(),
-            ext=ext,
-            now=clock.now(),
-            dataset=dataset,
-            mapping=mapping,
+            deployment.ports.blobs, file, ext=ext, now=clock.now(), dataset=dataset, mapping=mapping
         )
     except (ValueError, uploads.UploadConflict) as error:
         raise typer.BadParameter(str(error)) from error
-    _drain_with_progress(deployment)
+    jobs_failed = _drain_with_progress(deployment)
     console.print(f"uploaded {file} as {name}")
     _print_runs(deployment)
+    code, why = _upload_outcome(deployment, name, _dead_letter_count(deployment) - dead_before, jobs_failed)
+    if code:
+        console.print(f"exit {code}: {why}", markup=False, soft_wrap=True)  # one line, however long
+        raise typer.Exit(code)
+
+
+def _dead_letter_count(deployment: runtime.Runtime) -> int:
+    if not _local(deployment):
+        return 0
+    return sum(len(deployment.bus.dead_letters(topic.value)) for topic in Topic)
+
+
+def _upload_outcome(
+    deployment: runtime.Runtime, name: str, dead_letters: int, jobs_failed: int
+) -> tuple[int, str]:
+    """The exit code of an upload's runs and why (see ``upload``); (0, "") when all flowed."""
+    failures = [
+        f"{function} {result.status}: " + "; ".join(f"{k}: {v}" for k, v in result.errors.items())
+        for function, result in deployment.results
+        if result.status == "failed" or (function != "partition" and result.status == "partial")
+    ]
+    if dead_letters:
+        failures.append(f"{dead_letters} message(s) dead-lettered (batchcast status lists them)")
+    if jobs_failed:
+        failures.append(f"{jobs_failed} training job(s) failed (logs in {BOOKKEEPING}/jobs/)")
+    if failures:
+        return EXIT_FAILED, "; ".join(failures)
+    for function, result in deployment.results:
+        if function == "partition" and result.status in ("rejected", "partial"):
+            # Partition's last note is its summary: what flowed and why the rest did not.
+            report = result.details.get("report")
+            why = f"{name}: {result.notes[-1]}" + (f" (report: {report})" if report else "")
+            return (EXIT_FILE_REJECTED if result.status == "rejected" else EXIT_ROWS_REJECTED), why
+    return 0, ""
 
 
 @app.command()
@@ -197,18 +239,21 @@ def _progress() -> Progress:
     )
 
 
-def _drain_with_progress(deployment: runtime.Runtime) -> None:
+def _drain_with_progress(deployment: runtime.Runtime) -> int:
+    """Run what was published (embedded backend); return how many training jobs failed."""
     if not _local(deployment):
-        console.print("published; the deployment's functions take it from here")
-        return
+        console.print("published; the deployment's functions take it from here (see batchcast status)")
+        return 0
     with console.status("running the pipeline…"):
         deployment.bus.drain()
     launched = deployment.ports.jobs.processes if deployment.ports.jobs else []
-    if launched:
-        # Training jobs are separate processes that run their cities' predictions themselves.
-        with console.status(f"waiting for {len(launched)} training job(s)…"):
-            codes = deployment.ports.jobs.wait()
-        console.print(f"training jobs finished with exit codes {codes}; logs in {BOOKKEEPING}/jobs/")
+    if not launched:
+        return 0
+    # Training jobs are separate processes that run their cities' predictions themselves.
+    with console.status(f"waiting for {len(launched)} training job(s)…"):
+        codes = deployment.ports.jobs.wait()
+    console.print(f"training jobs finished with exit codes {codes}; logs in {BOOKKEEPING}/jobs/")
+    return sum(1 for code in codes if code)
 
 
 def _log_file(root: Path) -> TextIO:

@@ -696,6 +696,12 @@ class Settings(_Strict):
     # somehow keeps coming back (Eventarc retries storage events for a day) stops costing runs.
     max_event_age_seconds: int = Field(default=86_400, ge=1)
     max_attempts: int = Field(default=5, ge=1)  # embedded bus: deliveries before dead-lettering
+    # Partition rejects a larger upload whole, unread, asking for it to be split. Its memory stays
+    # flat at any size; its time does not: a 2 GiB file of rows needs ~500 s of its 540 s (README).
+    max_upload_bytes: int = Field(default=2**30, ge=1)
+    # Partition validates an upload this many bytes at a time; its memory grows with it
+    # (bench/partition_memory.py measures both).
+    partition_chunk_bytes: int = Field(default=8 * 2**20, ge=1)
     now: AwareDatetime | None = None  # pin the clock (tests, demos, reruns); None: the real clock
     # The bearer-token map's JSON (see batchcast.tokens), injected from Secret Manager; when empty
     # the map is read from the bucket object config/api_tokens.json. It holds digests, never tokens.

@@ -87,8 +87,8 @@ def handle_upload(
         "dataset": preview.profile.name if preview.profile else None,
         "mapping": preview.mapping,
         "rows_read": preview.rows_read,
-        "rows_accepted": len(preview.good),
-        "rows_rejected": len(preview.row_errors),
+        "rows_accepted": preview.rows_accepted,
+        "rows_rejected": len(preview.row_errors) + preview.rows_unlisted,  # row_errors lists the first
         "file_errors": preview.file_errors,
         "row_errors": preview.row_errors[:PREVIEW_ERRORS],
         "warnings": preview.warnings,

@@ -68,12 +68,15 @@ API_TOKENS = "config/api_tokens.json"  # the bearer-token map (digests only) whe
 RAW_EXTENSIONS = ("csv", "avro")
 
 # Ids that become path segments: no slashes, no dots up front, nothing a URL or shell would mangle.
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Every pattern here ends in \Z, not $: $ also matches before a final newline ("7\n" is no id).
+# SAFE_ID is matched whole (fullmatch); the API gives it to pydantic as ^...$, whose $ (Rust regex)
+# means the end of the text.
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _DATE = r"\d{4}-\d{2}-\d{2}"
-_RAW_NAME = re.compile(rf"^raw/dt=(?P<dt>{_DATE})/(?P<upload_id>[^/]+)\.(?P<ext>[A-Za-z0-9]+)$")
+_RAW_NAME = re.compile(rf"^raw/dt=(?P<dt>{_DATE})/(?P<upload_id>[^/]+)\.(?P<ext>[A-Za-z0-9]+)\Z")
 _BATCH_NAME = re.compile(
     r"^batch_data/dataset=(?P<dataset>[^/]+)/city=(?P<city>[^/]+)/"
-    r"(?P<entity_key>[^/=]+)=(?P<entity_id>[^/]+)/(?P<upload_id>[^/]+)\.avro$"
+    r"(?P<entity_key>[^/=]+)=(?P<entity_id>[^/]+)/(?P<upload_id>[^/]+)\.avro\Z"
 )
 
 _FUTURE_NAME = re.compile(
@@ -87,7 +90,7 @@ class LayoutError(PermanentError, ValueError):
 
 def check_id(value: str, what: str = "id") -> str:
     """Return ``value`` if it is safe as one path segment, else raise :class:`LayoutError`."""
-    if not SAFE_ID.match(value) or ".." in value:
+    if not SAFE_ID.fullmatch(value) or ".." in value:
         raise LayoutError(f"{what} {value!r} is not a valid id (letters, digits, '_', '.', '-')")
     return value
 
@@ -252,7 +255,7 @@ def results_object(dataset: str, entity_key: str, entity_id: str) -> str:
 
 def parse_results(name: str) -> tuple[str, str]:
     """Return (dataset, entity id) of a ``results/`` object name."""
-    match = re.match(r"^results/dataset=([^/]+)/[^/=]+=([^/]+)\.json$", name)
+    match = re.match(r"^results/dataset=([^/]+)/[^/=]+=([^/]+)\.json\Z", name)
     if not match:
         raise LayoutError(f"{name!r} is not a results object")
     return match[1], match[2]
@@ -281,7 +284,7 @@ def outcome_object(dataset: str, city: str | None) -> str:
 
 def parse_outcome(name: str) -> tuple[str, str | None]:
     """Return (dataset, city or None) of a ``status/outcomes/`` object name."""
-    match = re.match(r"^status/outcomes/dataset=([^/]+)/(?:city=([^/]+)|_dataset)\.json$", name)
+    match = re.match(r"^status/outcomes/dataset=([^/]+)/(?:city=([^/]+)|_dataset)\.json\Z", name)
     if not match:
         raise LayoutError(f"{name!r} is not an outcomes object")
     return match[1], match[2]

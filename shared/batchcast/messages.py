@@ -25,7 +25,8 @@ CITY_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 
 
 class Topic(StrEnum):
-    """Every topic of the system; each has a dead-letter twin named ``<topic>-dlq``."""
+    """Every topic of the system; each has a dead-letter twin named ``<topic>-dlq``, whose messages
+    wait in the pull subscription ``<topic>-dlq--hold``."""
 
     RAW_OBJECTS = "raw-objects"  # GCS notifications for raw/ (OBJECT_FINALIZE)
     PARTITIONS_READY = "partitions-ready"
@@ -37,6 +38,12 @@ class Topic(StrEnum):
     def dead_letter(self) -> str:
         """The dead-letter topic that receives this topic's undeliverable messages."""
         return f"{self.value}-dlq"
+
+    @property
+    def dead_letter_subscription(self) -> str:
+        """The pull subscription that keeps the dead-letter topic's messages until an operator acts
+        (Terraform and the emulator stack create it; ``batchcast status`` reads it)."""
+        return f"{self.dead_letter}--hold"
 
 
 class InvalidMessage(PermanentError, ValueError):

@@ -71,6 +71,25 @@ class BlobStore(Protocol):
         """
         ...
 
+    def write_from(
+        self,
+        name: str,
+        stream: BinaryIO,
+        *,
+        if_generation_match: int | None = None,
+        metadata: dict[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> int:
+        """:meth:`write` with the content read from ``stream`` to its end, a piece at a time, so an
+        object larger than memory can be written. ``stream`` may be read only once."""
+        ...
+
+    def copy(self, source: str, destination: str, *, if_generation_match: int | None = None) -> int:
+        """Copy ``source`` (content, metadata, content type) to ``destination`` inside the bucket,
+        without passing it through this process's memory; return the new generation. Preconditions
+        apply to ``destination`` as in :meth:`write`; a missing source raises :class:`NotFound`."""
+        ...
+
     def stat(self, name: str) -> BlobInfo | None:
         """Return the object's info, or None when it does not exist."""
         ...

@@ -417,7 +417,7 @@ def _create_subscriptions(state: StackState, min_backoff: int, max_backoff: int)
         # Pull subscriptions on the dead-letter topics, for `batchcast status` and inspection.
         subscriber.create_subscription(
             request={
-                "name": subscriber.subscription_path(state.project, topic.dead_letter),
+                "name": subscriber.subscription_path(state.project, topic.dead_letter_subscription),
                 "topic": subscriber.topic_path(state.project, topic.dead_letter),
                 "message_retention_duration": week,
             }

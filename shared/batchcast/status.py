@@ -6,8 +6,8 @@ Reads only small documents: ``status/outcomes/`` (last success and failure per f
 Dead letters come through one function per backend, ``dead_letters(topic) -> list[dict]``, each dict
 with ``attributes`` (the message's, so ``dataset``/``city``/``kind``), ``error``, ``subscription`` and
 ``dead_lettered_at`` (or ``publish_time``): the embedded bus reads its
-``.batchcast/bus/<topic>-dlq.jsonl``; the gcp bus pulls (without acking) from the ``<topic>-dlq``
-subscription.
+``.batchcast/bus/<topic>-dlq.jsonl``; the gcp bus pulls (without acking) from the
+``<topic>-dlq--hold`` subscription (``Topic.dead_letter_subscription``, as Terraform names it).
 """
 
 from __future__ import annotations

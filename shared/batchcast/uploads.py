@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
+from pathlib import Path
 
-from batchcast import layout
-from batchcast.ports import BlobStore, PreconditionFailed
+from batchcast import layout, storage
+from batchcast.ports import BlobStore
 
 CONTENT_TYPES = {"csv": "text/csv", "avro": "application/avro"}
 
@@ -15,14 +16,21 @@ class UploadConflict(RuntimeError):
     """An upload id was reused for different content (raw uploads are immutable)."""
 
 
-def new_upload_id(now: datetime, data: bytes) -> str:
+def new_upload_id(now: datetime, data: bytes | Path) -> str:
     """A time-sortable id that is the same for the same bytes at the same second (retries dedupe)."""
-    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{hashlib.sha256(data).hexdigest()[:12]}"
+    digest = hashlib.sha256()
+    if isinstance(data, Path):
+        with data.open("rb") as stream:
+            while piece := stream.read(1 << 20):
+                digest.update(piece)
+    else:
+        digest.update(data)
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{digest.hexdigest()[:12]}"
 
 
 def store_upload(
     blobs: BlobStore,
-    data: bytes,
+    data: bytes | Path,
     *,
     ext: str,
     now: datetime,
@@ -30,7 +38,8 @@ def store_upload(
     mapping: str | None = None,
     upload_id: str | None = None,
 ) -> str:
-    """Write ``data`` to ``raw/dt=<UTC date>/<upload_id>.<ext>`` once and return the object name.
+    """Write ``data`` (bytes, or a local file streamed from disk, however large) to
+    ``raw/dt=<UTC date>/<upload_id>.<ext>`` once and return the object name.
 
     Re-sending the same bytes under the same id is a no-op (no second event); different bytes under
     an existing id raise :class:`UploadConflict` rather than overwrite what was uploaded.
@@ -40,9 +49,12 @@ def store_upload(
     upload_id = upload_id or new_upload_id(now, data)
     name = layout.raw_object(now.astimezone(UTC).date(), upload_id, ext)
     metadata = {k: v for k, v in {"dataset": dataset, "mapping": mapping}.items() if v}
+    options = {"metadata": metadata, "content_type": CONTENT_TYPES[ext]}
     try:
-        blobs.write(name, data, if_generation_match=0, metadata=metadata, content_type=CONTENT_TYPES[ext])
-    except PreconditionFailed:
-        if blobs.read(name) != data:
-            raise UploadConflict(f"{name} already holds a different upload") from None
+        if isinstance(data, Path):
+            storage.write_once_from(blobs, name, lambda: data.open("rb"), **options)
+        else:
+            storage.write_once(blobs, name, data, **options)
+    except storage.ConflictingWrite:
+        raise UploadConflict(f"{name} already holds a different upload") from None
     return name

@@ -1,28 +1,45 @@
-"""Validate an upload: bytes in, typed good rows and every reason for the bad ones out.
+"""Validate an upload: a stream in, typed good rows per (city, entity) and every reason for the bad ones out.
 
-Pure: no ports, no cloud. :func:`validate_upload` reads a CSV or Avro upload, picks the profile and
-column mapping that fit its header, parses every mapped column vectorised (per-row Python runs only
-for rows that are rejected), and returns the good rows in the profile's Avro schema.
+Pure: no ports, no cloud. :func:`read_upload` reads a CSV or Avro upload from a stream, picks the
+profile and column mapping that fit its header, parses every mapped column vectorised (per-row
+Python runs only for rows a report lists), and hands back the good rows in the profile's Avro
+schema, one (city, entity) at a time. :func:`validate_upload` does the same for bytes held in
+memory (the ingest preview, tests) and returns everything at once.
 
 Rules, each in one place:
 
-* A file is rejected whole (``file_errors``) when it cannot be read as a table or no mapping fits it:
-  empty, header only, not UTF-8, a corrupt Avro file, missing columns, an ambiguous header, extra
+* A file is rejected whole (``file_errors``) when it is larger than the size limit, cannot be read
+  as a table or no mapping fits it: empty, header only, not UTF-8, a corrupt Avro file, a line
+  longer than the longest record a chunk may grow to, missing columns, an ambiguous header, extra
   columns under a mapping that rejects them.
 * A row is rejected when it is malformed (wrong field count, broken quoting), a required value is
   missing, a value does not parse as its field's type, an id is not a safe path segment, its city is
   unknown, its period is not aligned to the profile's frequency or lies after the upload's logical
   time (in the city's wall clock), its target is negative where the profile forbids that, a trip
   ended before it started, or it duplicates another row (see :func:`_duplicates`).
-* Every reason reads ``"<category>: <detail>"``; the categories are the constants below, and reports
-  count reasons per category.
+* Every reason reads ``"<category>: <detail>"``; the categories are the constants below. Reports
+  count rejected rows' reasons per category exactly, and list the reasons of the first
+  :data:`MAX_LISTED_ROWS` rejected rows (the rejected rows themselves are all kept).
 
-Rows are numbered 1-based over the data rows (the header and blank lines are not counted). A CSV
-is read by pandas when a vectorised field count shows every record well formed; otherwise Python's
+Bounded memory. The file is read in record-aligned chunks of about ``chunk_bytes`` (a newline ends
+a chunk only outside quotes, so a quoted field may hold newlines). Each chunk is checked on its own:
+pandas reads it when a vectorised field count shows every record well formed; otherwise Python's
 csv module finds exactly which records are not, and a bad record that spans lines (a stray quote)
-costs only its first line. Avro records are turned into the text a CSV would hold, so both formats
-share one parsing path. Timestamps without an offset are the city's wall clock; ones with an offset
-are converted to it.
+costs only its first line. A broken quote is looked for within its chunk only: when no newline
+outside quotes comes within four chunks, the chunk ends at the last newline and the next one starts
+afresh. Avro records are read in batches and turned into the text a CSV would hold, so both
+formats share one parsing path. Timestamps without an offset are the city's wall clock; ones with
+an offset are converted to it.
+
+A chunk's good rows wait in a :class:`~batchcast.spool.Spool` on local disk, compact and hashed
+into partitions by what identifies them, so that everything needing all of an entity's rows runs
+one partition at a time: duplicates (whose identity is (city, entity, period), or a trip's ride id)
+and, per (city, entity), the rows sorted by period. Trips are aggregated per partition and their
+station-period counts added up across partitions. Only the rows a report lists and the rejected
+rows are read from the file a second time (the chunks holding them).
+
+Rows are numbered 1-based over the data rows (the header and blank lines are not counted), lines
+1-based over the file, across chunks.
 
 Mapping kinds: ``rows`` map onto the schema directly; ``counts`` (station-hour counts) and ``trips``
 (one row per trip, aggregated to departures and arrivals per station and period) derive the target
@@ -38,13 +55,15 @@ other field.
 from __future__ import annotations
 
 import csv
+import heapq
 import io
+import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import fastavro
 import numpy as np
@@ -53,9 +72,13 @@ import pandas as pd
 from batchcast import config, layout, schemas
 from batchcast.config import ColumnMapping, Profile
 from batchcast.schemas import GROUP_KEY
+from batchcast.spool import Spool
 
 ROW = "row"  # the column of the rejected frame that holds the data-row number
 DEPARTURES, ARRIVALS = config.COUNT_FIELDS  # what the counts and trips kinds count
+CHUNK_BYTES = 8 * 2**20  # the bytes of CSV (or their Avro equivalent) validated at once
+MAX_LISTED_ROWS = 1_000  # rejected rows whose reasons a report lists; the rest are counted
+MAX_LISTED_NAMES = 20  # column names a message lists before it says how many more there are
 
 # Reason categories.
 MALFORMED = "malformed row"
@@ -78,22 +101,31 @@ _QUOTE, _COMMA, _LF, _CR = (ord(c) for c in '",\n\r')
 _OFFSET = r"(?:[zZ]|[+-]\d\d(?::?\d\d)?)$"  # a timestamp that names its UTC offset
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")  # a line and its end, as newline="" splits
 _INT_BOUNDS = {"int": 2**31, "long": 2**63}
-_CHUNK = 100_000  # records per DataFrame chunk on the slow CSV path, to bound Python objects
+_AVRO_RECORD_BYTES = 64  # a CSV record's bytes, roughly: Avro batches hold chunk_bytes / this records
+_AVRO_EXPANSION = 8  # CSV bytes per byte of (deflated) Avro, roughly, to size the spool's partitions
+_MIN_RECORD_LIMIT = 2**20  # a record (or chunk without a newline outside quotes) may grow to this
+_MAX_PARTITIONS = 4096
+_ID_KEYS = ("batchcast-ride-1", "batchcast-ride-2")  # two 64-bit hashes make a trip's 128-bit identity
 
 
 @dataclass
 class ValidatedUpload:
     """What validation made of one upload."""
 
-    profile: Profile | None
-    mapping: str | None
-    good: pd.DataFrame  # the profile's schema fields, typed, sorted by city, entity and period
-    rejected: pd.DataFrame  # bad source rows in the user's columns, plus ``row`` (first)
-    row_errors: list[dict[str, Any]]  # [{"row": n, "reasons": [...]}], by row
-    file_errors: list[str]  # non-empty: the whole file is rejected
-    warnings: list[str]
-    rows_read: int
+    profile: Profile | None = None
+    mapping: str | None = None
+    # validate_upload only (read_upload hands them out chunk by chunk): the profile's schema fields,
+    # typed, sorted by city, entity and period; bad source rows in the user's columns, plus ``row``.
+    good: pd.DataFrame = field(default_factory=pd.DataFrame)
+    rejected: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=[ROW]))
+    row_errors: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # [{"row": n, "reasons": [...]}], first rows
+    file_errors: list[str] = field(default_factory=list)  # non-empty: the whole file is rejected
+    warnings: list[str] = field(default_factory=list)
+    rows_read: int = 0
     rows_accepted: int = 0  # source rows that flowed (trips, for a trips mapping; not station-hours)
+    reasons: dict[str, int] = field(default_factory=dict)  # reasons per category, over all rejected rows
 
     @property
     def kind(self) -> str | None:
@@ -105,14 +137,22 @@ class ValidatedUpload:
         """Source rows that did not flow (all of them when the file is rejected)."""
         return self.rows_read - self.rows_accepted
 
+    @property
+    def rows_unlisted(self) -> int:
+        """Rejected rows with reasons that ``row_errors`` leaves out (it lists the first ones)."""
+        return 0 if self.file_errors else self.rows_rejected - len(self.row_errors)
+
     def reason_counts(self) -> dict[str, int]:
         """How often each reason category occurs over all rejected rows."""
-        counts = Counter(r.split(":", 1)[0] for e in self.row_errors for r in e["reasons"])
-        return dict(sorted(counts.items()))
+        return dict(sorted(self.reasons.items()))
 
 
 class _FileRejected(Exception):
     """The whole file is rejected; ``args[0]`` says why."""
+
+
+class _Unreadable(_FileRejected):
+    """The whole file is rejected before its rows could be read (so none are counted)."""
 
 
 @dataclass(frozen=True)
@@ -138,97 +178,577 @@ def validate_upload(
     dataset: str | None = None,
     mapping: str | None = None,
     profiles: list[Profile] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> ValidatedUpload:
-    """Validate one upload (``ext`` is ``csv`` or ``avro``) against the enabled profiles.
+    """Validate one upload held in memory (``ext`` is ``csv`` or ``avro``); see :func:`read_upload`.
+
+    The result also holds the good rows (``good``) and the rejected ones (``rejected``) whole, so
+    this is for small uploads: the ingest preview and tests. Never raises for bad input.
+    """
+    with read_upload(
+        io.BytesIO(data),
+        ext,
+        size=len(data),
+        logical_time=logical_time,
+        dataset=dataset,
+        mapping=mapping,
+        profiles=profiles,
+        chunk_bytes=chunk_bytes,
+    ) as upload:
+        result = upload.result
+        parts = list(upload.good_rows())
+        if parts:
+            keys = [GROUP_KEY, result.profile.entity_key, result.profile.time_column]  # type: ignore[union-attr]
+            good = pd.concat(parts, ignore_index=True)
+            result.good = good.sort_values(keys, kind="stable").reset_index(drop=True)
+        rejected = list(upload.rejected_frames())
+        if rejected:
+            result.rejected = pd.concat(rejected, ignore_index=True)
+    return result
+
+
+def read_upload(
+    stream: BinaryIO,
+    ext: str,
+    *,
+    size: int,
+    logical_time: datetime,
+    dataset: str | None = None,
+    mapping: str | None = None,
+    profiles: list[Profile] | None = None,
+    max_bytes: int | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Upload:
+    """Validate the upload ``stream`` holds (``size`` bytes, seekable) against the enabled profiles.
 
     ``dataset`` and ``mapping`` (the object's metadata) pin the profile and mapping; otherwise they
     are detected from the header. ``logical_time`` (aware) is the upload's time: periods after it,
-    in the city's wall clock, are rejected. Never raises for bad input.
+    in the city's wall clock, are rejected. A file over ``max_bytes`` is rejected unread. Memory
+    stays bounded by ``chunk_bytes`` (see the module docstring), whatever the file's size.
+
+    Returns the :class:`Upload` with its summary (``result``) final; use it as a context manager,
+    then read its good rows with :meth:`Upload.groups` and its rejected rows with
+    :meth:`Upload.rejected_frames`. Never raises for bad input.
     """
-    upload = ValidatedUpload(None, None, pd.DataFrame(), pd.DataFrame(columns=[ROW]), [], [], [], 0)
+    upload = Upload(stream, logical_time, chunk_bytes)
     try:
-        table = _read_table(data, ext.lower())
-        upload.rows_read = table.rows
-        profile, name, chosen = _choose_mapping(
-            table.header, config.enabled_profiles() if profiles is None else profiles, dataset, mapping
-        )
-        upload.profile, upload.mapping = profile, name
-        upload.warnings = _check_columns(table.header, profile, name, chosen)
-        if table.rows == 0:
-            raise _FileRejected("no data rows: the file has a header only")
-        _validate_rows(upload, table, profile, chosen, logical_time)
-    except _FileRejected as rejected:
-        upload.file_errors = [str(rejected.args[0])]
-        upload.rows_accepted = 0
+        upload.validate(ext.lower(), size, dataset, mapping, profiles, max_bytes)
+    except BaseException:
+        upload.close()
+        raise
     return upload
+
+
+class Upload:
+    """One upload validated from a stream: its summary, then its good rows and its rejected rows.
+
+    The good rows wait in a spool on local disk until :meth:`close` (or the end of a ``with``);
+    :meth:`groups` and :meth:`rejected_frames` each read the stream again where they must.
+    """
+
+    def __init__(self, stream: BinaryIO, logical_time: datetime, chunk_bytes: int) -> None:
+        self.result = ValidatedUpload()
+        self._stream = stream
+        self._logical_time = logical_time
+        self._chunk_bytes = max(1, chunk_bytes)
+        self._source: _CsvSource | _AvroSource | None = None
+        self._mapping: ColumnMapping | None = None
+        self._header: list[str] = []
+        self._chunks: list[Any] = []  # where each chunk lies, to read it again
+        self._bad = _Bits()  # one bit per data row: rejected
+        self._candidates: Spool | None = None  # rows good in their chunk, by what identifies them
+        self._trips: Spool | None = None  # trips: station-period counts, by (city, entity)
+        self._identity: list[str] = []  # the fields that identify a row (for reasons)
+        self._keys: list[str] = []  # the candidates' columns that identify a row
+        self._versions: list[str] = []  # ... and those whose equality makes two rows exact duplicates
+        self._typed: list[str] = []  # the candidates' columns that are parsed fields
+        self._listed: list[dict[str, Any]] = []  # reasons of the first rejected rows, by row
+        self._repeats: list[tuple[int, str, Any]] = []  # (row, category, what it repeats): first ones
+        self._reasons: Counter[str] = Counter()
+        self._with_duplicates: set[int] = set()  # the candidates' partitions that hold some
+
+    def __enter__(self) -> Upload:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the spool's files."""
+        for spool in (self._candidates, self._trips):
+            if spool is not None:
+                spool.close()
+
+    # -- what the caller reads ---------------------------------------------------------------------
+
+    def good_rows(self) -> Iterator[pd.DataFrame]:
+        """Yield the good rows in the profile's schema (the future-values schema for a future
+        mapping), once, a spool partition at a time, each sorted by city, entity and period; an
+        entity's rows all come in one partition."""
+        profile = self.result.profile
+        if self.result.file_errors or profile is None or self._candidates is None:
+            return
+        keys = [GROUP_KEY, profile.entity_key, profile.time_column]
+        spool = self._trips if self._trips is not None else self._candidates
+        for part in range(spool.partitions):
+            frame = spool.take(part)
+            if frame is None:
+                continue
+            if self._trips is not None:
+                rows = _add_up_station_periods(frame, profile)
+            else:
+                # Duplicates were found before; finding them again costs less than keeping them.
+                kept = np.ones(len(frame), bool)
+                if part in self._with_duplicates:
+                    kept = _kept(frame, _duplicates(frame, self._keys, self._versions))
+                rows = _good_rows(self._typed_context(frame), kept)
+                del frame
+            yield rows.sort_values(keys, kind="stable").reset_index(drop=True)
+
+    def groups(self) -> Iterator[tuple[str, str, pd.DataFrame]]:
+        """Yield ``(city, entity, rows)`` for each (city, entity) with good rows, once: the rows in
+        the profile's schema, sorted by period. Groups come partition by partition, not sorted."""
+        profile = self.result.profile
+        for rows in self.good_rows():
+            for (city, entity), group in rows.groupby([GROUP_KEY, profile.entity_key], sort=False):  # type: ignore[union-attr]
+                yield str(city), str(entity), group.reset_index(drop=True)
+
+    def rejected_frames(self) -> Iterator[pd.DataFrame]:
+        """Yield the rejected rows in the user's columns (as text) plus ``row``, in row order, a
+        chunk at a time; nothing when the file is rejected whole (the raw object is the record)."""
+        if self.result.file_errors or self._source is None or self._mapping is None:
+            return
+        wanted = [i for i in range(len(self._chunks)) if self._bad.any(i)]
+        chunks = self._source.chunks_at([self._chunks[i] for i in wanted], self._mapping)
+        for index, chunk in zip(wanted, chunks, strict=True):
+            bad = self._bad.mask(index)
+            rows = chunk.text[bad].reset_index(drop=True)
+            rows.insert(
+                0,
+                ROW if ROW not in rows.columns else f"_{ROW}",
+                self._bad.start(index) + np.flatnonzero(bad) + 1,
+            )
+            yield rows
+
+    def rejected_csv(self) -> Iterator[bytes]:
+        """:meth:`rejected_frames` as one CSV file (header first), a piece at a time."""
+        header = True
+        for rows in self.rejected_frames():
+            yield rows.to_csv(index=False, header=header, lineterminator="\n").encode()
+            header = False
+
+    # -- validation ------------------------------------------------------------------------------
+
+    def validate(
+        self,
+        ext: str,
+        size: int,
+        dataset: str | None,
+        mapping: str | None,
+        profiles: list[Profile] | None,
+        max_bytes: int | None,
+    ) -> None:
+        """Read the whole stream once; afterwards ``result`` is final (see :func:`read_upload`)."""
+        result = self.result
+        try:
+            if max_bytes is not None and size > max_bytes:
+                raise _Unreadable(_too_large(size, max_bytes))
+            source = self._source = _open_source(self._stream, ext, self._chunk_bytes)
+            self._header = source.header
+            try:
+                enabled = config.enabled_profiles() if profiles is None else profiles
+                profile, name, chosen = _choose_mapping(source.header, enabled, dataset, mapping)
+                result.profile, result.mapping, self._mapping = profile, name, chosen
+                result.warnings = _check_columns(source.header, profile, name, chosen)
+            except _FileRejected:
+                result.rows_read = source.count_rows()
+                raise
+            self._check_chunks(source, profile, chosen, _partitions(size, ext, self._chunk_bytes))
+            if result.rows_read == 0:
+                raise _FileRejected("no data rows: the file has a header only")
+            self._find_duplicates(profile, chosen)
+            result.rows_accepted = result.rows_read - self._bad.count
+            result.reasons = dict(self._reasons)
+            result.row_errors = self._row_errors(chosen)
+        except _FileRejected as rejected:
+            if isinstance(rejected, _Unreadable):
+                result.rows_read = 0
+            result.file_errors = [str(rejected.args[0])]
+            result.rows_accepted = 0
+            result.reasons, result.row_errors = {}, []
+            self.close()
+
+    def _check_chunks(
+        self, source: _CsvSource | _AvroSource, profile: Profile, mapping: ColumnMapping, partitions: int
+    ) -> None:
+        """The checks that need one row at a time; rows that pass them go to the spool."""
+        fields = [f for f in _input_fields(profile, mapping) if _source(f.name, mapping, source.header)]
+        names = [f.name for f in fields]
+        self._identity = _identity(profile, mapping, names)
+        trips = mapping.kind == "trips"
+        if trips:
+            self._keys = ["_id1", "_id2"] if self._identity else []
+            self._versions = [*self._keys, "_version"]
+            self._typed = [n for n in names if n not in self._identity]
+            self._trips = Spool(partitions)
+        else:
+            self._keys, self._versions, self._typed = self._identity, names, names
+        self._candidates = Spool(partitions)
+        for chunk in source.chunks(mapping):
+            first_row = self.result.rows_read
+            context = _Context(
+                profile,
+                mapping,
+                chunk.text,
+                source.header,
+                self._logical_time,
+                _Reasons(len(chunk.text), chunk.malformed),
+            )
+            for spec in fields:
+                _parse_field(context, spec)
+            _value_rules(context)
+            self._note(chunk, context.reasons)
+            self._park(context, first_row, ~context.reasons.bad, trips)
+
+    def _note(self, chunk: _Chunk, reasons: _Reasons) -> None:
+        """Count a chunk's rows and reasons; keep the reasons of the first rejected rows."""
+        first_row = self.result.rows_read
+        self.result.rows_read += len(chunk.text)
+        self._chunks.append(chunk.where)
+        self._bad.append(reasons.bad)
+        self._reasons.update(reasons.counts())
+        room = MAX_LISTED_ROWS - len(self._listed)
+        if room > 0:
+            self._listed += [{"row": first_row + p + 1, "reasons": r} for p, r in reasons.listed(room)]
+
+    def _park(self, context: _Context, first_row: int, good: np.ndarray, trips: bool) -> None:
+        """Put a chunk's good rows in the spool, by what identifies them."""
+        assert self._candidates is not None
+        rows = pd.DataFrame({n: context.typed[n][good] for n in self._typed}).reset_index(drop=True)
+        rows["_row"] = first_row + np.flatnonzero(good)
+        if not trips:
+            # Every row has an identity: its fields are required, except a future value's entity,
+            # whose empty value is an identity too (the whole city).
+            rows["_keyed"] = True
+            by = [k for k in (GROUP_KEY, context.profile.entity_key) if k in rows.columns]
+            self._candidates.add(self._candidates.partition_of(rows, by), rows)
+            return
+        # A trip's identity is its ride id: kept as a 128-bit hash (ride ids are long and all
+        # different), its other values as one 64-bit hash, enough to tell repeats from conflicts.
+        rows["_keyed"] = False
+        partition = rows["_row"].to_numpy() % self._candidates.partitions
+        if self._identity:
+            ids = context.raw[self._identity[0]][good].to_numpy(dtype=object)
+            rows["_keyed"] = ~_blank(context.raw[self._identity[0]][good])
+            rows["_id1"], rows["_id2"] = (pd.util.hash_array(ids, hash_key=key) for key in _ID_KEYS)
+            everything = pd.DataFrame({n: context.typed[n][good] for n in [*self._identity, *self._typed]})
+            rows["_version"] = pd.util.hash_pandas_object(everything, index=False).to_numpy()
+            keyed = rows["_keyed"].to_numpy()
+            partition[keyed] = (
+                rows["_id1"].to_numpy()[keyed] % np.uint64(self._candidates.partitions)
+            ).astype(np.int64)
+        self._candidates.add(partition, rows)
+
+    def _find_duplicates(self, profile: Profile, mapping: ColumnMapping) -> None:
+        """Reject duplicates partition by partition; trips then become station-period counts."""
+        assert self._candidates is not None
+        for part in range(self._candidates.partitions):
+            frame = self._candidates.read(part)
+            if frame is None:
+                continue
+            found = _duplicates(frame, self._keys, self._versions)
+            if not found.empty:
+                self._with_duplicates.add(part)
+                self._reject_duplicates(found)
+            if self._trips is not None:
+                self._candidates.drop(part)
+                counts = _good_rows(self._typed_context(frame), _kept(frame, found))
+                self._trips.add(self._trips.partition_of(counts, [GROUP_KEY, profile.entity_key]), counts)
+
+    def _reject_duplicates(self, found: pd.DataFrame) -> None:
+        """Mark rows :func:`_duplicates` found; remember what the first of them repeat."""
+        rejected = found[found["_rejected"]]
+        self._bad.set(rejected["_row"].to_numpy())
+        conflicts = rejected["_conflict"].to_numpy()
+        self._reasons.update(+Counter({CONFLICT: int(conflicts.sum()), DUPLICATE: int((~conflicts).sum())}))
+        first = rejected.nsmallest(MAX_LISTED_ROWS, "_row")
+        members = found[found["_identity"].isin(first["_identity"][first["_conflict"]])]
+        together = members.groupby("_identity")["_row"].agg(lambda rows: (sorted(rows)[:10], len(rows)))
+        for row, conflict, identity, repeats in first[
+            ["_row", "_conflict", "_identity", "_first"]
+        ].itertuples(index=False):
+            what = (CONFLICT, together[identity]) if conflict else (DUPLICATE, int(repeats))
+            self._repeats.append((int(row), *what))
+        self._repeats = heapq.nsmallest(MAX_LISTED_ROWS, self._repeats)
+
+    def _row_errors(self, mapping: ColumnMapping) -> list[dict[str, Any]]:
+        """The first rejected rows with their reasons; duplicates' reasons show the rows' own text."""
+        listed = heapq.nsmallest(
+            MAX_LISTED_ROWS,
+            [(e["row"] - 1, e["reasons"]) for e in self._listed] + [(r, (c, w)) for r, c, w in self._repeats],
+            key=lambda entry: entry[0],
+        )
+        repeats = {row: what for row, what in listed if isinstance(what, tuple)}
+        texts: dict[int, str] = {}
+        if repeats and self._source is not None:
+            rows = np.array(sorted(repeats))
+            chunks = sorted(set(self._bad.chunk_of(rows).tolist()))
+            for index, chunk in zip(
+                chunks, self._source.chunks_at([self._chunks[i] for i in chunks], mapping), strict=True
+            ):
+                start = self._bad.start(index)
+                for row in rows[(rows >= start) & (rows < start + len(chunk.text))]:
+                    shown = ", ".join(
+                        _raw_shown(chunk.text, mapping, self._header, n, int(row - start))
+                        for n in self._identity
+                    )
+                    texts[int(row)] = _repeat_reason(*repeats[int(row)], shown)
+        return [{"row": row + 1, "reasons": [texts[row]] if row in texts else what} for row, what in listed]
+
+    def _typed_context(self, frame: pd.DataFrame) -> _Context:
+        """A context holding only parsed values (what :func:`_good_rows` reads), for spooled rows."""
+        assert self.result.profile is not None and self._mapping is not None
+        empty = pd.DataFrame(index=frame.index)
+        context = _Context(
+            self.result.profile,
+            self._mapping,
+            empty,
+            self._header,
+            self._logical_time,
+            _Reasons(len(frame), {}),
+        )
+        context.typed = {n: frame[n] for n in self._typed}
+        return context
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (
+        f"the file is {_mib(size)} ({size:,} bytes), over the upload limit of {_mib(limit)} "
+        f"({limit:,} bytes, BATCHCAST_MAX_UPLOAD_BYTES): split it into several files below the limit and "
+        "upload each; rows of one entity may be spread over several uploads"
+    )
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+
+
+def _partitions(size: int, ext: str, chunk_bytes: int) -> int:
+    """How many partitions the spool needs for each to hold about two chunks' rows."""
+    expanded = size * (_AVRO_EXPANSION if ext == "avro" else 1)
+    return min(_MAX_PARTITIONS, max(1, math.ceil(expanded / (2 * chunk_bytes))))
+
+
+class _Bits:
+    """One bit per data row, packed, kept per chunk (a rejected mask of 50 M rows is 6 MB)."""
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._sizes: list[int] = []
+        self._packed: list[np.ndarray] = []
+        self.count = 0  # bits set
+
+    def append(self, mask: np.ndarray) -> None:
+        """Add the next chunk's bits."""
+        self._starts.append(self._starts[-1] + self._sizes[-1] if self._starts else 0)
+        self._sizes.append(len(mask))
+        self._packed.append(np.packbits(mask))
+        self.count += int(mask.sum())
+
+    def start(self, index: int) -> int:
+        """The first row of chunk ``index``."""
+        return self._starts[index]
+
+    def any(self, index: int) -> bool:
+        """Whether chunk ``index`` has a bit set."""
+        return bool(self._packed[index].any())
+
+    def mask(self, index: int) -> np.ndarray:
+        """Chunk ``index``'s bits."""
+        return np.unpackbits(self._packed[index], count=self._sizes[index]).astype(bool)
+
+    def chunk_of(self, rows: np.ndarray) -> np.ndarray:
+        """The chunk holding each row."""
+        return np.searchsorted(np.array(self._starts), rows, side="right") - 1
+
+    def set(self, rows: np.ndarray) -> None:
+        """Set the bits of ``rows`` (0-based over all chunks)."""
+        chunks = self.chunk_of(rows)
+        for index in np.unique(chunks):
+            mask = self.mask(index)
+            before = int(mask.sum())
+            mask[rows[chunks == index] - self._starts[index]] = True
+            self._packed[index] = np.packbits(mask)
+            self.count += int(mask.sum()) - before
 
 
 # -- reading the table ---------------------------------------------------------------------------
 
 
 @dataclass
-class _Table:
-    """An upload as a table: its header, and its rows as text (Avro records are kept as read)."""
+class _Chunk:
+    """Some consecutive rows of an upload as text, and where they lie, to read them again."""
 
-    header: list[str]
-    frame: pd.DataFrame | None = None  # CSV: every row as strings, malformed ones padded
-    records: list[dict[str, Any]] | None = None  # Avro: records until the mapping is known
-    malformed: dict[int, str] = field(default_factory=dict)  # position -> reason
-
-    @property
-    def rows(self) -> int:
-        return len(self.frame) if self.frame is not None else len(self.records or [])
-
-    def text(self, mapping: ColumnMapping) -> pd.DataFrame:
-        """Every row as strings in the user's columns ("" for a missing value)."""
-        if self.frame is not None:
-            return self.frame
-        return pd.DataFrame(
-            {c: [_avro_text(r.get(c), mapping) for r in self.records or []] for c in self.header},
-            columns=self.header,
-            dtype="str",
-        )
+    text: pd.DataFrame  # the user's columns, as strings; malformed rows padded
+    malformed: dict[int, str]  # position -> reason
+    where: Any
 
 
-def _read_table(data: bytes, ext: str) -> _Table:
-    if not data:
-        raise _FileRejected("empty file (0 bytes)")
+def _open_source(stream: BinaryIO, ext: str, chunk_bytes: int) -> _CsvSource | _AvroSource:
     if ext == "csv":
-        return _read_csv(data)
+        return _CsvSource(stream, chunk_bytes)
     if ext == "avro":
-        return _read_avro(data)
-    raise _FileRejected(f"unsupported file type .{ext} (expected .csv or .avro)")
+        return _AvroSource(stream, chunk_bytes)
+    raise _Unreadable(f"unsupported file type .{ext} (expected .csv or .avro)")
 
 
-def _read_csv(data: bytes) -> _Table:
-    skipped = len(_BOM) if data.startswith(_BOM) else 0
-    data = data[skipped:]
+class _CsvSource:
+    """A CSV upload read chunk by chunk, each chunk ending at a newline outside quotes."""
+
+    def __init__(self, stream: BinaryIO, chunk_bytes: int) -> None:
+        self._stream = stream
+        self._chunk_bytes = chunk_bytes
+        self._limit = max(4 * chunk_bytes, _MIN_RECORD_LIMIT)
+        head = stream.read(len(_BOM))
+        if not head:
+            raise _Unreadable("empty file (0 bytes)")
+        self._start = len(_BOM) if head == _BOM else 0
+        self._spans = self._read_spans(head[self._start :])
+        line, first, offset, data, text = 1, None, 0, b"", ""
+        for offset, data in self._spans:  # blank lines may come first; the header is the first record
+            text = _decode(data, offset)
+            first = next(_csv_records(text), None)
+            if first is not None:
+                break
+            line += _line_count(data)
+        if first is None or not first[0]:
+            raise _Unreadable("no header row: the file holds only blank lines")
+        self.header: list[str] = first[0]
+        repeated = sorted(c for c, n in Counter(self.header).items() if n > 1)
+        if repeated:
+            raise _Unreadable(f"duplicate column names in the header: {_listing(repeated)}")
+        self._head: tuple[int, bytes, str, int] | None = (offset, data, text, line)
+
+    def chunks(self, mapping: ColumnMapping | None = None) -> Iterator[_Chunk]:
+        """Every chunk, once, in file order (the first holds the header)."""
+        assert self._head is not None, "a CSV source is read through once"
+        offset, data, text, line = self._head
+        self._head = None
+        yield self._parse(offset, data, line, True, text)
+        line += _line_count(data)
+        for offset, data in self._spans:
+            yield self._parse(offset, data, line, False)
+            line += _line_count(data)
+
+    def count_rows(self) -> int:
+        """How many data rows the file holds, read through without parsing their values."""
+        assert self._head is not None, "a CSV source is read through once"
+        _, data, text, _ = self._head
+        self._head = None
+        total = self._count(data, text, True)
+        for offset, data in self._spans:
+            total += self._count(data, _decode(data, offset), False)
+        return total
+
+    def _count(self, data: bytes, text: str, header: bool) -> int:
+        rows = _rows_if_well_formed(data, len(self.header), header)
+        if rows is None:
+            rows = sum(1 for _ in _csv_records(text, len(self.header))) - int(header)
+        return rows
+
+    def chunks_at(self, places: list[Any], mapping: ColumnMapping | None = None) -> Iterator[_Chunk]:
+        """The chunks at ``places`` (each chunk's ``where``), read again."""
+        for offset, length, line, header in places:
+            self._stream.seek(offset)
+            yield self._parse(offset, _read_exactly(self._stream, length), line, header)
+
+    def _read_spans(self, pending: bytes) -> Iterator[tuple[int, bytes]]:
+        """Yield (offset, bytes) of consecutive record-aligned spans of about ``chunk_bytes``."""
+        offset, want, ended = self._start, self._chunk_bytes, False
+        while True:
+            while not ended and len(pending) < want:
+                block = self._stream.read(want - len(pending))
+                ended = not block
+                pending += block
+            if not pending:
+                return
+            cut = len(pending) if ended else _record_end(pending)
+            if cut == 0 and len(pending) < self._limit:
+                want = len(pending) + self._chunk_bytes  # a record longer than a chunk: read on
+                continue
+            if cut == 0:
+                # No newline outside quotes within the limit: a stray quote, most likely. End the
+                # chunk at its last newline; the per-record check finds the bad record.
+                cut = pending.rfind(b"\n") + 1
+                if cut == 0:
+                    raise _Unreadable(
+                        f"no line break within {self._limit:,} bytes from offset {offset:,}: records must "
+                        "be lines ending in \\n or \\r\\n"
+                    )
+            yield offset, pending[:cut]
+            offset, pending, want = offset + cut, pending[cut:], self._chunk_bytes
+
+    def _parse(self, offset: int, data: bytes, line: int, header: bool, text: str | None = None) -> _Chunk:
+        """One span's rows: by pandas when every record is well formed, else record by record."""
+        if text is None:
+            text = _decode(data, offset)
+        where = (offset, len(data), line, header)
+        rows = _rows_if_well_formed(data, len(self.header), header)
+        if rows == 0:
+            return _Chunk(pd.DataFrame(columns=self.header, dtype="str"), {}, where)
+        frame = _read_csv_fast(data, self.header, header, rows) if rows is not None else None
+        if frame is not None:
+            return _Chunk(frame, {}, where)
+        frame, malformed = _read_csv_slowly(text, self.header, header, line)
+        return _Chunk(frame, malformed, where)
+
+
+def _decode(data: bytes, offset: int) -> str:
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        byte, offset = data[error.start], error.start + skipped
-        raise _FileRejected(f"not UTF-8 text (byte 0x{byte:02x} at offset {offset})") from None
-    first = next(_csv_records(text), None)
-    header = first[0] if first else None
-    if not header:
-        raise _FileRejected("no header row: the file holds only blank lines")
-    duplicated = sorted({c for c in header if header.count(c) > 1})
-    if duplicated:
-        raise _FileRejected(f"duplicate column names in the header: {', '.join(map(repr, duplicated))}")
-    frame = _read_csv_fast(data, header)
-    if frame is not None:
-        return _Table(header, frame=frame)
-    return _read_csv_slowly(text, header)
+        raise _Unreadable(
+            f"not UTF-8 text (byte 0x{data[error.start]:02x} at offset {offset + error.start})"
+        ) from None
 
 
-def _read_csv_fast(data: bytes, header: list[str]) -> pd.DataFrame | None:
-    """Every data row as strings, or None when some record may be malformed (then the slow path
-    finds out exactly which)."""
-    rows = _rows_if_well_formed(data, len(header))
-    if rows is None:
-        return None
+def _line_count(data: bytes) -> int:
+    """Lines ended in ``data`` (\\n, \\r\\n or a lone \\r, as the record-by-record reader splits)."""
+    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+
+
+def _record_end(data: bytes) -> int:
+    """Where the last record of ``data`` ends (after its newline outside quotes); 0 when none does."""
+    buffer = np.frombuffer(data, np.uint8)
+    newlines = np.flatnonzero(buffer == _LF)
+    quotes = np.flatnonzero(buffer == _QUOTE)
+    if quotes.size and newlines.size:
+        newlines = newlines[np.searchsorted(quotes, newlines) % 2 == 0]
+    return int(newlines[-1]) + 1 if newlines.size else 0
+
+
+def _read_exactly(stream: BinaryIO, length: int) -> bytes:
+    parts, left = [], length
+    while left:
+        block = stream.read(left)
+        if not block:
+            raise EOFError(f"the upload ended {left} bytes early: was it replaced while being read?")
+        parts.append(block)
+        left -= len(block)
+    return b"".join(parts)
+
+
+def _read_csv_fast(data: bytes, header: list[str], has_header: bool, rows: int) -> pd.DataFrame | None:
+    """Every data row as strings, or None when pandas reads something else than the vectorised
+    count saw (then the record-by-record path decides)."""
     try:
-        frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, index_col=False)
+        frame = pd.read_csv(
+            io.BytesIO(data),
+            dtype=str,
+            keep_default_na=False,
+            index_col=False,
+            header=0 if has_header else None,
+        )
     except (ValueError, csv.Error):  # pandas' ParserError is a ValueError
         return None
     if len(frame) != rows or frame.shape[1] != len(header):
@@ -237,7 +757,7 @@ def _read_csv_fast(data: bytes, header: list[str]) -> pd.DataFrame | None:
     return frame
 
 
-def _rows_if_well_formed(data: bytes, width: int) -> int | None:
+def _rows_if_well_formed(data: bytes, width: int, has_header: bool = True) -> int | None:
     """Count data rows if every non-blank record has ``width`` fields, by RFC 4180 quoting; None
     otherwise. Vectorised, so a good file never pays for Python's csv module."""
     buffer = np.frombuffer(data, np.uint8)
@@ -257,9 +777,9 @@ def _rows_if_well_formed(data: bytes, width: int) -> int | None:
     first = buffer[np.minimum(starts, max(buffer.size - 1, 0))] if buffer.size else np.zeros(0, np.uint8)
     blank = (length == 0) | ((length == 1) & (first == _CR))
     fields = fields[~blank]
-    if fields.size == 0 or (fields != width).any():
+    if (has_header and fields.size == 0) or (fields != width).any():
         return None
-    return int(fields.size) - 1
+    return int(fields.size) - int(has_header)
 
 
 def _quotes_at_field_edges(buffer: np.ndarray, quotes: np.ndarray) -> bool:
@@ -273,15 +793,18 @@ def _quotes_at_field_edges(buffer: np.ndarray, quotes: np.ndarray) -> bool:
     return bool(open_ok.all() and close_ok.all())
 
 
-def _csv_records(text: str, width: int | None = None) -> Iterator[tuple[list[str], str | None]]:
+def _csv_records(
+    text: str, width: int | None = None, first_line: int = 1
+) -> Iterator[tuple[list[str], str | None]]:
     """Yield (fields, problem or None) for each non-blank record; once the header's ``width`` is
     known, another field count is a problem. A bad record spanning several lines (a stray quote
-    opened a field) costs only its first line: reading resumes on the next one."""
+    opened a field) costs only its first line: reading resumes on the next one. ``text`` starts on
+    line ``first_line`` of the file."""
     lines = _Lines(text)
     reader = csv.reader(lines, strict=True)
     while True:
         lines.taken.clear()
-        start = lines.count + 1
+        start = lines.count + first_line
         try:
             fields, problem = next(reader), None
         except StopIteration:
@@ -294,8 +817,8 @@ def _csv_records(text: str, width: int | None = None) -> Iterator[tuple[list[str
             problem = _width_problem(fields, width, start)
         if problem and len(lines.taken) > 1:
             problem += (
-                f"; a quote opened on line {start} runs to line {lines.count}, so only line {start} is "
-                f"rejected and reading resumes on line {start + 1}"
+                f"; a quote opened on line {start} runs to line {lines.count + first_line - 1}, so only "
+                f"line {start} is rejected and reading resumes on line {start + 1}"
             )
             fields = _lenient_fields(lines.taken[0])
             lines.push_back(lines.taken[1:])
@@ -341,25 +864,22 @@ def _lenient_fields(raw: str) -> list[str]:
         return [raw]
 
 
-def _read_csv_slowly(text: str, header: list[str]) -> _Table:
+def _read_csv_slowly(
+    text: str, header: list[str], has_header: bool, first_line: int
+) -> tuple[pd.DataFrame, dict[int, str]]:
     """Parse record by record, noting every malformed one; the good and bad rows both stay."""
     width = len(header)
-    chunks: list[pd.DataFrame] = []
-    chunk: list[list[str]] = []
+    rows: list[list[str]] = []
     malformed: dict[int, str] = {}
-    records = _csv_records(text, width)
-    next(records)  # the header
+    records = _csv_records(text, width, first_line)
+    if has_header:
+        next(records, None)
     for position, (fields, problem) in enumerate(records):
         if problem:
             malformed[position] = f"{MALFORMED}: {problem}"
             fields = (fields + [""] * width)[:width]
-        chunk.append(fields)
-        if len(chunk) == _CHUNK:
-            chunks.append(pd.DataFrame(chunk, columns=header, dtype="str"))
-            chunk = []
-    chunks.append(pd.DataFrame(chunk, columns=header, dtype="str"))
-    frame = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
-    return _Table(header, frame=frame, malformed=malformed)
+        rows.append(fields)
+    return pd.DataFrame(rows, columns=header, dtype="str"), malformed
 
 
 def _width_problem(fields: list[str], width: int, line: int) -> str | None:
@@ -371,15 +891,67 @@ def _width_problem(fields: list[str], width: int, line: int) -> str | None:
     return problem
 
 
-def _read_avro(data: bytes) -> _Table:
-    try:
-        reader = fastavro.reader(io.BytesIO(data))
-        schema = reader.writer_schema
-        header = [f["name"] for f in schema.get("fields", [])] if isinstance(schema, dict) else []
-        records = [r if isinstance(r, dict) else {} for r in reader]
-    except Exception as error:  # fastavro raises a zoo of types for corrupt bytes; all mean "unreadable"
-        raise _FileRejected(f"not a readable Avro file ({type(error).__name__}: {error})") from None
-    return _Table(header, records=records)
+class _AvroSource:
+    """An Avro upload read in batches of records, each turned into the text a CSV would hold."""
+
+    def __init__(self, stream: BinaryIO, chunk_bytes: int) -> None:
+        self._stream = stream
+        self._batch = max(1, chunk_bytes // _AVRO_RECORD_BYTES)
+        if not stream.read(1):
+            raise _Unreadable("empty file (0 bytes)")
+        stream.seek(0)
+        self._reader = self._open()
+        schema = self._reader.writer_schema
+        self.header = [f["name"] for f in schema.get("fields", [])] if isinstance(schema, dict) else []
+
+    def chunks(self, mapping: ColumnMapping) -> Iterator[_Chunk]:
+        """Every batch, once, in file order."""
+        return self._batches(self._reader, mapping, None)
+
+    def count_rows(self) -> int:
+        """How many records the file holds."""
+        return sum(len(chunk.text) for chunk in self._batches(self._reader, None, None))
+
+    def chunks_at(self, places: list[Any], mapping: ColumnMapping) -> Iterator[_Chunk]:
+        """The batches at ``places`` (each batch's ``where``: its index), read again."""
+        self._stream.seek(0)
+        return self._batches(self._open(), mapping, set(places))
+
+    def _open(self) -> Any:
+        try:
+            return fastavro.reader(self._stream)
+        except Exception as error:  # fastavro raises a zoo of types for corrupt bytes
+            raise _Unreadable(f"not a readable Avro file ({type(error).__name__}: {error})") from None
+
+    def _batches(
+        self, reader: Any, mapping: ColumnMapping | None, wanted: set[int] | None
+    ) -> Iterator[_Chunk]:
+        batch: list[dict[str, Any]] = []
+        index = 0
+        records = iter(reader)
+        while True:
+            try:
+                record = next(records, None)
+            except Exception as error:  # fastavro raises a zoo of types for corrupt bytes
+                raise _Unreadable(f"not a readable Avro file ({type(error).__name__}: {error})") from None
+            if record is not None:
+                batch.append(record if isinstance(record, dict) else {})
+            if batch and (record is None or len(batch) == self._batch):
+                if wanted is None or index in wanted:
+                    yield _Chunk(self._text(batch, mapping), {}, index)
+                index, batch = index + 1, []
+            if record is None:
+                return
+
+    def _text(self, records: list[dict[str, Any]], mapping: ColumnMapping | None) -> pd.DataFrame:
+        """Every record as strings in the user's columns ("" for a missing value)."""
+        if mapping is None:  # counting only
+            return pd.DataFrame(index=range(len(records)))
+        return pd.DataFrame(
+            {c: [_avro_text(r.get(c), mapping) for r in records] for c in self.header},
+            columns=self.header,
+            dtype="str",
+        )
 
 
 def _avro_text(value: Any, mapping: ColumnMapping) -> str:
@@ -446,7 +1018,7 @@ def _missing_columns(header: list[str], profiles: list[Profile], name: str | Non
     if not candidates:
         return "missing columns: no profile is enabled"
     profile, closest, missing = min(candidates, key=lambda c: len(c[2]))
-    found = ", ".join(header) if header else "none"
+    found = _listing(header, quote=False) if header else "none"
     return (
         f"missing columns: {', '.join(missing)} (closest fit: dataset {profile.name}, mapping {closest}; "
         f"columns found: {found})"
@@ -477,7 +1049,7 @@ def _check_columns(header: list[str], profile: Profile, name: str, mapping: Colu
     extra = [c for c in header if c not in mapped]
     if not extra:
         return []
-    listed = ", ".join(repr(c) for c in extra)
+    listed = _listing(extra)
     if mapping.extra_columns == "reject":
         raise _FileRejected(
             f"unexpected columns {listed}: mapping {name} of dataset {profile.name} rejects "
@@ -531,20 +1103,44 @@ def _source(field_name: str, mapping: ColumnMapping, header: list[str]) -> str |
 
 
 class _Reasons:
-    """Reasons per row position; malformed rows keep only their one reason."""
+    """Reasons per row position of one chunk; malformed rows keep only their one reason.
+
+    Each check adds a mask; the detail texts are made only for the rows a report lists, so a file
+    full of bad rows costs no Python string per row.
+    """
 
     def __init__(self, rows: int, malformed: dict[int, str]) -> None:
-        self.by_row: dict[int, list[str]] = {p: [r] for p, r in malformed.items()}
+        self.malformed = malformed
         self.bad = np.zeros(rows, bool)
         self.bad[list(malformed)] = True
         self._skip = self.bad.copy()
+        self._checks: list[tuple[np.ndarray, str, Callable[[int], str]]] = []
 
     def add(self, mask: Any, category: str, detail: Callable[[int], str]) -> None:
         """Give every row in ``mask`` the reason ``"<category>: <detail(position)>"``."""
         hits = np.asarray(mask, bool) & ~self._skip
-        for position in np.flatnonzero(hits):
-            self.by_row.setdefault(int(position), []).append(f"{category}: {detail(int(position))}")
-        self.bad |= hits
+        if hits.any():
+            self._checks.append((hits, category, detail))
+            self.bad |= hits
+
+    def counts(self) -> Counter[str]:
+        """How many reasons of each category the chunk's rows got."""
+        counts = Counter({MALFORMED: len(self.malformed)} if self.malformed else {})
+        for hits, category, _ in self._checks:
+            counts[category] += int(hits.sum())
+        return counts
+
+    def listed(self, limit: int) -> list[tuple[int, list[str]]]:
+        """The first ``limit`` rejected positions with every reason, in the order they were found."""
+        positions = np.flatnonzero(self.bad)[:limit]
+        texts: dict[int, list[str]] = {int(p): [] for p in positions}
+        for p, reason in self.malformed.items():
+            if p in texts:
+                texts[p].append(reason)
+        for hits, category, detail in self._checks:
+            for p in positions[hits[positions]]:
+                texts[int(p)].append(f"{category}: {detail(int(p))}")
+        return list(texts.items())
 
 
 @dataclass
@@ -576,29 +1172,6 @@ class _Context:
         return pd.to_datetime(
             self.per_city(lambda c: self.logical_time.astimezone(zone(c)).replace(tzinfo=None))
         )
-
-
-def _validate_rows(
-    upload: ValidatedUpload, table: _Table, profile: Profile, mapping: ColumnMapping, logical_time: datetime
-) -> None:
-    text = table.text(mapping)
-    context = _Context(
-        profile, mapping, text, table.header, logical_time, _Reasons(len(text), table.malformed)
-    )
-    fields = [f for f in _input_fields(profile, mapping) if _source(f.name, mapping, table.header)]
-    for spec in fields:
-        _parse_field(context, spec)
-    _value_rules(context)
-    keys, everything = _identity(context, fields)
-    if keys:
-        _duplicates(context, keys, everything)
-    reasons = context.reasons
-    good = ~reasons.bad
-    upload.rows_accepted = int(good.sum())
-    upload.good = _good_rows(context, good)
-    upload.rejected = text[reasons.bad].copy()
-    upload.rejected.insert(0, ROW if ROW not in text.columns else f"_{ROW}", np.flatnonzero(reasons.bad) + 1)
-    upload.row_errors = [{"row": p + 1, "reasons": r} for p, r in sorted(reasons.by_row.items())]
 
 
 def _parse_field(context: _Context, spec: _Field) -> None:
@@ -777,60 +1350,71 @@ def _below_zero(show: Callable[[int], str]) -> Callable[[int], str]:
     return lambda p: f"{show(p)} is below zero"
 
 
-def _identity(context: _Context, fields: list[_Field]) -> tuple[list[str], list[str]]:
-    """The fields that identify a row (trips: their ride id; others: city, entity, period; future
-    values without an entity column: city, period) and all the fields whose equality makes two
-    rows exact duplicates."""
-    everything = [f.name for f in fields]
-    if context.mapping.kind == "trips":
-        return (["ride_id"] if "ride_id" in everything else []), everything
-    keys = [GROUP_KEY, context.profile.entity_key, context.profile.time_column]
-    return [k for k in keys if k in everything], everything
+def _identity(profile: Profile, mapping: ColumnMapping, fields: list[str]) -> list[str]:
+    """The fields that identify a row: a trip's ride id (none when unmapped); else city, entity
+    and period (future values without an entity column: city and period)."""
+    if mapping.kind == "trips":
+        return ["ride_id"] if "ride_id" in fields else []
+    return [k for k in (GROUP_KEY, profile.entity_key, profile.time_column) if k in fields]
 
 
-def _duplicates(context: _Context, keys: list[str], everything: list[str]) -> None:
-    """Among otherwise good rows that share an identity: if their values are all equal, the first
-    stays and each repeat is rejected naming it; if they differ, all are rejected, since nothing
-    says which is right. An empty identity (a trip without ride id) is never a duplicate; an empty
-    entity of a future value is one (the whole city)."""
-    frame = pd.DataFrame({n: context.typed[n] for n in everything})
-    frame["_row"] = np.arange(len(frame))
-    anonymous = keys if context.mapping.kind == "trips" else []
-    has_key = ~np.logical_or.reduce([_blank(context.raw[k]) for k in anonymous], initial=False)
-    frame = frame[~context.reasons.bad & has_key]
+def _duplicates(frame: pd.DataFrame, keys: list[str], versions: list[str]) -> pd.DataFrame:
+    """Among rows (``_row``, good on their own) that share an identity (``keys``): if their values
+    (``versions``) are all equal, the first stays and each repeat is rejected naming it; if they
+    differ, all are rejected, since nothing says which is right. An empty identity (``_keyed``
+    false: a trip without ride id) is never a duplicate.
+
+    Returns every row of an identity held more than once: ``_row``, ``_identity`` (a number per
+    identity), ``_first`` (its first row), ``_conflict`` and ``_rejected``.
+    """
+    columns = ["_row", "_identity", "_first", "_conflict", "_rejected"]
+    if not keys:
+        return pd.DataFrame(columns=columns)
+    frame = frame[frame["_keyed"].to_numpy()]
     frame = frame[frame.duplicated(keys, keep=False)]
     if frame.empty:
-        return
-    # pandas decides equality (NaN equals NaN); Python only walks the duplicated rows.
-    key_ids = frame.groupby(keys, dropna=False, sort=False).ngroup()
-    versions = frame.groupby(everything, dropna=False, sort=False).ngroup()
-    groups: dict[int, list[tuple[int, int]]] = {}
-    for row, key, version in zip(frame["_row"], key_ids, versions, strict=True):
-        groups.setdefault(key, []).append((int(row), version))
-    repeat_of: dict[int, int] = {}
-    conflicts: dict[int, str] = {}
-    for members in groups.values():
-        if len({version for _, version in members}) > 1:
-            listed = ", ".join(str(row + 1) for row, _ in members)
-            conflicts.update((row, listed) for row, _ in members)
-        else:
-            repeat_of.update((row, members[0][0]) for row, _ in members[1:])
-    identity = _identity_text(context, keys)
-    rows = len(context.text)
-    context.reasons.add(
-        _mask(repeat_of, rows), DUPLICATE, lambda p: f"repeats row {repeat_of[p] + 1} ({identity(p)})"
-    )
-    context.reasons.add(
-        _mask(conflicts, rows),
-        CONFLICT,
-        lambda p: f"rows {conflicts[p]} share {identity(p)} but differ in other values",
+        return pd.DataFrame(columns=columns)
+    # pandas decides equality (NaN equals NaN); nothing walks the rows in Python.
+    identity = frame.groupby(keys, dropna=False, sort=False).ngroup().to_numpy()
+    version = frame.groupby(versions, dropna=False, sort=False).ngroup().to_numpy()
+    rows = frame["_row"].to_numpy()
+    conflict = pd.Series(version).groupby(identity).transform("nunique").to_numpy() > 1
+    first = pd.Series(rows).groupby(identity).transform("min").to_numpy()
+    return pd.DataFrame(
+        {
+            "_row": rows,
+            "_identity": identity,
+            "_first": first,
+            "_conflict": conflict,
+            "_rejected": conflict | (rows != first),
+        }
     )
 
 
-def _mask(positions: dict[int, Any], rows: int) -> np.ndarray:
-    mask = np.zeros(rows, bool)
-    mask[list(positions)] = True
-    return mask
+def _kept(frame: pd.DataFrame, found: pd.DataFrame) -> np.ndarray:
+    """Which rows of ``frame`` :func:`_duplicates` (its result ``found``) did not reject."""
+    return ~frame["_row"].isin(found["_row"][found["_rejected"].astype(bool)]).to_numpy()
+
+
+def _repeat_reason(category: str, what: Any, identity: str) -> str:
+    """The reason of a duplicate (``what``: the row it repeats) or a conflict (``what``: the first
+    rows sharing its identity, and how many there are)."""
+    if category == DUPLICATE:
+        return f"{DUPLICATE}: repeats row {what + 1} ({identity})"
+    rows, count = what
+    listed = ", ".join(str(row + 1) for row in rows) + (
+        f" and {count - len(rows)} more" if count > len(rows) else ""
+    )
+    return f"{CONFLICT}: rows {listed} share {identity} but differ in other values"
+
+
+def _raw_shown(
+    text: pd.DataFrame, mapping: ColumnMapping, header: list[str], name: str, position: int
+) -> str:
+    """``<user column> = '<value>'`` of one field of one row, from the row's text."""
+    source = _source(name, mapping, header)
+    value = text[source].iat[position] if source in text.columns else mapping.constants.get(name, "")
+    return f"{source} = {_show(value)}"
 
 
 def _blank(text: pd.Series) -> np.ndarray:
@@ -838,9 +1422,16 @@ def _blank(text: pd.Series) -> np.ndarray:
     return (text.isna() | (text == "")).to_numpy()
 
 
-def _identity_text(context: _Context, keys: list[str]) -> Callable[[int], str]:
-    shown = [_shown(context, k) for k in keys]
-    return lambda p: ", ".join(s(p) for s in shown)
+def _add_up_station_periods(counts: pd.DataFrame, profile: Profile) -> pd.DataFrame:
+    """Station-period counts of one (city, entity) made from several parts of a trips file: add up
+    departures, arrivals and the net change per period (the other fields are null for trips)."""
+    keys = [GROUP_KEY, profile.entity_key, profile.time_column]
+    if not counts.duplicated(keys).any():
+        return counts
+    additive = [DEPARTURES, ARRIVALS, profile.target]
+    summed = counts.groupby(keys, sort=False)[additive].sum()
+    rest = counts.drop_duplicates(keys).set_index(keys).drop(columns=additive)
+    return rest.join(summed).reset_index()[list(counts.columns)].astype(counts.dtypes.to_dict())
 
 
 # -- good rows in the schema ---------------------------------------------------------------------
@@ -904,6 +1495,13 @@ def _schema_column(values: pd.Series | None, info: dict[str, Any], rows: int) ->
         text = values.astype("str")
         return text.where(text != "", None)  # an empty id may mean something: a future value's whole city
     return values.astype(dtype)
+
+
+def _listing(names: list[str], quote: bool = True) -> str:
+    """Names for a message; a long list (a header with thousands of columns) is cut short."""
+    shown = [repr(n) if quote else n for n in names[:MAX_LISTED_NAMES]]
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")
 
 
 def _show(value: Any, limit: int = 60) -> str:

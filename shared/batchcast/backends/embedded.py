@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import heapq
+import io
 import itertools
 import json
 import os
@@ -73,33 +74,73 @@ class EmbeddedBlobStore:
         metadata: dict[str, str] | None = None,
         content_type: str | None = None,
     ) -> int:
+        return self.write_from(
+            name,
+            io.BytesIO(data),
+            if_generation_match=if_generation_match,
+            metadata=metadata,
+            content_type=content_type,
+        )
+
+    def write_from(
+        self,
+        name: str,
+        stream: BinaryIO,
+        *,
+        if_generation_match: int | None = None,
+        metadata: dict[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> int:
         path = self._path(name)
-        with self._locked():
-            current = self.stat(name)
-            current_generation = current.generation if current else 0
-            if if_generation_match is not None and if_generation_match != current_generation:
-                raise PreconditionFailed(
-                    f"{name}: generation is {current_generation}, expected {if_generation_match}"
-                )
-            generation = max(time.time_ns() // 1000, current_generation + 1)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(path, data)
-            meta = {
-                "generation": generation,
-                "metadata": metadata or {},
-                "content_type": content_type,
-                "updated": self.clock.now().isoformat(),
-                "md5": hashlib.md5(data).hexdigest(),
-            }
-            meta_path = self._meta_path(name)
-            meta_path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(meta_path, json.dumps(meta).encode())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The content goes to a temporary file beside its place first (outside the lock: it may be
+        # large), then is renamed into place if the precondition holds.
+        temp, md5 = _spool(path.parent, stream)
+        try:
+            with self._locked():
+                current = self.stat(name)
+                current_generation = current.generation if current else 0
+                if if_generation_match is not None and if_generation_match != current_generation:
+                    raise PreconditionFailed(
+                        f"{name}: generation is {current_generation}, expected {if_generation_match}"
+                    )
+                generation = max(time.time_ns() // 1000, current_generation + 1)
+                os.replace(temp, path)
+                meta = {
+                    "generation": generation,
+                    "metadata": metadata or {},
+                    "content_type": content_type,
+                    "updated": self.clock.now().isoformat(),
+                    "md5": md5,
+                }
+                meta_path = self._meta_path(name)
+                meta_path.parent.mkdir(parents=True, exist_ok=True)
+                _atomic_write(meta_path, json.dumps(meta).encode())
+        finally:
+            temp.unlink(missing_ok=True)
         info = self.stat(name)
         assert info is not None
         for prefix, listener in self._listeners:
             if name.startswith(prefix):
                 listener(info)
         return generation
+
+    def copy(self, source: str, destination: str, *, if_generation_match: int | None = None) -> int:
+        info = self.stat(source)
+        if info is None:
+            raise NotFound(source)
+        try:
+            content_type = json.loads(self._meta_path(source).read_bytes()).get("content_type")
+        except FileNotFoundError:  # put there by hand
+            content_type = None
+        with self.open(source) as stream:
+            return self.write_from(
+                destination,
+                stream,
+                if_generation_match=if_generation_match,
+                metadata=info.metadata,
+                content_type=content_type,
+            )
 
     def stat(self, name: str) -> BlobInfo | None:
         path = self._path(name)
@@ -159,6 +200,21 @@ class EmbeddedBlobStore:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _spool(directory: Path, stream: BinaryIO) -> tuple[Path, str]:
+    """Copy ``stream`` into a new temporary file in ``directory``; return it and the content's MD5."""
+    handle, temp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    digest = hashlib.md5()
+    try:
+        with os.fdopen(handle, "wb") as out:
+            while piece := stream.read(1 << 20):
+                digest.update(piece)
+                out.write(piece)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return Path(temp), digest.hexdigest()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

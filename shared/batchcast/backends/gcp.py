@@ -12,6 +12,7 @@ a failed precondition, a missing object, a 403 — surfaces at once.
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import random
 import time
@@ -29,8 +30,10 @@ from google.protobuf import timestamp_pb2
 
 from batchcast.messages import InvalidMessage, Message, Topic, decode, encode
 from batchcast.ports import BlobInfo, NotFound, PreconditionFailed, TransientError
+from batchcast.storage import chunks_stream as storage_chunks
 
 T = TypeVar("T")
+UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # resumable uploads: a multiple of 256 KiB
 
 # HTTP statuses and exceptions worth retrying: rate limits, server errors, the network.
 TRANSIENT_API_ERRORS = (
@@ -141,6 +144,59 @@ class GcsBlobStore:
 
         return self._call(upload, name)
 
+    def write_from(
+        self,
+        name: str,
+        stream: BinaryIO,
+        *,
+        if_generation_match: int | None = None,
+        metadata: dict[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> int:
+        head = stream.read(UPLOAD_CHUNK_BYTES + 1)
+        if len(head) <= UPLOAD_CHUNK_BYTES:  # all of it: one request, like write
+            return self.write(
+                name,
+                head,
+                if_generation_match=if_generation_match,
+                metadata=metadata,
+                content_type=content_type,
+            )
+        rest = storage_chunks(itertools.chain([head], iter(lambda: stream.read(UPLOAD_CHUNK_BYTES), b"")))
+
+        def upload() -> int:
+            # A resumable upload in 8 MiB pieces: the client holds one piece at a time. GCS checks
+            # the precondition when the upload completes (fake-gcs-server before 2026-07 did not).
+            blob = self._bucket.blob(name, chunk_size=UPLOAD_CHUNK_BYTES)
+            if metadata:
+                blob.metadata = metadata
+            blob.upload_from_file(
+                rest,
+                content_type=content_type or "application/octet-stream",
+                if_generation_match=if_generation_match,
+                retry=None,
+            )
+            return int(blob.generation)
+
+        # A stream read halfway cannot be sent again: one attempt; redelivery retries the step.
+        return self._call(upload, name, attempts=1)
+
+    def copy(self, source: str, destination: str, *, if_generation_match: int | None = None) -> int:
+        def rewrite() -> int:
+            # Server-side: large objects take several rewrite calls, each resuming with its token.
+            target, token = self._bucket.blob(destination), None
+            while True:
+                token, _, _ = target.rewrite(
+                    self._bucket.blob(source),
+                    token=token,
+                    if_generation_match=if_generation_match,
+                    retry=None,
+                )
+                if token is None:
+                    return int(target.generation)
+
+        return self._call(rewrite, destination)
+
     def stat(self, name: str) -> BlobInfo | None:
         blob = self._call(lambda: self._bucket.get_blob(name, retry=None), name)
         return None if blob is None else _info(blob)
@@ -153,9 +209,9 @@ class GcsBlobStore:
         for blob in sorted(blobs, key=lambda b: b.name):
             yield _info(blob)
 
-    def _call(self, call: Callable[[], T], name: str) -> T:
+    def _call(self, call: Callable[[], T], name: str, attempts: int = 5) -> T:
         try:
-            return with_retries(call, what=f"gs://{self.bucket}/{name}")
+            return with_retries(call, what=f"gs://{self.bucket}/{name}", attempts=attempts)
         except api.NotFound as error:
             raise NotFound(name) from error
         except api.PreconditionFailed as error:
@@ -241,14 +297,14 @@ class PubSubBus:
     def dead_letters(self, topic: str, max_messages: int = 100, ack: bool = False) -> list[dict]:
         """Pull up to ``max_messages`` dead-lettered from ``topic``.
 
-        They are read from the pull subscription named like the dead-letter topic, ``<topic>-dlq``
-        (the emulator stack and Terraform create it).
+        They are read from the dead-letter topic's pull subscription,
+        :attr:`Topic.dead_letter_subscription` (the emulator stack and Terraform create it).
 
         Each entry: ``message_id``, ``publish_time``, ``attributes``, ``data`` (text), ``message``
         (the decoded message, or None when it breaks the contract) and ``error``. Unless ``ack``,
         the messages are released at once so they stay listed for the next reader.
         """
-        subscription = Topic(topic).dead_letter
+        subscription = Topic(topic).dead_letter_subscription
         path = self.subscription_path(subscription)
         response = with_retries(lambda: self._peek(path, max_messages), what=f"pull {subscription}")
         entries, ack_ids = [], []

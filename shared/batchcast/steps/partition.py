@@ -8,15 +8,23 @@ byte-deterministic, so redelivery and replay rewrite nothing and publish the sam
   ``ingested_at`` (the message's logical time) and ``upload_id``; Avro metadata ``batchcast.upload_id``,
   ``batchcast.ingested_at`` (the message's logical time, UTC ISO), ``batchcast.raw_object``,
   ``batchcast.schema_version``; object metadata ``rows``, ``first``, ``last`` (ISO period starts).
-* ``rejected/dt=<raw dt>/<upload_id>.csv`` (the bad rows in the user's columns, plus ``row``; an
+  The files are then listed in the city's manifest (:mod:`batchcast.catalog`), and an entity with
+  enough upload files has them compacted into segments (:func:`batchcast.dataset.compact`).
+* ``rejected/dt=<raw dt>/<upload_id>.csv`` (every bad row in the user's columns, plus ``row``; an
   Avro upload's bad rows are written as CSV too) or, when the whole file is rejected, a copy of the
-  raw bytes under its own extension; and ``<upload_id>.error.json``, the report naming every reason.
+  raw object under its own extension (copied inside the bucket, never through memory); and
+  ``<upload_id>.error.json``, the report: exact counts per reason category and the reasons of the
+  first rejected rows (``validation.MAX_LISTED_ROWS``), saying how many more it leaves out.
 * A misnamed object under ``raw/`` is copied to ``rejected/dt=<logical UTC date>/<safe name>``.
 * An upload of future values (a mapping of kind ``future``) goes to ``future/`` instead of
-  ``batch_data/`` (:func:`batchcast.future.write`) and publishes nothing: predict runs read it.
+  ``batch_data/`` (:func:`batchcast.future.write`); the entities it concerns are re-forecast.
 
-Readers merging several uploads of one entity take, per (entity, period), the row of the upload
-with the latest ``batchcast.ingested_at`` (then the larger object name): a corrected re-upload wins.
+The upload is read as a stream, chunk by chunk (``BATCHCAST_PARTITION_CHUNK_BYTES``), so memory stays
+bounded whatever its size (see :mod:`batchcast.validation`); a file larger than
+``BATCHCAST_MAX_UPLOAD_BYTES`` is rejected whole, unread, with a reason saying to split it.
+
+Readers merging several uploads of one entity take, per (entity, period), the row with the latest
+``ingested_at`` (then ``upload_id``): a corrected re-upload wins.
 The raw object is never modified or deleted.
 """
 
@@ -33,8 +41,9 @@ from batchcast import catalog, dataset, future, layout, schemas, storage
 from batchcast.config import Profile
 from batchcast.messages import InvalidMessage, Message, ObjectFinalized, PartitionsReady
 from batchcast.ports import Ports
+from batchcast.schemas import GROUP_KEY
 from batchcast.steps import RunContext, Status, StepResult
-from batchcast.validation import GROUP_KEY, ValidatedUpload, validate_upload
+from batchcast.validation import Upload, ValidatedUpload, read_upload
 
 CONTENT_TYPES = {"csv": "text/csv", "avro": "application/avro", "json": "application/json"}
 
@@ -58,45 +67,41 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
         raw = layout.parse_raw(name)
     except layout.LayoutError as error:
         return _quarantine_misnamed(ports, message, str(error))
-    data = ports.blobs.read(name)
     metadata = {**info.metadata, **message.metadata}
-    upload = validate_upload(
-        data,
-        raw.ext,
-        logical_time=message.logical_time,
-        dataset=metadata.get("dataset") or None,
-        mapping=metadata.get("mapping") or None,
-    )
-    try:
-        if upload.kind == "future":
-            written = future.write(
-                ports.blobs,
-                upload.profile,
-                upload.good,
-                upload_id=raw.upload_id,
-                logical_time=message.logical_time,
-                raw_object=name,
-            )
-            cities, partitions = _planned_for(ports, upload.profile, upload.good), written
-        else:
-            cities, partitions = _write_partitions(ports, message, raw.upload_id, upload)
-        report = _write_rejected(ports, message, raw, upload, data)
-    except storage.ConflictingWrite as error:
-        # An earlier delivery of this upload id wrote other bytes: the raw object was replaced under
-        # the same name (uploads are immutable). Retrying cannot help; the run record says why.
-        why = f"{error}; was {name} replaced? Upload changed data under a new name"
-        return StepResult(status="failed", errors={name: why})
-    result = _result(message, raw.upload_id, upload, cities, partitions, report)
+    settings = run.settings
+    with (
+        ports.blobs.open(name) as stream,
+        read_upload(
+            stream,
+            raw.ext,
+            size=info.size,
+            logical_time=message.logical_time,
+            dataset=metadata.get("dataset") or None,
+            mapping=metadata.get("mapping") or None,
+            max_bytes=settings.max_upload_bytes,
+            chunk_bytes=settings.partition_chunk_bytes,
+        ) as upload,
+    ):
+        try:
+            write = _write_future if upload.result.kind == "future" else _write_partitions
+            cities, partitions = write(ports, message, raw.upload_id, upload)
+            report = _write_rejected(ports, message, raw, upload)
+        except storage.ConflictingWrite as error:
+            # An earlier delivery of this upload id wrote other bytes: the raw object was replaced
+            # under the same name (uploads are immutable). Retrying cannot help; the run record says why.
+            why = f"{error}; was {name} replaced? Upload changed data under a new name"
+            return StepResult(status="failed", errors={name: why})
+    result = _result(message, raw.upload_id, upload.result, cities, partitions, report)
     run.log.info(result.notes[-1], fields={"counts": result.counts, "status": result.status})
     return result
 
 
 def _write_partitions(
-    ports: Ports, message: ObjectFinalized, upload_id: str, upload: ValidatedUpload
+    ports: Ports, message: ObjectFinalized, upload_id: str, upload: Upload
 ) -> tuple[dict[str, list[str]], int]:
     """Write one Avro file per (city, entity); return each city's entities and how many files there are."""
-    profile = upload.profile
-    if profile is None or upload.good.empty:
+    profile = upload.result.profile
+    if profile is None or upload.result.rows_accepted == 0:
         return {}, 0
     schema = schemas.observation(profile)
     metadata = {
@@ -106,15 +111,15 @@ def _write_partitions(
         "batchcast.schema_version": str(schemas.version(schema)),
     }
     partitions = 0
-    # An optional field that no row has (trips' weather) is left out: write_frame writes it as null
-    # all the same, without converting a column of nulls value by value.
-    good = upload.good.dropna(axis=1, how="all").assign(
-        ingested_at=message.logical_time.astimezone(UTC), upload_id=upload_id
-    )
     written: dict[str, dict[str, catalog.DataFile]] = {}
-    # Rows arrive sorted by city, entity and period: groups come out in that order, rows in time order.
-    for (city, entity), rows in good.groupby([GROUP_KEY, profile.entity_key], sort=False):
+    # One (city, entity) at a time, its rows in time order; groups come in no particular order.
+    for city, entity, rows in upload.groups():
         name = layout.batch_data_object(profile.name, city, profile.entity_key, entity, upload_id)
+        # An optional field that no row has (trips' weather) is left out: write_frame writes it as
+        # null all the same, without converting a column of nulls value by value.
+        rows = rows.dropna(axis=1, how="all").assign(
+            ingested_at=message.logical_time.astimezone(UTC), upload_id=upload_id
+        )
         content = schemas.write_frame(schema, rows, metadata=metadata)
         file = dataset.describe(name, content, rows, profile, "upload")
         storage.write_once(
@@ -125,6 +130,26 @@ def _write_partitions(
     for city, files in sorted(written.items()):
         _catalogue(ports, profile, city, files)
     return {city: sorted(files) for city, files in sorted(written.items())}, partitions
+
+
+def _write_future(
+    ports: Ports, message: ObjectFinalized, upload_id: str, upload: Upload
+) -> tuple[dict[str, list[str]], int]:
+    """Store an upload of future values (few rows: known covariates of coming periods); return the
+    entities it re-forecasts, per city, and how many files there are."""
+    profile = upload.result.profile
+    if profile is None or upload.result.rows_accepted == 0:
+        return {}, 0
+    rows = pd.concat(list(upload.good_rows()), ignore_index=True)
+    written = future.write(
+        ports.blobs,
+        profile,
+        rows,
+        upload_id=upload_id,
+        logical_time=message.logical_time,
+        raw_object=message.name,
+    )
+    return _planned_for(ports, profile, rows), written
 
 
 def _planned_for(ports: Ports, profile: Profile, rows: pd.DataFrame) -> dict[str, list[str]]:
@@ -149,21 +174,27 @@ def _catalogue(ports: Ports, profile: Profile, city: str, files: dict[str, catal
 
 
 def _write_rejected(
-    ports: Ports, message: ObjectFinalized, raw: layout.RawName, upload: ValidatedUpload, data: bytes
+    ports: Ports, message: ObjectFinalized, raw: layout.RawName, upload: Upload
 ) -> str | None:
     """Quarantine what was rejected and write its report; return the report's name (None: nothing)."""
-    if upload.file_errors:
-        ext, content = raw.ext, data
-    elif upload.row_errors:
-        ext, content = "csv", upload.rejected.to_csv(index=False, lineterminator="\n").encode()
+    result = upload.result
+    if result.file_errors:
+        quarantined = layout.rejected_object(raw.dt, raw.upload_id, raw.ext)
+        storage.copy_once(ports.blobs, message.name, quarantined)
+    elif result.rows_rejected:
+        quarantined = layout.rejected_object(raw.dt, raw.upload_id, "csv")
+        storage.write_once_from(
+            ports.blobs,
+            quarantined,
+            lambda: storage.chunks_stream(upload.rejected_csv()),
+            content_type=CONTENT_TYPES["csv"],
+        )
     else:
         return None
-    quarantined = layout.rejected_object(raw.dt, raw.upload_id, ext)
-    storage.write_once(ports.blobs, quarantined, content, content_type=CONTENT_TYPES[ext])
     return _write_report(
         ports,
         layout.rejected_report(raw.dt, raw.upload_id),
-        _report(message, raw.upload_id, upload, quarantined),
+        _report(message, raw.upload_id, result, quarantined),
     )
 
 
@@ -187,7 +218,17 @@ def _report(message: ObjectFinalized, upload_id: str, upload: ValidatedUpload, q
         },
         "reasons": upload.reason_counts(),
         "rows": upload.row_errors,
+        "rows_left_out": upload.rows_unlisted,
+        **({"note": _left_out(upload, quarantined)} if upload.rows_unlisted else {}),
     }
+
+
+def _left_out(upload: ValidatedUpload, quarantined: str) -> str:
+    return (
+        f"rows lists the reasons of the first {len(upload.row_errors):,} rejected rows and leaves out "
+        f"{upload.rows_unlisted:,} more (reasons counts them all); {quarantined} holds every rejected row "
+        "and the raw object every row"
+    )
 
 
 def _write_report(ports: Ports, name: str, report: dict[str, Any]) -> str:
@@ -200,8 +241,8 @@ def _quarantine_misnamed(ports: Ports, message: ObjectFinalized, why: str) -> St
     dt = message.logical_time.astimezone(UTC).date()
     safe_id, ext = _safe_name(message.name)
     quarantined = layout.rejected_object(dt, safe_id, ext)
-    storage.write_once(ports.blobs, quarantined, ports.blobs.read(message.name))
-    upload = ValidatedUpload(None, None, pd.DataFrame(), pd.DataFrame(), [], [why], [], 0)
+    storage.copy_once(ports.blobs, message.name, quarantined)
+    upload = ValidatedUpload(file_errors=[why])
     report = _write_report(
         ports, layout.rejected_report(dt, safe_id), _report(message, safe_id, upload, quarantined)
     )
