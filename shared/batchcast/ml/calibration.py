@@ -2,17 +2,19 @@
 
 Quantile regressors fitted in-sample make bands that are too narrow out of sample (or too wide,
 when the recent past was calmer than what they learnt from). Conformalized quantile regression
-(Romano et al., 2019; what MAPIE's CQR and mlforecast's ``PredictionIntervals`` do) fixes that with
-conformity scores of held-out points: here the backtest folds' out-of-sample forecasts.
+(Romano et al., 2019, as in MAPIE; mlforecast's ``PredictionIntervals`` likewise calibrate on
+cross-validation windows) fixes that with conformity scores of held-out points: here the backtest
+folds' out-of-sample forecasts.
 
 Each quantile ``q`` other than the median is calibrated on its own (each tail misses its share even
 when errors are skewed), relative to the model's own spread: the score of a held-out point is how
 far beyond the median its actual lies, in units of that quantile's distance from the median
 (CQR-m). The calibrated quantile is ``median ± factor * distance``, where ``factor`` is the
 finite-sample-corrected quantile of the scores. So a band that was 20 % too narrow everywhere
-becomes 25 % wider everywhere, the model's view of which days or hours are uncertain is kept, and
-a point the model pins exactly (a closed day: P10 = P50 = P90 = 0) stays exact, where an additive
-shift would lift its P10 above the zero it will certainly be. The median is never moved.
+becomes 25 % wider everywhere, the model's view of which days or hours are uncertain is kept, and a
+day the model pins at zero (a closed day: P10 = P50 = P90 = 0) keeps P10 = P50 = 0, where an
+additive shift would lift its P10 above the zero it will certainly be (its P90 moves by at most the
+factor times ``MIN_SPREAD``). The median is never moved.
 
 Everything is in the model's scaled units (``y / scale``) and plain numpy; the factors are a list
 of floats stored in the model's JSON metadata.
