@@ -381,6 +381,15 @@ def test_too_few_points_cannot_calibrate_a_p10_p90_band() -> None:
     assert conformal_factors(values, with_nan, QUANTILES) is None  # a point without actual is no point
 
 
+def test_a_backtest_with_too_few_points_leaves_the_band_uncalibrated(retail: Profile) -> None:
+    one_week = retail.model_copy(update={"backtest": retail.backtest.model_copy(update={"folds": 1})})
+    series = to_series(retail_observations(entities=1, days=60), one_week)
+    model, result = fit_and_backtest(series, one_week, "berlin")  # 7 points: 9 are the least
+    calibration, overall = result.metrics["calibration"], result.metrics["overall"]
+    assert calibration["points"] < 9 and calibration["factors"] == {} and model.band_factors == []
+    assert overall["coverage"] == overall["coverage_raw"]
+
+
 def test_factors_keep_quantiles_monotone_and_the_median_in_place() -> None:
     quantiles = [0.05, 0.1, 0.5, 0.9, 0.95]
     values = np.array([[-2.0, -1.0, 0.0, 1.0, 2.0], [3.0, 3.0, 3.0, 3.0, 3.0]])

@@ -133,7 +133,8 @@ def _calibrate(folds: list[_Fold], profile: Profile) -> tuple[list[float], dict]
     summary = {
         "method": "conformal (CQR-m): per quantile, its distance from the median times a factor",
         "points": int(sum(np.isfinite(f.y_scaled).sum() for f in folds)),
-        "factors": {quantile_column(q): f for q, f in zip(quantiles, factors, strict=True)},
+        # Empty when the folds scored too few points to calibrate on: the band is the models' own.
+        "factors": {quantile_column(q): f for q, f in zip(quantiles, factors, strict=False)},
         "held_out_folds": held_out,  # folds whose band (and coverage) is calibrated, not raw
     }
     return factors, summary
