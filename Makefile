@@ -10,7 +10,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: demo demo-bikeshare test lint bench bench-stack bench-api bench-partition clean functions
+.PHONY: demo demo-bikeshare test lint bench bench-stack bench-api bench-partition bench-realdata clean functions
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,13 @@ bench: $(STAMP)
 # Retail 200 stores × 730 days on the emulator stack vs. the embedded backend.
 bench-stack: $(STAMP)
 	$(BIN)/python bench/stack.py
+
+# Real data a package ships: ISLP's Capital Bikeshare 2011, daily, batchcast vs. seasonal naive vs. a
+# plain HistGradientBoosting script on the same origins. ISLP's own dependencies (torch, ...) are not
+# needed to read its data, hence --no-deps; the tests never need it.
+bench-realdata: $(STAMP)
+	$(BIN)/pip install --quiet --no-deps 'ISLP>=0.4'
+	$(BIN)/python bench/realdata.py
 
 # The results API under load: 200 authenticated requests/s for 30 s over 1,000 stores, on loopback.
 bench-api: $(STAMP)

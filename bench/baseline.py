@@ -5,7 +5,7 @@
 Reads the CSV, builds the retail profile's features (lags 1/2/3/7/14/28, rolling 7 mean/std and
 28 mean/max, day of week/month/day of year, public holidays, weather as of yesterday, the day's own
 open and promo flags (known in advance), a per-store scale), and per city makes the same fits the
-pipeline makes — three quantile models on the last 730 days plus three quantiles for each of three
+pipeline makes — three quantile models on the last 730 days plus three quantiles for each of six
 7-day backtest folds — with the same fit settings and the same threading (single-threaded fits
 side by side), then predicts the next day. It prints one JSON line: wall seconds (from the read to
 the last prediction), peak RSS, predictions.
@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 CITIES = {"berlin": ("DE", "BE"), "munich": ("DE", "BY"), "cologne": ("DE", "NW"), "paris": ("FR", None)}
 LAGS = (1, 2, 3, 7, 14, 28)
 QUANTILES = (0.1, 0.5, 0.9)
-WINDOW, FOLDS, FOLD_DAYS = 730, 3, 7
+WINDOW, FOLDS, FOLD_DAYS = 730, 6, 7
 
 
 def features(frame: pd.DataFrame, country: str, subdivision: str | None) -> pd.DataFrame:

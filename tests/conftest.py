@@ -53,7 +53,7 @@ def write_small_retail(directory: Path, name: str, sales_column: str = "sales", 
     text = (Path(str(resources.files("batchcast") / "profiles")) / "retail.toml").read_text()
     text = text.replace('sales = "sales"', f'sales = "{sales_column}"')
     text = re.sub(r"\n\[cities\.(cologne|paris)\]\n(\w+ = .*\n)+", "\n", text)
-    text = text.replace("max_iter = 150", "max_iter = 40").replace("folds = 3", "folds = 1")
+    text = text.replace("max_iter = 150", "max_iter = 40").replace("folds = 6", "folds = 1")
     extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in training.items())
     text = text.replace('name = "retail"', f'name = "{name}"')
     text = text.replace("debounce_minutes = 0\n", "debounce_minutes = 0\n" + extra)

@@ -233,6 +233,7 @@ def test_demo_command_prints_a_summary_and_draws_the_chart(tmp_path):
     )
     assert outcome.exit_code == 0, outcome.output
     assert "MASE" in outcome.output and "time per step" in outcome.output
+    assert "P10–P90 raw" in outcome.output  # coverage before and after calibration
     chart = root / "forecast-retail.png"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 20_000
 

@@ -28,7 +28,8 @@ class CitySummary:
     model_version: str | None
     mase: float | None
     wape: float | None
-    coverage: float | None
+    coverage: float | None  # of the calibrated P10–P90 band, on held-out backtest origins
+    coverage_raw: float | None  # of the quantile models' own band, before calibration
 
 
 def results(blobs: BlobStore, profile: Profile) -> list[dict]:
@@ -61,6 +62,7 @@ def city_summaries(blobs: BlobStore, profile: Profile) -> list[CitySummary]:
                 mase=metrics.get("mase"),
                 wape=metrics.get("wape"),
                 coverage=metrics.get("coverage"),
+                coverage_raw=metrics.get("coverage_raw"),
             )
         )
     return summaries

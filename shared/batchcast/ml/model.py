@@ -1,8 +1,10 @@
 """One global quantile model per (profile, city): a HistGradientBoostingRegressor per quantile.
 
 The model learns ``y / scale`` from scaled lags, rolling statistics, calendar, holidays and
-covariates, so a huge store and a small one share what they have in common. Persistence goes
-through skops with an explicit allowlist, never through pickle.
+covariates, so a huge store and a small one share what they have in common. Its outer quantiles
+carry conformal factors (:mod:`batchcast.ml.calibration`) learnt from the backtest folds, so the
+P10–P90 band holds what it promises out of sample. Persistence goes through skops with an explicit
+allowlist, never through pickle; the factors are plain numbers in the JSON metadata.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from batchcast.config import Profile
+from batchcast.ml.calibration import apply_factors
 from batchcast.ml.features import (
     FEATURE_DTYPE,
     closed_mask,
@@ -73,6 +76,9 @@ class ForecastModel:
     training_rows: int
     trained_through: str  # ISO start of the last period with a known target the model saw
     extra: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable notes the caller adds
+    # Conformal calibration: per quantile, its distance from the median is multiplied by this
+    # (1 for the median); empty: not calibrated.
+    band_factors: list[float] = field(default_factory=list)
 
     # -- training ---------------------------------------------------------------------------------
 
@@ -122,21 +128,22 @@ class ForecastModel:
             out[quantile_column(quantile)] = values[:, j]
         return out
 
-    def predict_scaled(self, frame: pd.DataFrame) -> np.ndarray:
-        """Scaled quantile predictions for feature rows, sorted per row so quantiles never cross."""
+    def predict_raw(self, frame: pd.DataFrame) -> np.ndarray:
+        """The estimators' scaled predictions for feature rows, sorted per row, before calibration."""
         features = frame[self.feature_names].to_numpy(dtype=FEATURE_DTYPE)
         if len(features) == 0:
             return np.zeros((0, len(self.estimators)))
         with threadpool_limits(1, user_api="openmp"):  # a few rows: threads cost more than they save
             values = np.column_stack([estimator.predict(features) for estimator in self.estimators])
-        return np.sort(values, axis=1)
+        return np.sort(values, axis=1)  # quantiles never cross
+
+    def predict_scaled(self, frame: pd.DataFrame) -> np.ndarray:
+        """Scaled, calibrated quantile predictions for feature rows (monotone per row)."""
+        return apply_factors(self.predict_raw(frame), self.band_factors, self.quantiles)
 
     def predict_values(self, frame: pd.DataFrame, profile: Profile) -> np.ndarray:
-        """Quantile forecasts (rows x quantiles) in the target's units for feature rows."""
-        values = self.predict_scaled(frame) * frame["scale"].to_numpy()[:, None]
-        if not profile.validation.allow_negative_target:
-            values = np.maximum(values, 0.0)  # monotone before, monotone after
-        return values
+        """Calibrated quantile forecasts (rows x quantiles) in the target's units for feature rows."""
+        return to_units(self.predict_scaled(frame), frame["scale"].to_numpy(), profile)
 
     def _check(self, profile: Profile, city: str) -> None:
         if profile.name != self.profile_name or city != self.city:
@@ -178,11 +185,28 @@ class ForecastModel:
             raise ValueError("model payload's estimators are not HistGradientBoostingRegressors")
         meta = json.loads(payload.get("meta", "null"))
         expected = {f.name for f in fields(cls)} - {"estimators"}
-        if not isinstance(meta, dict) or set(meta) != expected:
-            raise ValueError(f"model payload's metadata must have exactly: {', '.join(sorted(expected))}")
+        # Models saved before calibration existed have no factors: they load as uncalibrated.
+        if not isinstance(meta, dict) or not expected - {"band_factors"} <= set(meta) <= expected:
+            raise ValueError(
+                f"model payload's metadata must have exactly: {', '.join(sorted(expected))} "
+                "(band_factors may be missing)"
+            )
         if len(estimators) != len(meta["quantiles"]):
             raise ValueError("model payload has a different number of estimators and quantiles")
+        factors = meta.get("band_factors", [])
+        if not isinstance(factors, list) or len(factors) not in (0, len(estimators)):
+            raise ValueError("model payload's band_factors do not match its quantiles")
+        if not all(isinstance(f, int | float) and np.isfinite(f) for f in factors):
+            raise ValueError("model payload's band_factors must be finite numbers")
         return cls(estimators=estimators, **meta)
+
+
+def to_units(scaled: np.ndarray, scale: np.ndarray, profile: Profile) -> np.ndarray:
+    """Scaled quantile predictions (rows x quantiles) times each row's scale, clipped at 0 if it must be."""
+    values = scaled * scale[:, None]
+    if not profile.validation.allow_negative_target:
+        values = np.maximum(values, 0.0)  # monotone before, monotone after
+    return values
 
 
 # -- fitting --------------------------------------------------------------------------------------
