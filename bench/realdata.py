@@ -12,9 +12,8 @@ such a file would do, step by step:
 1. write it as the user's own CSV: one row per day (``day, system, rentals``), the day's weather
    (mean temperature, hours of rain or snow, humidity, wind) and the public-holiday flag;
 2. write a profile of its own (a TOML file) mapping the user's columns onto the retail schema's
-   fields; today's schemas carry ``temp`` and ``precipitation`` (rain hours go there), so
-   ``COVARIATES`` maps just those two: to use humidity or wind once profiles can declare their own
-   covariates, add a line there;
+   fields and declaring its covariates (``COVARIATES``: temperature, rain hours, and the user's
+   own humidity and wind), each known up to the day before;
 3. upload the CSV into an embedded deployment: validation, partitioning, training with a
    rolling-origin backtest (``--folds`` origins of ``--window`` days, the last ending on
    31 December) and the forecast of 1 January, as a real upload would run;
@@ -54,7 +53,10 @@ TRAINING_WINDOW = 365
 
 # The user's column for each schema field batchcast should use as a covariate (as of the day
 # before, like every covariate today). One line per covariate: the profile follows this mapping.
-COVARIATES = {"temp": "temp_c", "precipitation": "rain_hours"}
+# The profile's covariates (each declared in it, past timing: known up to the origin) and the
+# user's columns they come from; temp and precipitation are fields of the retail schema, humidity
+# and wind the user's own.
+COVARIATES = {"temp": "temp_c", "precipitation": "rain_hours", "humidity": "humidity_pct", "wind": "wind_kmh"}
 USER_COLUMNS = ["day", "system", "rentals", "temp_c", "rain_hours", "humidity_pct", "wind_kmh", "holiday"]
 
 
@@ -93,6 +95,7 @@ def profile_toml(folds: int, window: int) -> str:
     columns = {"store_id": "system", "date": "day", "sales": "rentals", **COVARIATES}
     mapping = ", ".join(f'{field} = "{column}"' for field, column in columns.items())
     covariates = ", ".join(f'"{name}"' for name in COVARIATES)
+    declared = "".join(f'\n[covariates.{name}]\ntype = "number"\ntiming = "past"\n' for name in COVARIATES)
     return f"""\
 name = "{PROFILE}"
 description = "Daily rentals of one bike-share system, with the previous day's weather"
@@ -102,7 +105,6 @@ time_column = "date"
 target = "sales"
 frequency = "daily"
 timezone = "America/New_York"
-on_upload = ["train", "predict"]
 
 [cities.{CITY}]
 country = "US"
@@ -111,7 +113,7 @@ subdivision = "DC"
 [[schedule]]
 cron = "0 0 * * *"
 actions = ["train", "predict"]
-
+{declared}
 [features]
 lags = [1, 2, 3, 7, 14, 28]
 rolling = [{{ window = 7, stats = ["mean", "std"] }}, {{ window = 28, stats = ["mean", "max"] }}]
@@ -143,7 +145,7 @@ def run_batchcast(csv: Path, profiles: Path, root: Path) -> dict:
     """Upload the user's CSV to an embedded deployment at the first midnight after the data and
     let everything run; return the trained model's metadata and its backtest points."""
     os.environ["BATCHCAST_PROFILE_DIR"] = str(profiles)
-    from batchcast import layout, runtime, schemas, storage, training, uploads
+    from batchcast import layout, runtime, schemas, training, uploads
     from batchcast.config import load_profile
     from batchcast.obs import configure_logging
     from batchcast.ports import FixedClock
@@ -161,8 +163,8 @@ def run_batchcast(csv: Path, profiles: Path, root: Path) -> dict:
     if failed or ref is None:
         raise SystemExit(f"the pipeline did not train: {failed}")
     folder = layout.model_dir(PROFILE, CITY, ref.version)
-    metadata = storage.read_json(deployment.ports.blobs, folder + training.METADATA_FILE)
-    points = schemas.read_frame(deployment.ports.blobs.read(folder + training.BACKTEST_FILE), "backtest")
+    metadata = training.read_metadata(deployment.ports.blobs, profile, CITY, ref.version)
+    points = schemas.read_frame(deployment.ports.blobs.read(folder + metadata["backtest_file"]), "backtest")
     return {"metadata": metadata, "points": points, "seconds": seconds}
 
 
