@@ -62,6 +62,11 @@ def lookback(profile: Profile) -> int:
     return max(profile.features.lags) + rolling + profile.features.scale_window
 
 
+def history_start(profile: Profile, target_start: datetime) -> datetime:
+    """The first period a forecast for ``target_start`` reads (its features' look-back, plus one)."""
+    return target_start - profile.period * (lookback(profile) + 1)
+
+
 def estimate_seconds(profile: Profile, data: CityData) -> float:
     """How long training ``files`` would take: fits × (fixed cost + cost of the rows it reads).
 

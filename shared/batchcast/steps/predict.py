@@ -35,7 +35,7 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     city = message.city_
     model, _ = training.load_model(ports.blobs, profile, city, message.model_version)
     data = catalog.read(ports.blobs, profile, city, entities=message.entities)
-    since = message.target_start - profile.period * (training.lookback(profile) + 1)
+    since = training.history_start(profile, message.target_start)
     until = message.target_start
     rows = dataset.read_rows(ports.blobs, profile, data, since=since, until=until)
     series = to_series(rows, profile, until=until)

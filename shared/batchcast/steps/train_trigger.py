@@ -191,7 +191,7 @@ def add_predict_requests(
     Shards are balanced by the rows each entity's forecast reads (its look-back), not its history.
     """
     start, end = profile.target_window(message.logical_time, city)
-    since = start - profile.period * (training.lookback(profile) + 1)
+    since = training.history_start(profile, start)
     chosen = data if entities is None else {e: data[e] for e in entities if e in data}
     weights = {entity: info.rows_reaching(since, start) for entity, info in chosen.items()}
     shards = plan_shards(weights, profile.sharding.target_rows, profile.sharding.max_shards)
