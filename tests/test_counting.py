@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from batchcast import storage
+from batchcast import catalog, freshness, layout, storage
 from batchcast.backends.counting import OUTSIDE, CountingBlobStore, Operation, Tally
 from batchcast.backends.embedded import EmbeddedBlobStore
+from batchcast.catalog import DataFile
 from batchcast.ports import NotFound, PreconditionFailed
 
 
@@ -75,3 +77,19 @@ def test_blocks_nest_and_streams_count_their_bytes(blobs: CountingBlobStore) -> 
     assert blobs.step == OUTSIDE
     assert inner == Tally(reads=1, read_bytes=10_000)
     assert outer == Tally(stats=1)
+
+
+def test_a_whole_dataset_freshness_check_lists_results_once(blobs: CountingBlobStore, retail) -> None:
+    """The counting store as a cost check: one listing of results/ however many cities have data."""
+    now = datetime(2026, 3, 2, 0, 30, tzinfo=UTC)
+    expected = retail.expected_window(now)[0].isoformat()
+    for city, store in (("berlin", "1"), ("munich", "2"), ("paris", "3")):
+        file = DataFile(f"batch_data/{city}-{store}.avro", "upload", "2026-03-01T00:00:00", expected, 1, "x")
+        catalog.record(blobs, retail, city, {store: file})
+        if store != "3":  # store 3 has no forecast yet
+            name = layout.results_object("retail", "store_id", store)
+            blobs.write(name, b"{}", metadata={"target_start": expected, "as_of": now.isoformat()})
+    with blobs.attributed("notify") as tally:
+        statuses = freshness.entity_statuses(blobs, retail, now)
+    assert {e: s["stale"] for e, s in statuses.items()} == {"1": False, "2": False, "3": True}
+    assert (tally.list_calls, tally.listed) == (1, 2)
