@@ -10,7 +10,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: demo demo-bikeshare test lint bench bench-stack bench-api clean functions
+.PHONY: demo demo-bikeshare test lint bench bench-stack bench-api bench-daily clean functions
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench: $(STAMP)
 # Retail 200 stores × 730 days on the emulator stack vs. the embedded backend.
 bench-stack: $(STAMP)
 	$(BIN)/python bench/stack.py
+
+# Every store uploads its own day: per-run cost on day 1,095 against day 30, and a GCS estimate.
+bench-daily: $(STAMP)
+	$(BIN)/python bench/daily.py
 
 # The results API under load: 200 authenticated requests/s for 30 s over 1,000 stores, on loopback.
 bench-api: $(STAMP)
