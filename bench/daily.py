@@ -96,6 +96,7 @@ class Run:
     tally: Tally
     city: str | None = None
     entities: int = 0  # the stores a predict request named
+    status: str = "failed"  # the step's; an exception leaves "failed"
     counted: bool = True  # False: a probe run of the night before, measured for memory only
     seconds: float | None = None  # None when traced (tracemalloc slows a run down)
     peak_bytes: int | None = None  # tracemalloc peak, when traced
@@ -133,7 +134,9 @@ class Meter:
                     tracemalloc.start()
                 started = time.perf_counter()
                 try:
-                    return handle(function, message, **options)
+                    result = handle(function, message, **options)
+                    run.status = result.status
+                    return result
                 finally:
                     seconds = time.perf_counter() - started
                     if self.trace:
@@ -312,6 +315,7 @@ def measure_day(
         "refreshed_by_uploads": refreshed,
         "results_after_tick": _results_for(meter.blobs.inner, profile, forecast_day),
         "dead_letters": sum(len(deployment.bus.dead_letters(t.value)) for t in Topic),
+        "failed_runs": sum(run.status in ("failed", "partial") for run in meter.runs),
     }
 
 
@@ -455,7 +459,8 @@ def print_day(day: int, summary: dict, facts: dict[str, Any], seconds: float) ->
         caption_justify="left",
         title=f"day {day:,} ({day_date(day)}): {facts['uploads']:,} uploads, {seconds:,.0f} s; "
         f"results for the next day after uploads {facts['refreshed_by_uploads']:,}, after the tick "
-        f"{facts['results_after_tick']:,}; dead letters {facts['dead_letters']}",
+        f"{facts['results_after_tick']:,}; failed runs {facts['failed_runs']}, "
+        f"dead letters {facts['dead_letters']}",
         title_justify="left",
     )
     for column in (
