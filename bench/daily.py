@@ -50,6 +50,7 @@ import re
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -81,7 +82,7 @@ BULK_DAYS = 100  # history is written in bulk uploads of this many days (bounds 
 GCS_SECONDS = 0.040  # one GCS request, serial
 GCS_TARGET_STORES = 4_600
 LIST_PAGE = 1_000  # objects per GCS listing page (each page is a round trip)
-console = Console(width=160)
+console = Console(width=170)
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -292,15 +293,16 @@ def measure_day(
 ) -> dict[str, Any]:
     """Run day ``day``'s uploads and the next night's ticks; return sanity facts about the day."""
     clock: FixedClock = deployment.ports.clock  # type: ignore[assignment]
-    today = frame[frame["date"] == day_date(day).isoformat()].sort_values("store_id", key=_numeric)
+    today = frame[frame["date"] == day_date(day).isoformat()]
+    today = today.sort_values("store_id", key=lambda ids: ids.astype(int))
     first, last = UPLOAD_HOURS
     spacing = (last - first) / max(len(today), 1)
     meter.phase = "upload"
-    for index, (_, row) in enumerate(today.iterrows()):
+    for index in range(len(today)):
         at = local_time(profile, day, first + index * spacing)
         clock.set(at)
         meter.trace = trace_every > 0 and index % trace_every == trace_every - 1
-        uploads.store_upload(meter.blobs, _csv(row.to_frame().T), ext="csv", now=at, dataset=PROFILE)
+        uploads.store_upload(meter.blobs, _csv(today.iloc[[index]]), ext="csv", now=at, dataset=PROFILE)
         deployment.bus.drain()
         deployment.results.clear()
     meter.trace = False
@@ -317,10 +319,6 @@ def measure_day(
         "dead_letters": sum(len(deployment.bus.dead_letters(t.value)) for t in Topic),
         "failed_runs": sum(run.status in ("failed", "partial") for run in meter.runs),
     }
-
-
-def _numeric(ids: pd.Series) -> pd.Series:
-    return ids.astype(int)
 
 
 def _results_for(blobs: Any, profile: Profile, target_day: str) -> int:
@@ -490,7 +488,7 @@ def print_day(day: int, summary: dict, facts: dict[str, Any], seconds: float) ->
             f"{s['listed_max']:,}",
             _fmt(s["read"]),
             f"{s['read_max']:,}",
-            _fmt(s["kib_read"]),
+            _fmt(s["kib_read"], 0),
             _fmt(s["stats"]),
             _fmt(s["written"]),
             f"{s['written_max']:,}",
@@ -557,8 +555,6 @@ def print_gcs(runs: list[Run], stores: int, day: int, largest: dict[str, int]) -
         + ", ".join(f"{city} {n:,}" for city, n in largest.items())
         + ")",
         title_justify="left",
-        caption="T = " + (gcs_estimate.__doc__ or "").split("T = ", 1)[1].replace("\n    ", " ").strip(),
-        caption_justify="left",
     )
     for column in ("phase", "step ← message", "k", "requests/run", "I/O s mean", "I/O s max", "+ CPU s"):
         _add_column(table, column)
@@ -663,6 +659,8 @@ def run_bench(args: argparse.Namespace, days: list[int], scratch: Path, root: Pa
         )
     for day in dict.fromkeys((first, last)):  # shards are largest early in the year: show both ends
         print_gcs(runs_by_day[day], args.stores, day, largest_by_day[day])
+    formula = (gcs_estimate.__doc__ or "").split("T = ", 1)[1].split("\n\n")[0]
+    console.print(textwrap.fill("T = " + " ".join(formula.split()), width=110))
     console.print(f"total {time.perf_counter() - started:,.0f} s")
 
 
