@@ -402,7 +402,9 @@ def gcs_estimate(group: list[Run], scale: Callable[[Run], float]) -> dict[str, f
     latencies, requests, cpu = [], [], []
     for run in group:
         k, tally = scale(run), run.tally
-        serial = tally.operations - tally.list_calls - tally.concurrent - run.per_store_serial
+        # Requests from a pool other than storage.concurrently's are in no batch: counted serial.
+        batched_requests = sum(made for _, made, _ in run.batches)
+        serial = tally.operations - tally.list_calls - batched_requests - run.per_store_serial
         rounds = sum(
             math.ceil((k if per_store else 1) * n / storage.WORKERS) * math.ceil(made / n)
             for n, made, per_store in run.batches
