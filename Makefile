@@ -10,7 +10,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: demo demo-bikeshare test lint bench bench-stack bench-api bench-partition bench-realdata clean functions
+.PHONY: demo demo-bikeshare test lint bench bench-stack bench-api bench-partition bench-realdata bench-daily clean functions
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench-stack: $(STAMP)
 bench-realdata: $(STAMP)
 	$(BIN)/pip install --quiet --no-deps 'ISLP>=0.4'
 	$(BIN)/python bench/realdata.py
+
+# Every store uploads its own day: per-run cost on day 1,095 against day 30, and a GCS estimate.
+bench-daily: $(STAMP)
+	$(BIN)/python bench/daily.py
 
 # The results API under load: 200 authenticated requests/s for 30 s over 1,000 stores, on loopback.
 bench-api: $(STAMP)

@@ -374,51 +374,11 @@ def test_every_reference_resolves(tf_text: str) -> None:
     assert len(resources) > 30 and {"project", "region"} <= variables
 
 
-class _RecordingBlobs:
-    """A blob store that notes which process touched which object, and how."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.process = "outside"
-        self.touched: set[tuple[str, str, str]] = set()  # (process, read|create|update, name)
-
-    def _note(self, level: str, name: str) -> None:
-        self.touched.add((self.process, level, name))
-
-    def read(self, name: str) -> bytes:
-        self._note("read", name)
-        return self.inner.read(name)
-
-    def open(self, name: str):
-        self._note("read", name)
-        return self.inner.open(name)
-
-    def stat(self, name: str):
-        self._note("read", name)
-        return self.inner.stat(name)
-
-    def list(self, prefix: str):
-        self._note("read", prefix)
-        return self.inner.list(prefix)
-
-    def write(self, name: str, data: bytes, **options: Any) -> int:
-        self._note("create" if options.get("if_generation_match") == 0 else "update", name)
-        return self.inner.write(name, data, **options)
-
-    def write_from(self, name: str, stream: Any, **options: Any) -> int:
-        self._note("create" if options.get("if_generation_match") == 0 else "update", name)
-        return self.inner.write_from(name, stream, **options)
-
-    def copy(self, source: str, destination: str, **options: Any) -> int:
-        self._note("read", source)
-        self._note("create" if options.get("if_generation_match") == 0 else "update", destination)
-        return self.inner.copy(source, destination, **options)
-
-
 def test_bucket_grants_cover_what_each_process_really_touches(tf: dict, small_retail, tmp_path) -> None:
     """Run the pipeline (every function, and the training job's step) on a recording bucket and
     check each object it read, created or updated lies under a prefix Terraform grants it."""
     from batchcast import catalog, dataset, synth, uploads
+    from batchcast.backends.counting import OUTSIDE, CountingBlobStore
     from batchcast.demo import demo_clock
     from batchcast.messages import ScheduleTick, TrainRequest
     from batchcast.ports import FixedClock
@@ -426,16 +386,13 @@ def test_bucket_grants_cover_what_each_process_really_touches(tf: dict, small_re
     profile = small_retail("grants")
     at = demo_clock(profile, date(2026, 3, 1))
     deployment = runtime.embedded(tmp_path, clock=FixedClock(at), backoff_seconds=0.001)
-    blobs = _RecordingBlobs(deployment.ports.blobs)
+    blobs = CountingBlobStore(deployment.ports.blobs, names=True)
     deployment.ports.blobs = blobs
     handle = deployment.handle
 
     def recorded(function: str, message: Any, **options: Any) -> Any:
-        blobs.process = "train_job" if function == "train" else function
-        try:
+        with blobs.attributed("train_job" if function == "train" else function):
             return handle(function, message, **options)
-        finally:
-            blobs.process = "outside"
 
     deployment.handle = recorded  # type: ignore[method-assign]
     frame = synth.generate(profile, 4, 90, seed=6, end=date(2026, 3, 1))
@@ -465,14 +422,14 @@ def test_bucket_grants_cover_what_each_process_really_touches(tf: dict, small_re
 
     access = tf["locals"]["bucket_access"]
     may = {"read": ("read", "create", "update"), "create": ("create", "update"), "update": ("update",)}
-    processes = {process for process, _, _ in blobs.touched} - {"outside"}
+    processes = {process for process, _, _ in blobs.touched} - {OUTSIDE}
     assert processes == {"partition", "train_trigger", "predict", "notify", "train_job"}
     rejected = sorted(n for _, level, n in blobs.touched if level == "create" and n.startswith("rejected/"))
     assert [n.rsplit(".", 1)[-1] for n in rejected] == ["csv", "json", "csv", "json"]  # 2 uploads, 2 ways
     denied = sorted(
         (process, level, name)
         for process, level, name in blobs.touched
-        if process != "outside"
+        if process != OUTSIDE
         and not any(name.startswith(p) for lvl in may[level] for p in access[process][lvl])
     )
     assert denied == [], "Terraform would deny these:\n" + "\n".join(map(str, denied))

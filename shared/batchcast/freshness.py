@@ -30,11 +30,13 @@ def entity_statuses(
     """
     cities = list(profile.cities) if scope is None else [c for c in scope if c in profile.cities]
     statuses = {}
+    # A whole-dataset check lists results/ once: its listing covers every city.
+    everyone = _results(blobs, profile, None) if scope is None else None
     for city in cities:
         data = catalog.read(blobs, profile, city, entities=None if scope is None else scope[city])
         if not data:
             continue
-        results = _results(blobs, profile, list(data) if scope is not None else None)
+        results = everyone if everyone is not None else _results(blobs, profile, list(data))
         expected_start, _ = profile.expected_window(now, city)
         causes = _city_causes(blobs, profile, city, expected_start)
         for entity, entity_data in data.items():

@@ -23,6 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from batchcast import layout, runtime, synth, uploads
+from batchcast.backends.counting import CountingBlobStore
 from batchcast.backends.embedded import EmbeddedBlobStore
 from batchcast.config import load_profile
 from batchcast.messages import ScheduleTick, Topic
@@ -119,42 +120,27 @@ def stale_bucket(filled_bucket: Path) -> Path:
     return root
 
 
-class RecordingBlobStore(EmbeddedBlobStore):
-    """The embedded store, remembering every name it was asked about (to prove none was)."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.touched: list[str] = []
-
-    def read(self, name: str) -> bytes:
-        self.touched.append(name)
-        return super().read(name)
-
-    def stat(self, name: str):
-        self.touched.append(name)
-        return super().stat(name)
-
-    def list(self, prefix: str):
-        self.touched.append(prefix)
-        return super().list(prefix)
+def recording_store(root: Path) -> CountingBlobStore:
+    """The embedded store over ``root``, remembering every name it is asked about (to prove none was)."""
+    return CountingBlobStore(EmbeddedBlobStore(root), names=True)
 
 
 @pytest.fixture
 def recording():
-    """``recording(root)`` -> a :class:`RecordingBlobStore` over ``root``."""
-    return RecordingBlobStore
+    """``recording(root)`` -> a :func:`recording_store` over ``root``."""
+    return recording_store
 
 
 @pytest.fixture
-def blobs(stale_bucket: Path, tmp_path: Path) -> RecordingBlobStore:
+def blobs(stale_bucket: Path, tmp_path: Path) -> CountingBlobStore:
     """A private copy of the stale bucket (tests may change it), recording what is read."""
     root = tmp_path / "bucket"
     shutil.copytree(stale_bucket, root)
-    return RecordingBlobStore(root)
+    return recording_store(root)
 
 
 @pytest.fixture
-def client(blobs: RecordingBlobStore) -> Iterator[TestClient]:
+def client(blobs: CountingBlobStore) -> Iterator[TestClient]:
     """The app over the stale bucket with the token map from the environment's JSON."""
     app = create_app(blobs=blobs, tokens=TokenStore(blobs, json.dumps(TOKEN_MAP)))
     with TestClient(app) as test_client:
