@@ -26,7 +26,7 @@ locals {
   functions = {
     ingest        = { memory = "1Gi", cpu = "1", timeout = 120, max_instances = 10, concurrency = 4, publishes = [] }
     partition     = { memory = "2Gi", cpu = "1", timeout = 540, max_instances = 10, concurrency = 1, publishes = ["partitions-ready"] }
-    train_trigger = { memory = "4Gi", cpu = "2", timeout = 540, max_instances = 4, concurrency = 1, publishes = ["predict-requests"] }
+    train_trigger = { memory = "4Gi", cpu = "2", timeout = 540, max_instances = 4, concurrency = 1, publishes = ["predict-requests", "schedule"] }
     predict       = { memory = "2Gi", cpu = "1", timeout = 540, max_instances = var.predict_max_instances, concurrency = 1, publishes = ["predictions-ready"] }
     notify        = { memory = "1Gi", cpu = "1", timeout = 300, max_instances = 1, concurrency = 1, publishes = [] }
   }

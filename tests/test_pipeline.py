@@ -216,8 +216,10 @@ def test_training_failure_falls_back_to_the_previous_model(retail_run, monkeypat
     tick = ScheduleTick(dataset="retail", actions=["train", "predict"], logical_time=later)
     deployment.ports.bus.publish(Topic.SCHEDULE, tick)
     deployment.bus.drain()
-    [upload, trigger] = [r for f, r in deployment.results if f == "train_trigger"]
-    assert upload.counts.get("models_trained", 0) == 0  # an upload re-forecasts; the schedule trains
+    # The upload re-forecasts; the schedule trains, one city per run.
+    upload, _split, *per_city = [r for f, r in deployment.results if f == "train_trigger"]
+    assert upload.counts.get("models_trained", 0) == 0 and len(per_city) == len(profile.cities)
+    [trigger] = [r for r in per_city if city in r.errors]
     assert trigger.status == "partial" and "model training failed" in trigger.errors[city]
     assert training.latest(deployment.ports.blobs, profile, city) == previous
     fresh = [_json(deployment, n) for n in _names(deployment, layout.results_prefix("retail"))]

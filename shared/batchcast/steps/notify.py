@@ -1,9 +1,9 @@
 """notify: compute entities' freshness, then tell the managers and operations, once.
 
-Runs on schedule ticks with the ``notify`` action and on each ``predictions-ready`` of a scheduled
-run (every entity of the dataset), and on each ``predictions-ready`` of an upload's forecast (just
-its entities, so a store's upload clears its stale flag at once without a whole-dataset check per
-store upload):
+Runs on schedule ticks with the ``notify`` action (every entity of the dataset: the schedule checks
+freshness half an hour after predicting, when every city's forecasts are due) and on each
+``predictions-ready`` (just the entities forecast, so a store's upload or a scheduled shard clears
+their stale flags at once without a whole-dataset check per upload or shard):
 
 1. :mod:`batchcast.freshness` compares the target period the last scheduled run owed each entity with
    what ``results/`` holds, names the cause of staleness, and the result is merged into
@@ -34,11 +34,7 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
         raise InvalidMessage(f"notify does not handle {message.kind}")
     profile = load_profile(message.dataset)
     now = ports.clock.now()
-    scope = (
-        {message.city_: message.entity_ids}
-        if isinstance(message, PredictionsReady) and message.trigger == "upload" and message.entity_ids
-        else None
-    )
+    scope = {message.city_: message.entity_ids} if isinstance(message, PredictionsReady) else None
     statuses = freshness.entity_statuses(ports.blobs, profile, now, scope)
     changes: dict[str, list[str]] = {}
     merged: dict[str, freshness.Status] = {}

@@ -50,6 +50,8 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     if not actions & {"train", "predict"}:
         result.status = "skipped"
         return result
+    if isinstance(message, ScheduleTick) and not message.cities and len(cities) > 1:
+        return _per_city(message, cities, actions)
     failed = 0
     for city in cities:
         try:
@@ -63,6 +65,18 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     return result
 
 
+def _per_city(tick: ScheduleTick, cities: list[str], actions: set[str]) -> StepResult:
+    """One tick per city, so each city trains in an invocation of its own: a dataset's cities one
+    after another could outlast an event-driven function (540 s) even when each city fits.
+    Notify sees the original tick; the per-city ones carry only train and predict."""
+    wanted = sorted(actions & {"train", "predict"})
+    ticks: list[Message] = [
+        ScheduleTick(dataset=tick.dataset, actions=wanted, cities=[city], logical_time=tick.logical_time)
+        for city in cities
+    ]
+    return StepResult(messages=ticks, notes=[f"one tick per city: {', '.join(cities)}"])
+
+
 def _one_city(
     ports: Ports,
     profile: Profile,
@@ -72,20 +86,23 @@ def _one_city(
     result: StepResult,
     run: RunContext,
 ) -> None:
-    data = catalog.read(ports.blobs, profile, city)
+    uploaded = message.entities.get(city) if isinstance(message, PartitionsReady) else None
+    current = training.latest(ports.blobs, profile, city)
+    # Only a training needs the whole city (its fingerprint, its rows); an upload re-forecasting
+    # its stores with the current model reads just their manifest parts.
+    may_train = current is None or "train" in actions
+    data = catalog.read(ports.blobs, profile, city, entities=None if may_train else uploaded)
     if not data:
         result.notes.append(f"{city}: no data yet")
         return
-    current = training.latest(ports.blobs, profile, city)
-    fingerprint = dataset.fingerprint(data, profile)
     ref = current
-    if _should_train(profile, city, message, actions, current, fingerprint, result):
+    fingerprint = dataset.fingerprint(data, profile) if may_train else ""
+    if may_train and _should_train(profile, city, message, actions, current, fingerprint, result):
         if profile.training.mode == "job":
             _hand_to_job(ports, profile, city, message, actions, fingerprint, result)
             return  # the job publishes this city's predict requests when its model is ready
         ref = train_with_fallback(ports, profile, city, message, data, result, run, fingerprint=fingerprint)
     if "predict" in actions and ref is not None:
-        uploaded = message.entities.get(city) if isinstance(message, PartitionsReady) else None
         add_predict_requests(profile, city, ref.version, data, message, result, entities=uploaded)
 
 
