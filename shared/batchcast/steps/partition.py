@@ -45,6 +45,7 @@ from batchcast.schemas import GROUP_KEY
 from batchcast.steps import RunContext, Status, StepResult
 from batchcast.validation import Upload, ValidatedUpload, read_upload
 
+_WRITE_BATCH = 64  # partition files held in memory to be written at once (each one entity's rows)
 CONTENT_TYPES = {"csv": "text/csv", "avro": "application/avro", "json": "application/json"}
 
 
@@ -110,8 +111,19 @@ def _write_partitions(
         "batchcast.raw_object": message.name,
         "batchcast.schema_version": str(schemas.version(schema)),
     }
-    partitions = 0
     written: dict[str, dict[str, catalog.DataFile]] = {}
+    batch: list[tuple[catalog.DataFile, bytes]] = []
+
+    def write(item: tuple[catalog.DataFile, bytes]) -> None:
+        file, content = item
+        storage.write_once(
+            ports.blobs,
+            file.name,
+            content,
+            metadata=file.object_metadata(),
+            content_type=CONTENT_TYPES["avro"],
+        )
+
     # One (city, entity) at a time, its rows in time order; groups come in no particular order.
     for city, entity, rows in upload.groups():
         name = layout.batch_data_object(profile.name, city, profile.entity_key, entity, upload_id)
@@ -122,13 +134,15 @@ def _write_partitions(
         )
         content = schemas.write_frame(schema, rows, metadata=metadata)
         file = dataset.describe(name, content, rows, profile, "upload")
-        storage.write_once(
-            ports.blobs, name, content, metadata=file.object_metadata(), content_type=CONTENT_TYPES["avro"]
-        )
         written.setdefault(city, {})[entity] = file
-        partitions += 1
+        batch.append((file, content))
+        if len(batch) == _WRITE_BATCH:  # thousands of stores: overlap the writes, a few at a time
+            storage.concurrently(write, batch)
+            batch = []
+    storage.concurrently(write, batch)
     for city, files in sorted(written.items()):
         _catalogue(ports, profile, city, files)
+    partitions = sum(len(files) for files in written.values())
     return {city: sorted(files) for city, files in sorted(written.items())}, partitions
 
 
