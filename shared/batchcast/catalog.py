@@ -94,6 +94,11 @@ def read(blobs: BlobStore, profile: Profile, city: str, entities: Iterable[str] 
     parts = range(PARTS) if wanted is None else sorted({part_of(e) for e in wanted})
     names = [layout.manifest_object(profile.name, city, part) for part in parts]
     documents = storage.concurrently(lambda name: storage.read_json(blobs, name), names)
+    return _entities(documents, wanted)
+
+
+def _entities(documents: list[dict | None], wanted: set[str] | None) -> CityData:
+    """The entities (all, or ``wanted``) that manifest part documents list, with their files."""
     found: CityData = {}
     for document in documents:
         for entity, files in (document or {}).get("entities", {}).items():
@@ -102,9 +107,12 @@ def read(blobs: BlobStore, profile: Profile, city: str, entities: Iterable[str] 
     return dict(sorted(found.items()))
 
 
-def record(blobs: BlobStore, profile: Profile, city: str, files: dict[str, DataFile]) -> None:
-    """Add one new file per entity (an upload's partition files); recording twice changes nothing."""
-    _add(blobs, profile, city, {entity: [file] for entity, file in files.items()})
+def record(blobs: BlobStore, profile: Profile, city: str, files: dict[str, DataFile]) -> CityData:
+    """Add one new file per entity (an upload's partition files); recording twice changes nothing.
+
+    Returns those entities as the manifest now lists them (every file, not only the new one).
+    """
+    return _add(blobs, profile, city, {entity: [file] for entity, file in files.items()})
 
 
 def replace(
@@ -146,13 +154,14 @@ def _update_parts(
     profile: Profile,
     city: str,
     changes: dict[str, Callable[[dict[str, list[dict]]], None]],
-) -> None:
-    """Apply each entity's change to its part, one compare-and-swap per part, parts concurrently."""
+) -> CityData:
+    """Apply each entity's change to its part, one compare-and-swap per part, parts concurrently;
+    return the changed entities as the parts now list them."""
     by_part: dict[int, list[Callable[[dict[str, list[dict]]], None]]] = {}
     for entity, change in sorted(changes.items()):
         by_part.setdefault(part_of(entity), []).append(change)
 
-    def update(part: int) -> None:
+    def update(part: int) -> dict | None:
         def apply(current: dict | None) -> dict:
             document = current or {"dataset": profile.name, "city": city, "part": part, "entities": {}}
             entities = {e: [dict(f) for f in files] for e, files in document["entities"].items()}
@@ -160,9 +169,9 @@ def _update_parts(
                 change(entities)
             return document | {"entities": dict(sorted(entities.items()))}
 
-        storage.update_json(blobs, layout.manifest_object(profile.name, city, part), apply)
+        return storage.update_json(blobs, layout.manifest_object(profile.name, city, part), apply)
 
-    storage.concurrently(update, sorted(by_part))
+    return _entities(storage.concurrently(update, sorted(by_part)), set(changes))
 
 
 def rebuild(blobs: BlobStore, profile: Profile) -> dict[str, int]:
@@ -189,7 +198,7 @@ def rebuild(blobs: BlobStore, profile: Profile) -> dict[str, int]:
     return {city: sum(len(files) for files in entities.values()) for city, entities in sorted(found.items())}
 
 
-def _add(blobs: BlobStore, profile: Profile, city: str, files: dict[str, list[DataFile]]) -> None:
+def _add(blobs: BlobStore, profile: Profile, city: str, files: dict[str, list[DataFile]]) -> CityData:
     """List ``files`` under their entities; a file already listed is left as it is."""
 
     def add(entities: dict[str, list[dict]], entity: str, new: list[DataFile]) -> None:
@@ -198,4 +207,4 @@ def _add(blobs: BlobStore, profile: Profile, city: str, files: dict[str, list[Da
         listed.extend(asdict(f) for f in new if f.name not in names)
 
     changes = {e: (lambda entities, e=e, new=new: add(entities, e, new)) for e, new in files.items()}
-    _update_parts(blobs, profile, city, changes)
+    return _update_parts(blobs, profile, city, changes)

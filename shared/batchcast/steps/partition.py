@@ -182,8 +182,7 @@ def _planned_for(ports: Ports, profile: Profile, rows: pd.DataFrame) -> dict[str
 
 def _catalogue(ports: Ports, profile: Profile, city: str, files: dict[str, catalog.DataFile]) -> None:
     """List the upload's files in the city's manifest, then compact the entities that are due."""
-    catalog.record(ports.blobs, profile, city, files)
-    data = catalog.read(ports.blobs, profile, city, entities=files)
+    data = catalog.record(ports.blobs, profile, city, files)
     dataset.compact(ports.blobs, profile, city, data, files)
 
 
