@@ -26,10 +26,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from batchcast import layout, runtime
-from batchcast.config import Settings
+from batchcast.core import layout
+from batchcast.core.settings import Settings
+from batchcast.entrypoints import runtime
+from batchcast.ops.tokens import Principal, TokenMapError, TokenStore
 from batchcast.ports import BlobStore
-from batchcast.tokens import Principal, TokenMapError, TokenStore
 from batchcast_api.results import ResultsReader
 
 STATIC = Path(__file__).parent / "static"

@@ -16,8 +16,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from batchcast import layout, storage
-from batchcast.config import Profile, enabled_profiles
+from batchcast.core import layout
+from batchcast.core.config import Profile, enabled_profiles
+from batchcast.data import storage
 from batchcast.ports import BlobStore
 
 CACHE_SECONDS = 5.0

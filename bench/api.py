@@ -27,9 +27,9 @@ import urllib.request
 from datetime import date, timedelta
 from pathlib import Path
 
-from batchcast import layout
 from batchcast.backends.embedded import EmbeddedBlobStore
-from batchcast.tokens import hash_token
+from batchcast.core import layout
+from batchcast.ops.tokens import hash_token
 
 AS_OF = "2026-03-02T00:00:00+00:00"
 TARGET = date(2026, 3, 3)
@@ -111,7 +111,7 @@ def write_bucket(root: Path, stores: int, seed: int = 1) -> None:
 def start_server(root: Path, log: Path) -> tuple[subprocess.Popen, str]:
     """``batchcast serve --port 0`` on ``root``; returns the process and its base URL."""
     env = {k: v for k, v in os.environ.items() if k != "BATCHCAST_API_TOKENS"}
-    command = [sys.executable, "-m", "batchcast.cli", "serve", "--port", "0", "--root", str(root)]
+    command = [sys.executable, "-m", "batchcast.tools.cli", "serve", "--port", "0", "--root", str(root)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

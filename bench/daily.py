@@ -5,7 +5,7 @@
 For each measured day D (D days of history once that day's uploads are in), the bucket is first
 brought to the state years of daily uploads leave (not measured), then the real daily flow runs
 on the embedded backend, every step through ``Runtime.handle`` and the bus, on a counting blob
-store (:mod:`batchcast.backends.counting`):
+store (:mod:`batchcast.tools.counting`):
 
 * **upload** — each store uploads a one-row CSV of day D in the evening (its own pinned time):
   partition → train_trigger (on_upload = predict) → predict (that store) → notify (that store);
@@ -66,14 +66,18 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from batchcast import catalog, dataset, layout, runtime, storage, synth, training, uploads
-from batchcast.backends.counting import CountingBlobStore, Operation, Tally
 from batchcast.backends.embedded import EmbeddedBlobStore, finalize_event
-from batchcast.config import Profile, load_profile
-from batchcast.messages import Message, PredictRequest, ScheduleTick, Topic
-from batchcast.obs import configure_logging, run_logger
+from batchcast.core import layout
+from batchcast.core.config import Profile, load_profile
+from batchcast.core.messages import Message, PredictRequest, ScheduleTick, Topic
+from batchcast.core.obs import configure_logging, run_logger
+from batchcast.data import catalog, dataset, storage, uploads
+from batchcast.entrypoints import runtime
+from batchcast.ops import training
 from batchcast.ports import FixedClock
 from batchcast.steps import RunContext, StepResult, partition, train_trigger
+from batchcast.tools import synth
+from batchcast.tools.counting import CountingBlobStore, Operation, Tally
 
 PROFILE = "dailybench"
 FIRST_DAY = date(2023, 1, 1)  # day 1 of the history; day 730 is 2024-12-30, day 1,095 2025-12-30
@@ -194,7 +198,7 @@ def bench_profile(directory: Path, model: str) -> Profile:
     """The retail profile under another name; ``cheap`` trains fewer, shorter fits (40 iterations,
     one backtest fold) so the nightly training does not dominate the bench's time. The data, the
     cities, the schedule, the look-back and the training window stay retail's."""
-    text = (Path(str(resources.files("batchcast") / "profiles")) / "retail.toml").read_text()
+    text = (Path(str(resources.files("batchcast.core") / "profiles")) / "retail.toml").read_text()
     text = text.replace('name = "retail"', f'name = "{PROFILE}"')
     if model == "cheap":
         text = re.sub(r"max_iter = \d+", "max_iter = 40", text)

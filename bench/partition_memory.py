@@ -132,9 +132,9 @@ def _child(argv: list[str], spool: Path | None = None, env: dict[str, str] | Non
 def run_partition(root: Path, name: str) -> dict:
     """Partition the hand-put object ``name`` of the embedded bucket at ``root``."""
     from batchcast.backends.embedded import finalize_event
-    from batchcast.obs import run_logger
+    from batchcast.core.obs import run_logger
+    from batchcast.entrypoints.runtime import embedded
     from batchcast.ports import FixedClock
-    from batchcast.runtime import embedded
     from batchcast.steps import RunContext, partition
 
     watcher = _SpoolWatcher(Path(tempfile.gettempdir()))

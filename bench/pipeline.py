@@ -53,8 +53,8 @@ def main() -> None:
 
 def compare(stores: int, days: int, seed: int, repeat: int = 1) -> None:
     """Generate the file, run both sides, print the comparison."""
-    from batchcast import synth
-    from batchcast.config import load_profile
+    from batchcast.core.config import load_profile
+    from batchcast.tools import synth
 
     with tempfile.TemporaryDirectory(prefix="batchcast-bench-") as scratch:
         csv = Path(scratch) / "sales.csv"
@@ -96,11 +96,14 @@ def _child(argv: list[str]) -> dict:
 
 def run_pipeline(csv: Path, root: Path) -> dict:
     """Upload ``csv`` and drain the embedded bus; report time, peak RSS and predictions made."""
-    from batchcast import layout, report, runtime, uploads
-    from batchcast.config import load_profile
-    from batchcast.demo import demo_clock
-    from batchcast.obs import configure_logging
+    from batchcast.core import layout
+    from batchcast.core.config import load_profile
+    from batchcast.core.obs import configure_logging
+    from batchcast.data import uploads
+    from batchcast.entrypoints import runtime
     from batchcast.ports import FixedClock
+    from batchcast.tools import report
+    from batchcast.tools.demo import demo_clock
 
     configure_logging(open(root.parent / "pipeline-log.jsonl", "w"))  # noqa: SIM115 - lives as long as the process
     profile = load_profile("retail")

@@ -145,9 +145,12 @@ def run_batchcast(csv: Path, profiles: Path, root: Path) -> dict:
     """Upload the user's CSV to an embedded deployment at the first midnight after the data and
     let everything run; return the trained model's metadata and its backtest points."""
     os.environ["BATCHCAST_PROFILE_DIR"] = str(profiles)
-    from batchcast import layout, runtime, schemas, training, uploads
-    from batchcast.config import load_profile
-    from batchcast.obs import configure_logging
+    from batchcast.core import layout, schemas
+    from batchcast.core.config import load_profile
+    from batchcast.core.obs import configure_logging
+    from batchcast.data import uploads
+    from batchcast.entrypoints import runtime
+    from batchcast.ops import training
     from batchcast.ports import FixedClock
 
     configure_logging(open(root.parent / "batchcast-log.jsonl", "w"))  # noqa: SIM115 - lives with the process

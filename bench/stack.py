@@ -23,9 +23,12 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from batchcast import layout, runtime, stack, synth, uploads
-from batchcast.config import load_profile
+from batchcast.core import layout
+from batchcast.core.config import load_profile
+from batchcast.data import uploads
+from batchcast.entrypoints import runtime
 from batchcast.ports import BlobStore
+from batchcast.tools import stack, synth
 
 
 def main() -> None:

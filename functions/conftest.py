@@ -16,10 +16,12 @@ import functions_framework
 import pytest
 from flask.testing import FlaskClient
 
-from batchcast import runtime, synth, uploads
 from batchcast.backends.embedded import finalize_event
-from batchcast.config import load_profile
-from batchcast.messages import Message, PartitionsReady, encode
+from batchcast.core.config import load_profile
+from batchcast.core.messages import Message, PartitionsReady, encode
+from batchcast.data import uploads
+from batchcast.entrypoints import runtime
+from batchcast.tools import synth
 
 FUNCTIONS = Path(__file__).parent
 NOW = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)

@@ -7,10 +7,10 @@ locals {
   scheduler_sa  = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-cloudscheduler.iam.gserviceaccount.com"
   function_name = { for name, _ in local.functions : name => "${var.name_prefix}-${replace(name, "_", "-")}" }
 
-  # Every topic of batchcast.messages.Topic; each has a dead-letter twin "<topic>-dlq".
+  # Every topic of batchcast.core.messages.Topic; each has a dead-letter twin "<topic>-dlq".
   topics = ["raw-objects", "partitions-ready", "schedule", "predict-requests", "predictions-ready"]
 
-  # batchcast.wiring.ROUTES: subscription id ("<function>--<topic>", underscores as dashes) -> route.
+  # batchcast.entrypoints.wiring.ROUTES: subscription id ("<function>--<topic>", underscores as dashes) -> route.
   routes = {
     "partition--raw-objects"          = { topic = "raw-objects", function = "partition" }
     "train-trigger--partitions-ready" = { topic = "partitions-ready", function = "train_trigger" }
@@ -31,7 +31,7 @@ locals {
     notify        = { memory = "1Gi", cpu = "1", timeout = 300, max_instances = 1, concurrency = 1, publishes = [] }
   }
 
-  # BATCHCAST_* settings every process on GCP reads (batchcast.config.Settings).
+  # BATCHCAST_* settings every process on GCP reads (batchcast.core.settings.Settings).
   common_env = {
     BATCHCAST_BACKEND               = "gcp"
     BATCHCAST_BUCKET                = google_storage_bucket.data.name
@@ -77,7 +77,7 @@ locals {
     BATCHCAST_ROOT         = "embedded backend only: the directory that plays the bucket"
     BATCHCAST_MAX_ATTEMPTS = "embedded bus only: on GCP the dead-letter policies below count deliveries"
     BATCHCAST_NOW          = "pins the clock for tests and reruns; production runs on the real clock"
-    BATCHCAST_PROFILE_DIR  = "own profiles ship inside the function archives (shared/batchcast/profiles)"
+    BATCHCAST_PROFILE_DIR  = "own profiles ship inside the function archives (shared/batchcast/core/profiles)"
     # The default keeps partition's peak memory well inside its 2Gi (bench/partition_memory.py).
     BATCHCAST_PARTITION_CHUNK_BYTES = "a tuning knob for tests and benchmarks; the default suits partition's memory"
   }

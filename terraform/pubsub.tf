@@ -1,4 +1,4 @@
-# Topics of batchcast.messages.Topic, each with its dead-letter topic "<topic>-dlq".
+# Topics of batchcast.core.messages.Topic, each with its dead-letter topic "<topic>-dlq".
 resource "google_pubsub_topic" "topic" {
   for_each     = toset(local.topics)
   name         = each.key
@@ -15,7 +15,7 @@ resource "google_pubsub_topic" "dead_letter" {
 
 # A topic without a subscription drops what is published to it: each dead-letter topic keeps its
 # messages in a pull subscription, where an operator inspects them and republishes after a fix.
-# Named as batchcast.messages.Topic.dead_letter_subscription: `batchcast status` reads it.
+# Named as batchcast.core.messages.Topic.dead_letter_subscription: `batchcast status` reads it.
 resource "google_pubsub_subscription" "dead_letter" {
   for_each                   = toset(local.topics)
   name                       = "${each.key}-dlq--hold"
@@ -29,7 +29,7 @@ resource "google_pubsub_subscription" "dead_letter" {
   }
 }
 
-# One push subscription per route of batchcast.wiring.ROUTES, named as wiring.Route.subscription.
+# One push subscription per route of batchcast.entrypoints.wiring.ROUTES, named as wiring.Route.subscription.
 # Terraform owns them (rather than Eventarc-managed ones) because only then can they carry the
 # dead-letter policy, retry backoff and retention for replay below. Pub/Sub pushes the same
 # envelope Eventarc would deliver; functions-framework turns it into a

@@ -1,5 +1,5 @@
 # One Cloud Scheduler job per schedule entry of each profile, in the profile's time zone. Each
-# publishes a ScheduleTick body (batchcast.messages) to the schedule topic; the tick's logical time
+# publishes a ScheduleTick body (batchcast.core.messages) to the schedule topic; the tick's logical time
 # is the message's publish time, to the minute (a Scheduler body is fixed, so it cannot carry it).
 locals {
   schedule_jobs = {

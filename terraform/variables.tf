@@ -33,7 +33,7 @@ variable "profiles" {
   default     = ["retail", "bikeshare"]
 }
 
-# One Cloud Scheduler job per entry. The defaults mirror shared/batchcast/profiles/*.toml
+# One Cloud Scheduler job per entry. The defaults mirror shared/batchcast/core/profiles/*.toml
 # (tests/test_terraform.py fails when they drift apart); add entries for your own profiles.
 variable "schedules" {
   description = "Scheduler ticks: dataset, cron (in time_zone), the actions the tick asks for."

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from batchcast import runtime
-from batchcast.config import Profile, load_profile
-from batchcast.obs import run_logger
+from batchcast.core.config import Profile, load_profile
+from batchcast.core.obs import run_logger
+from batchcast.entrypoints import runtime
 from batchcast.ports import FixedClock
 from batchcast.steps import RunContext
 
@@ -50,7 +50,7 @@ def write_small_retail(directory: Path, name: str, sales_column: str = "sales", 
     ``sales_column`` renames the native export's sales column (so its files fit only this
     profile); keyword arguments become extra ``[training]`` settings (strings are quoted).
     """
-    text = (Path(str(resources.files("batchcast") / "profiles")) / "retail.toml").read_text()
+    text = (Path(str(resources.files("batchcast.core") / "profiles")) / "retail.toml").read_text()
     text = text.replace('sales = "sales"', f'sales = "{sales_column}"')
     text = re.sub(r"\n\[cities\.(cologne|paris)\]\n(\w+ = .*\n)+", "\n", text)
     text = text.replace("max_iter = 150", "max_iter = 40").replace("folds = 6", "folds = 1")
@@ -116,7 +116,7 @@ STACK_PROFILES = "profiles"
 
 def require_emulators() -> None:
     """Skip without the stack's prerequisites, but fail under CI=true: CI must never skip these."""
-    from batchcast import stack
+    from batchcast.tools import stack
 
     try:
         stack.find_prerequisites()
@@ -129,7 +129,7 @@ def require_emulators() -> None:
 @pytest.fixture(scope="session")
 def emulator_stack(tmp_path_factory: pytest.TempPathFactory):
     """One emulator stack for the session; its predict fails the first delivery of every message."""
-    from batchcast import stack
+    from batchcast.tools import stack
 
     require_emulators()
     directory = tmp_path_factory.mktemp("stack")

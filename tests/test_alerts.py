@@ -21,13 +21,17 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from batchcast import layout, runtime, synth, training, uploads
 from batchcast.backends.smtp import SmtpMailer, SmtpRejected
-from batchcast.cli import app
-from batchcast.config import load_profile
-from batchcast.messages import ScheduleTick, Topic
-from batchcast.obs import configure_logging
+from batchcast.core import layout
+from batchcast.core.config import load_profile
+from batchcast.core.messages import ScheduleTick, Topic
+from batchcast.core.obs import configure_logging
+from batchcast.data import uploads
+from batchcast.entrypoints import runtime
+from batchcast.ops import training
 from batchcast.ports import FixedClock, TransientError
+from batchcast.tools import synth
+from batchcast.tools.cli import app
 
 try:
     from aiosmtpd.controller import Controller
@@ -503,8 +507,8 @@ def test_a_failed_first_training_is_the_reason_and_status_shows_it(tmp_path, mon
 
 
 def test_long_runs_are_kept_in_the_outcomes_and_reported(tmp_path):
-    from batchcast import outcomes, status
-    from batchcast.messages import PredictRequest
+    from batchcast.core.messages import PredictRequest
+    from batchcast.ops import outcomes, status
 
     deployment = _deployment(tmp_path, FixedClock(MIDNIGHT))
     request = PredictRequest(

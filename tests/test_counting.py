@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from batchcast import catalog, freshness, layout, storage
-from batchcast.backends.counting import OUTSIDE, CountingBlobStore, Operation, Tally
 from batchcast.backends.embedded import EmbeddedBlobStore
-from batchcast.catalog import DataFile
+from batchcast.core import layout
+from batchcast.data import catalog, storage
+from batchcast.data.catalog import DataFile
+from batchcast.ops import freshness
 from batchcast.ports import NotFound, PreconditionFailed
+from batchcast.tools.counting import OUTSIDE, CountingBlobStore, Operation, Tally
 
 
 @pytest.fixture

@@ -15,13 +15,16 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from batchcast import config, future, layout, runtime, schemas, uploads
-from batchcast.cli import app
-from batchcast.config import ConfigError, Profile, load_profile, parse_profile
-from batchcast.messages import ScheduleTick, Topic
+from batchcast.core import config, layout, schemas
+from batchcast.core.config import Profile, load_profile, parse_profile
+from batchcast.core.errors import ConfigError
+from batchcast.core.messages import ScheduleTick, Topic
+from batchcast.data import future, uploads
+from batchcast.data.validation import validate_upload
+from batchcast.entrypoints import runtime
 from batchcast.ml.features import KNOWN_HIDDEN_SHARE, feature_names, make_features, to_series, with_future
 from batchcast.ports import FixedClock
-from batchcast.validation import validate_upload
+from batchcast.tools.cli import app
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -93,19 +96,27 @@ def problems(text: str) -> str:
 def test_a_generated_schema_is_named_by_the_profile_and_ends_with_the_bookkeeping_fields() -> None:
     profile = parse_profile(SHOP)
     observation = schemas.fields(schemas.observation(profile))
-    assert list(observation) == ["sku", "city", "day", "units", "humidity", "closed", *schemas.BOOKKEEPING]
+    assert list(observation) == [
+        "sku",
+        "city",
+        "day",
+        "units",
+        "humidity",
+        "closed",
+        *schemas.BOOKKEEPING_FIELDS,
+    ]
     assert observation["day"]["logical"] == "date" and not observation["units"]["nullable"]
     assert observation["humidity"] == {"type": "double", "logical": None, "nullable": True}
     assert observation["closed"]["type"] == "boolean" and observation["closed"]["nullable"]
     planned = schemas.fields(schemas.future(profile))
-    assert list(planned) == ["sku", "city", "day", "closed", *schemas.BOOKKEEPING]
+    assert list(planned) == ["sku", "city", "day", "closed", *schemas.BOOKKEEPING_FIELDS]
     assert planned["sku"]["nullable"]  # an empty entity: the whole city
 
 
 def test_declared_covariates_extend_a_shipped_schema_before_the_bookkeeping_fields() -> None:
     profile = _retail_plus_humidity()
     derived = schemas.observation(profile)
-    assert list(schemas.fields(derived))[-3:] == ["humidity", *schemas.BOOKKEEPING]
+    assert list(schemas.fields(derived))[-3:] == ["humidity", *schemas.BOOKKEEPING_FIELDS]
     assert derived.raw["name"] == "RetailObservation"  # files of the base resolve against it
 
 

@@ -19,12 +19,16 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from batchcast import catalog, dataset, layout, runtime, synth, training, uploads
 from batchcast.backends.embedded import finalize_event
-from batchcast.cli import app
-from batchcast.config import Profile
-from batchcast.messages import ScheduleTick, Topic
+from batchcast.core import layout
+from batchcast.core.config import Profile
+from batchcast.core.messages import ScheduleTick, Topic
+from batchcast.data import catalog, dataset, uploads
+from batchcast.entrypoints import runtime
+from batchcast.ops import training
 from batchcast.ports import FixedClock
+from batchcast.tools import synth
+from batchcast.tools.cli import app
 
 END = date(2026, 3, 1)
 HISTORY = 60  # days uploaded in one file before the daily uploads begin

@@ -10,9 +10,10 @@ from datetime import timedelta
 
 import pytest
 
-from batchcast import layout, uploads
-from batchcast.events import PUBSUB_PUBLISHED, STORAGE_FINALIZED
-from batchcast.messages import ScheduleTick, encode
+from batchcast.core import layout
+from batchcast.core.events import PUBSUB_PUBLISHED, STORAGE_FINALIZED
+from batchcast.core.messages import ScheduleTick, encode
+from batchcast.data import uploads
 from batchcast.ports import TransientError
 
 CSV = b"store_id,city,date,sales\n1,berlin,2026-02-27,100\n1,berlin,2026-02-28,120\n"
@@ -78,7 +79,7 @@ def test_an_upload_runs_once_whichever_shape_its_events_arrive_in(deployment, cl
 
 
 def first_key(resource: dict) -> str:
-    from batchcast.events import message_from_event
+    from batchcast.core.events import message_from_event
 
     return message_from_event(STORAGE_FINALIZED, resource).idempotency_key
 

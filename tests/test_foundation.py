@@ -8,10 +8,11 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from batchcast import layout, storage
-from batchcast.config import ConfigError, Settings, load_profile, parse_profile
-from batchcast.events import PUBSUB_PUBLISHED, STORAGE_FINALIZED, message_from_event
-from batchcast.messages import (
+from batchcast.core import layout
+from batchcast.core.config import load_profile, parse_profile
+from batchcast.core.errors import ConfigError
+from batchcast.core.events import PUBSUB_PUBLISHED, STORAGE_FINALIZED, message_from_event
+from batchcast.core.messages import (
     InvalidMessage,
     ObjectFinalized,
     PredictRequest,
@@ -20,8 +21,10 @@ from batchcast.messages import (
     decode,
     encode,
 )
+from batchcast.core.settings import Settings
+from batchcast.data import storage
+from batchcast.data.sharding import plan_shards
 from batchcast.ports import PreconditionFailed
-from batchcast.sharding import plan_shards
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -218,7 +221,7 @@ def test_profile_mistakes_are_named():
 def test_short_lags_for_a_six_hour_horizon_are_refused():
     from pathlib import Path
 
-    from batchcast import config
+    from batchcast.core import config
 
     text = (Path(config.__file__).parent / "profiles" / "bikeshare.toml").read_text()
     with pytest.raises(ConfigError, match="horizon"):
@@ -368,7 +371,7 @@ def test_avro_files_declare_logical_types_for_external_readers():
     import fastavro
     import pandas as pd
 
-    from batchcast import schemas
+    from batchcast.core import schemas
 
     frame = pd.DataFrame(
         {"store_id": ["1"], "city": ["berlin"], "date": [pd.Timestamp("2026-03-01")], "sales": [10.0]}
@@ -385,7 +388,7 @@ def test_a_file_of_an_older_compatible_schema_version_reads_with_defaults():
 
     import fastavro
 
-    from batchcast import schemas
+    from batchcast.core import schemas
 
     older = schemas.schema("retail_observation") | {
         "fields": [
@@ -416,7 +419,7 @@ def test_a_file_of_an_incompatible_schema_is_refused():
 
     import fastavro
 
-    from batchcast import schemas
+    from batchcast.core import schemas
 
     other = {"type": "record", "name": "X", "fields": [{"name": "store_id", "type": "int"}]}
     buffer = io.BytesIO()

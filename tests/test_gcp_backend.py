@@ -15,11 +15,11 @@ import pytest
 from google.api_core import exceptions as api
 from google.cloud import pubsub_v1
 
-from batchcast import storage
 from batchcast.backends.gcp import GcsBlobStore, PubSubBus, is_transient, storage_client, with_retries
-from batchcast.messages import ScheduleTick, Topic, decode
+from batchcast.core.messages import ScheduleTick, Topic, decode
+from batchcast.data import storage
 from batchcast.ports import NotFound, PreconditionFailed, TransientError
-from batchcast.stack import free_port
+from batchcast.tools.stack import free_port
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -110,7 +110,7 @@ def test_streamed_writes_and_copies_keep_preconditions_and_content(blobs):
 
 
 def test_an_upload_validates_from_a_gcs_stream_reading_back_its_rejected_rows(blobs):
-    from batchcast.validation import read_upload, validate_upload
+    from batchcast.data.validation import read_upload, validate_upload
 
     rows = [f"{i},berlin,2026-02-{1 + i % 27:02d},{i}\n" for i in range(1, 80)]
     rows[10], rows[50] = "11,berlin,2026-02-30,1\n", '51,berlin,"2026-02-25,1\n'
@@ -284,8 +284,9 @@ def test_dead_letters_are_listed_and_stay_until_acked(bus, stack_env):
 
 
 def test_from_env_builds_the_gcp_runtime_on_the_emulators(stack_env, monkeypatch, tmp_path):
-    from batchcast import runtime
-    from batchcast.config import ConfigError, Settings
+    from batchcast.core.errors import ConfigError
+    from batchcast.core.settings import Settings
+    from batchcast.entrypoints import runtime
 
     monkeypatch.setenv("BATCHCAST_ROOT", str(tmp_path))
     runtime.from_env.cache_clear()

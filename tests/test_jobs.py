@@ -9,13 +9,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from batchcast import catalog, layout, runtime, synth, training, uploads
 from batchcast.backends.jobs import job_arguments, run_job_request
-from batchcast.cli import app
-from batchcast.config import Profile
-from batchcast.demo import demo_clock
-from batchcast.messages import TrainRequest, decode
+from batchcast.core import layout
+from batchcast.core.config import Profile
+from batchcast.core.messages import TrainRequest, decode
+from batchcast.data import catalog, uploads
+from batchcast.entrypoints import runtime
+from batchcast.ops import training
 from batchcast.ports import FixedClock
+from batchcast.tools import synth
+from batchcast.tools.cli import app
+from batchcast.tools.demo import demo_clock
 
 END = date(2026, 3, 1)
 
@@ -123,14 +127,15 @@ def test_a_cloud_run_execution_carries_the_request_as_the_job_arguments():
 
 
 def _retail() -> Profile:
-    from batchcast.config import load_profile
+    from batchcast.core.config import load_profile
 
     return load_profile("retail")
 
 
 def test_the_training_job_is_named_in_full_from_a_short_name():
-    from batchcast.config import ConfigError, Settings
-    from batchcast.runtime import job_resource_name
+    from batchcast.core.errors import ConfigError
+    from batchcast.core.settings import Settings
+    from batchcast.entrypoints.runtime import job_resource_name
 
     short = Settings(train_job="batchcast-train", project="p", region="europe-west1")
     assert job_resource_name(short) == "projects/p/locations/europe-west1/jobs/batchcast-train"

@@ -14,8 +14,8 @@ import pytest
 import skops.io as sio
 from sklearn.preprocessing import FunctionTransformer
 
-from batchcast import schemas, synth
-from batchcast.config import Profile, parse_profile
+from batchcast.core import schemas
+from batchcast.core.config import Profile, parse_profile
 from batchcast.ml import (
     BacktestResult,
     ForecastModel,
@@ -27,6 +27,7 @@ from batchcast.ml import (
 )
 from batchcast.ml.calibration import MIN_SPREAD, apply_factors, conformal_factors
 from batchcast.ml.model import FORMAT
+from batchcast.tools import synth
 
 WEEKLY = np.array([1.0, 0.8, 0.9, 1.0, 1.3, 1.6, 0.4])  # Monday .. Sunday
 

@@ -20,15 +20,17 @@ import fastavro
 import pandas as pd
 import pytest
 
-from batchcast import config, layout, schemas, synth
 from batchcast.backends.embedded import finalize_event
-from batchcast.config import Profile
-from batchcast.messages import InvalidMessage, ObjectFinalized, PartitionsReady, ScheduleTick
-from batchcast.obs import run_logger
+from batchcast.core import config, layout, schemas
+from batchcast.core.config import Profile
+from batchcast.core.messages import InvalidMessage, ObjectFinalized, PartitionsReady, ScheduleTick
+from batchcast.core.obs import run_logger
+from batchcast.core.settings import Settings
+from batchcast.data.validation import validate_upload
+from batchcast.entrypoints.runtime import Runtime, embedded
 from batchcast.ports import FixedClock, TransientError
-from batchcast.runtime import Runtime, embedded
 from batchcast.steps import RunContext, StepResult, partition
-from batchcast.validation import validate_upload
+from batchcast.tools import synth
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # 13:00 in Berlin, 04:00 in Vancouver
 DT = NOW.date()
@@ -103,7 +105,7 @@ def validate(text: str | bytes, ext: str = "csv", **kwargs):
 
 def retail_with(replace: str, by: str, name: str = "retail") -> Profile:
     """The built-in retail profile with one piece of its TOML text changed."""
-    text = (resources.files("batchcast") / "profiles" / "retail.toml").read_text()
+    text = (resources.files("batchcast.core") / "profiles" / "retail.toml").read_text()
     assert replace in text
     return config.parse_profile(text.replace(replace, by).replace('name = "retail"', f'name = "{name}"'))
 
@@ -183,7 +185,7 @@ def test_redelivery_and_replay_write_byte_identical_outputs(rt: Runtime, tmp_pat
 def test_outputs_do_not_depend_on_the_process_hash_seed(tmp_path: Path) -> None:
     script = (
         "import sys, hashlib; from datetime import datetime, UTC; import pandas as pd\n"
-        "from batchcast import schemas; from batchcast.validation import validate_upload\n"
+        "from batchcast import schemas; from batchcast.data.validation import validate_upload\n"
         "u = validate_upload(sys.stdin.buffer.read(), 'csv', logical_time=datetime(2026, 3, 2, tzinfo=UTC))\n"
         "print(hashlib.sha256(schemas.write_frame('retail_observation', u.good)).hexdigest())\n"
     )
@@ -799,9 +801,7 @@ def test_no_input_makes_validation_raise() -> None:
 
 def _run(rt: Runtime, message: ObjectFinalized, **settings) -> StepResult:
     """partition.run with these settings (e.g. a small ``partition_chunk_bytes``)."""
-    return partition.run(
-        rt.ports, message, RunContext("t", "partition", RUN.log, config.Settings(**settings))
-    )
+    return partition.run(rt.ports, message, RunContext("t", "partition", RUN.log, Settings(**settings)))
 
 
 def _outcome(text: str | bytes, ext: str = "csv", **kwargs) -> tuple:
@@ -990,7 +990,7 @@ def test_the_raw_object_is_never_read_whole(rt: Runtime) -> None:
 def test_the_report_lists_the_first_rows_and_counts_them_all(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from batchcast import validation
+    from batchcast.data import validation
 
     monkeypatch.setattr(validation, "MAX_LISTED_ROWS", 3)
     rows = [f"{i},berlin,2026-02-27,{'x' if i % 2 else i}\n" for i in range(1, 21)]  # odd rows are bad
@@ -1025,7 +1025,7 @@ def test_a_very_wide_header_is_named_briefly() -> None:
 
 
 def test_the_spool_keeps_every_dtype() -> None:
-    from batchcast.spool import Spool
+    from batchcast.data.spool import Spool
 
     frame = pd.DataFrame(
         {

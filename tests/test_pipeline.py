@@ -11,12 +11,16 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from batchcast import layout, runtime, schemas, synth, training, uploads
-from batchcast.cli import app
-from batchcast.config import load_profile
-from batchcast.demo import demo_clock
-from batchcast.messages import ScheduleTick, Topic
+from batchcast.core import layout, schemas
+from batchcast.core.config import load_profile
+from batchcast.core.messages import ScheduleTick, Topic
+from batchcast.data import uploads
+from batchcast.entrypoints import runtime
+from batchcast.ops import training
 from batchcast.ports import FixedClock
+from batchcast.tools import synth
+from batchcast.tools.cli import app
+from batchcast.tools.demo import demo_clock
 
 END = date(2026, 3, 1)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from batchcast import layout, schemas
-from batchcast.config import load_profile
-from batchcast.validation import validate_upload
+from batchcast.core import layout, schemas
+from batchcast.core.config import load_profile
+from batchcast.data.validation import validate_upload
 
 README = Path(__file__).parents[1] / "README.md"
 EXAMPLE = re.compile(r"<!-- example: (\S+) -->\n```\w*\n(.*?)```", re.S)

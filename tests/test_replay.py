@@ -10,12 +10,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from batchcast import layout, replay, runtime, synth, uploads
-from batchcast.cli import app
-from batchcast.config import ConfigError, Profile, load_profile, parse_profile
-from batchcast.demo import demo_clock
-from batchcast.messages import ScheduleTick, Topic
+from batchcast.core import layout
+from batchcast.core.config import Profile, load_profile, parse_profile
+from batchcast.core.errors import ConfigError
+from batchcast.core.messages import ScheduleTick, Topic
+from batchcast.data import uploads
+from batchcast.entrypoints import runtime
 from batchcast.ports import FixedClock
+from batchcast.tools import replay, synth
+from batchcast.tools.cli import app
+from batchcast.tools.demo import demo_clock
 
 END = date(2026, 3, 1)
 # Everything a rerun writes except its own bookkeeping (run records, processed markers).
@@ -82,7 +86,7 @@ def test_the_schedule_expands_to_local_ticks_across_daylight_saving():
 
 
 def test_an_invalid_cron_line_is_refused_on_load():
-    text = (Path(__file__).parents[1] / "shared/batchcast/profiles/retail.toml").read_text()
+    text = (Path(__file__).parents[1] / "shared/batchcast/core/profiles/retail.toml").read_text()
     with pytest.raises(ConfigError, match="not a valid five-field cron"):
         parse_profile(text.replace('cron = "0 0 * * *"', 'cron = "0 25 * * *"'))
 

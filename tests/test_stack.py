@@ -20,12 +20,13 @@ import pytest
 from google.cloud import storage
 from typer.testing import CliRunner
 
-from batchcast import layout, stack, synth
 from batchcast.backends.gcp import PubSubBus, storage_client
-from batchcast.cli import app
-from batchcast.config import load_profile
-from batchcast.messages import ObjectFinalized, PredictRequest, Topic
-from batchcast.wiring import Route
+from batchcast.core import layout
+from batchcast.core.config import load_profile
+from batchcast.core.messages import ObjectFinalized, PredictRequest, Topic
+from batchcast.entrypoints.wiring import Route
+from batchcast.tools import stack, synth
+from batchcast.tools.cli import app
 
 pytestmark = pytest.mark.slow
 

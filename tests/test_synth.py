@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchcast import synth
-from batchcast.config import Profile, load_profile
-from batchcast.layout import SAFE_ID
+from batchcast.core.config import Profile, load_profile
+from batchcast.core.layout import SAFE_ID
+from batchcast.tools import synth
 
 END = date(2024, 7, 31)  # a summer window: busy bikes; a year back covers Christmas and Easter
 

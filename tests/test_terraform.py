@@ -23,11 +23,13 @@ import functions_framework
 import hcl2
 import pytest
 
-from batchcast import layout, messages, runtime
-from batchcast.config import BUILTIN_PROFILES, Settings, load_profile, profile_names
-from batchcast.events import PUBSUB_PUBLISHED, message_from_event
-from batchcast.messages import InvalidMessage, ScheduleTick, Topic
-from batchcast.wiring import FUNCTIONS, ROUTES
+from batchcast.core import layout, messages
+from batchcast.core.config import BUILTIN_PROFILES, load_profile, profile_names
+from batchcast.core.events import PUBSUB_PUBLISHED, message_from_event
+from batchcast.core.messages import InvalidMessage, ScheduleTick, Topic
+from batchcast.core.settings import Settings
+from batchcast.entrypoints import runtime
+from batchcast.entrypoints.wiring import FUNCTIONS, ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 TERRAFORM = ROOT / "terraform"
@@ -92,8 +94,8 @@ def test_topics_and_dead_letters_match_the_message_contract(tf: dict, tf_text: s
 
 def test_status_reads_the_dead_letter_subscriptions_terraform_creates(tf: dict, tmp_path: Path) -> None:
     """`batchcast status` on GCP pulls from the subscriptions Terraform keeps dead letters in."""
-    from batchcast import status
     from batchcast.backends.gcp import PubSubBus
+    from batchcast.ops import status
 
     held = tf["resource"]["google_pubsub_subscription"]["dead_letter"]
     assert held["topic"] == "${google_pubsub_topic.dead_letter[each.key].id}"
@@ -293,8 +295,13 @@ def test_function_archive_is_self_contained(tmp_path: Path) -> None:
         names = set(zipped.namelist())
         zipped.extractall(tmp_path / "src")
         requirements = zipped.read("requirements.txt").decode().split()
-    assert {"main.py", "requirements.txt", "batchcast/__init__.py", "batchcast/profiles/retail.toml"} <= names
-    assert any(n.startswith("batchcast/schemas/") and n.endswith(".avsc") for n in names)
+    assert {
+        "main.py",
+        "requirements.txt",
+        "batchcast/__init__.py",
+        "batchcast/core/profiles/retail.toml",
+    } <= names
+    assert any(n.startswith("batchcast/core/schemas/") and n.endswith(".avsc") for n in names)
     assert not any("__pycache__" in n for n in names)
     assert "functions-framework>=3.5" in requirements
     assert any(r.startswith("google-cloud-storage") for r in requirements)
@@ -336,7 +343,7 @@ def test_checkov_passes_with_justified_skips() -> None:
 
 
 def _cli_commands() -> set[str]:
-    from batchcast import cli
+    from batchcast.tools import cli
 
     return {c.name or c.callback.__name__ for c in cli.app.registered_commands}
 
@@ -377,11 +384,12 @@ def test_every_reference_resolves(tf_text: str) -> None:
 def test_bucket_grants_cover_what_each_process_really_touches(tf: dict, small_retail, tmp_path) -> None:
     """Run the pipeline (every function, and the training job's step) on a recording bucket and
     check each object it read, created or updated lies under a prefix Terraform grants it."""
-    from batchcast import catalog, dataset, synth, uploads
-    from batchcast.backends.counting import OUTSIDE, CountingBlobStore
-    from batchcast.demo import demo_clock
-    from batchcast.messages import ScheduleTick, TrainRequest
+    from batchcast.core.messages import ScheduleTick, TrainRequest
+    from batchcast.data import catalog, dataset, uploads
     from batchcast.ports import FixedClock
+    from batchcast.tools import synth
+    from batchcast.tools.counting import OUTSIDE, CountingBlobStore
+    from batchcast.tools.demo import demo_clock
 
     profile = small_retail("grants")
     at = demo_clock(profile, date(2026, 3, 1))

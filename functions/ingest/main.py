@@ -1,7 +1,7 @@
 """Cloud Function ingest: the authenticated HTTP endpoint stores send their files to.
 
 POST the file as the body with ``Authorization: Bearer <token>`` (an uploader's or operator's token
-from the token map, see ``batchcast.tokens``); optional query parameters
+from the token map, see ``batchcast.ops.tokens``); optional query parameters
 ``dataset``, ``mapping`` and ``format`` (csv or avro). The file lands in raw/ (which triggers
 partition) and the response previews what partition will accept and reject.
 """
@@ -9,9 +9,9 @@ partition) and the response previews what partition will accept and reject.
 import flask
 import functions_framework
 
-from batchcast import runtime
-from batchcast.ingest import handle_upload
-from batchcast.tokens import TokenStore
+from batchcast.entrypoints import runtime
+from batchcast.ops.tokens import TokenStore
+from batchcast.steps.ingest import handle_upload
 
 
 @functions_framework.http

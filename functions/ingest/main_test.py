@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from batchcast import layout
-from batchcast.tokens import hash_token
+from batchcast.core import layout
+from batchcast.ops.tokens import hash_token
 
 TOKEN = "store-17-secret"  # an uploader for retail
 OPERATOR = "ops-secret"
@@ -28,7 +28,7 @@ TOKEN_MAP = {
 
 
 def _use_map_from(where, deployment, monkeypatch):
-    from batchcast import runtime
+    from batchcast.entrypoints import runtime
 
     if where == "env":
         monkeypatch.setenv("BATCHCAST_API_TOKENS", json.dumps(TOKEN_MAP))
@@ -44,7 +44,7 @@ def client(request, deployment, serve, monkeypatch):
 
 
 def _raw(deployment):
-    from batchcast import runtime
+    from batchcast.entrypoints import runtime
 
     return [i.name for i in runtime.from_env().ports.blobs.list(layout.RAW)]
 

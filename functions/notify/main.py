@@ -3,6 +3,6 @@
 Triggers: predictions-ready, schedule (Pub/Sub).
 """
 
-from batchcast.entry import cloud_event_function
+from batchcast.entrypoints.function import cloud_event_function
 
 notify = cloud_event_function("notify")

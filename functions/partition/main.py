@@ -4,6 +4,6 @@ Trigger: GCS object finalized in raw/ (an Eventarc storage event, or a GCS notif
 Pub/Sub). Publishes partitions-ready.
 """
 
-from batchcast.entry import cloud_event_function
+from batchcast.entrypoints.function import cloud_event_function
 
 partition = cloud_event_function("partition")

@@ -2,9 +2,10 @@
 
 import pytest
 
-from batchcast import layout, uploads
-from batchcast.events import PUBSUB_PUBLISHED, STORAGE_FINALIZED
-from batchcast.messages import ObjectFinalized
+from batchcast.core import layout
+from batchcast.core.events import PUBSUB_PUBLISHED, STORAGE_FINALIZED
+from batchcast.core.messages import ObjectFinalized
+from batchcast.data import uploads
 
 CSV = b"store_id,city,date,sales\n1,berlin,2026-02-27,100\n1,berlin,2026-02-28,120\n2,munich,2026-02-28,80\n"
 

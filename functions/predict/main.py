@@ -3,6 +3,6 @@
 Trigger: predict-requests (Pub/Sub). Publishes predictions-ready.
 """
 
-from batchcast.entry import cloud_event_function
+from batchcast.entrypoints.function import cloud_event_function
 
 predict = cloud_event_function("predict")

@@ -2,8 +2,8 @@
 
 import json
 
-from batchcast import layout, schemas
-from batchcast.messages import PredictRequest, decode
+from batchcast.core import layout, schemas
+from batchcast.core.messages import PredictRequest, decode
 
 
 def _requests(deployment, partitioned) -> list[PredictRequest]:

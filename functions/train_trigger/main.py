@@ -4,6 +4,6 @@ fan out one predict request per (city, shard).
 Triggers: partitions-ready, schedule (Pub/Sub). Publishes predict-requests.
 """
 
-from batchcast.entry import cloud_event_function
+from batchcast.entrypoints.function import cloud_event_function
 
 train_trigger = cloud_event_function("train_trigger")

@@ -2,8 +2,8 @@
 
 import json
 
-from batchcast import layout
-from batchcast.messages import ScheduleTick
+from batchcast.core import layout
+from batchcast.core.messages import ScheduleTick
 
 
 def _published(deployment, topic):

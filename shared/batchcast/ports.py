@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import BinaryIO, Protocol
 
-from batchcast.messages import Message
+from batchcast.core.messages import Message
 
 
 class StorageError(Exception):

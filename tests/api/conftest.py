@@ -22,13 +22,16 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from batchcast import layout, runtime, synth, uploads
-from batchcast.backends.counting import CountingBlobStore
 from batchcast.backends.embedded import EmbeddedBlobStore
-from batchcast.config import load_profile
-from batchcast.messages import ScheduleTick, Topic
+from batchcast.core import layout
+from batchcast.core.config import load_profile
+from batchcast.core.messages import ScheduleTick, Topic
+from batchcast.data import uploads
+from batchcast.entrypoints import runtime
+from batchcast.ops.tokens import TokenStore, hash_token
 from batchcast.ports import FixedClock
-from batchcast.tokens import TokenStore, hash_token
+from batchcast.tools import synth
+from batchcast.tools.counting import CountingBlobStore
 from batchcast_api.app import create_app
 
 NOW = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
@@ -151,7 +154,16 @@ def client(blobs: CountingBlobStore) -> Iterator[TestClient]:
 def server(stale_bucket: Path, token_map_json: str) -> Iterator[str]:
     """``batchcast serve --port 0 --root <stale bucket>`` in its own process; yields its base URL."""
     env = os.environ | {"BATCHCAST_API_TOKENS": token_map_json}
-    command = [sys.executable, "-m", "batchcast.cli", "serve", "--port", "0", "--root", str(stale_bucket)]
+    command = [
+        sys.executable,
+        "-m",
+        "batchcast.tools.cli",
+        "serve",
+        "--port",
+        "0",
+        "--root",
+        str(stale_bucket),
+    ]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str | None] = queue.Queue()
 

@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 import batchcast_api
-from batchcast import layout
-from batchcast.tokens import TokenStore
+from batchcast.core import layout
+from batchcast.ops.tokens import TokenStore
 from batchcast_api.app import create_app, openapi_json
 
 REPO = Path(__file__).resolve().parents[2]

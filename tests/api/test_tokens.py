@@ -7,8 +7,9 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from batchcast import layout, runtime
-from batchcast.tokens import TokenMapError, TokenStore, bearer, hash_token, new_token, parse_token_map
+from batchcast.core import layout
+from batchcast.entrypoints import runtime
+from batchcast.ops.tokens import TokenMapError, TokenStore, bearer, hash_token, new_token, parse_token_map
 
 
 def _entry(token: str, role: str, **limits) -> dict:

@@ -28,10 +28,10 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import BinaryIO
 
-from batchcast.messages import Message, ObjectFinalized, decode, encode
+from batchcast.core.messages import Message, ObjectFinalized, decode, encode
 from batchcast.ports import BlobInfo, Clock, NotFound, PreconditionFailed, SystemClock
 
-BOOKKEEPING = ".batchcast"
+STATE_DIR = ".batchcast"
 
 FinalizeListener = Callable[[BlobInfo], None]
 
@@ -43,9 +43,9 @@ class EmbeddedBlobStore:
         self.root = Path(root)
         self.bucket = bucket
         self.clock = clock or SystemClock()
-        self._meta_root = self.root / BOOKKEEPING / "meta"
+        self._meta_root = self.root / STATE_DIR / "meta"
         self._meta_root.mkdir(parents=True, exist_ok=True)
-        self._lock_path = self.root / BOOKKEEPING / "blobs.lock"
+        self._lock_path = self.root / STATE_DIR / "blobs.lock"
         self._thread_lock = threading.RLock()
         self._listeners: list[tuple[str, FinalizeListener]] = []
 
@@ -173,7 +173,7 @@ class EmbeddedBlobStore:
             return
         names = []
         for directory, subdirs, files in os.walk(start):
-            subdirs[:] = [d for d in subdirs if d != BOOKKEEPING]
+            subdirs[:] = [d for d in subdirs if d != STATE_DIR]
             for file_name in files:
                 rel = Path(directory, file_name).relative_to(self.root).as_posix()
                 if rel.startswith(prefix) and not file_name.startswith(".tmp-"):
@@ -184,7 +184,7 @@ class EmbeddedBlobStore:
                 yield info
 
     def _path(self, name: str) -> Path:
-        if not name or name.startswith("/") or ".." in name.split("/") or name.startswith(BOOKKEEPING):
+        if not name or name.startswith("/") or ".." in name.split("/") or name.startswith(STATE_DIR):
             raise ValueError(f"invalid object name {name!r}")
         return self.root / name
 
@@ -258,7 +258,7 @@ class EmbeddedBus:
         max_backoff_seconds: float = 2.0,
         deliver_twice: bool = False,
     ) -> None:
-        self.bus_dir = Path(root) / BOOKKEEPING / "bus"
+        self.bus_dir = Path(root) / STATE_DIR / "bus"
         self.bus_dir.mkdir(parents=True, exist_ok=True)
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
@@ -393,7 +393,7 @@ class OutboxMailer:
     """Writes each email as an ``.eml`` file under ``<root>/.batchcast/outbox`` instead of sending it."""
 
     def __init__(self, root: Path) -> None:
-        self.outbox = Path(root) / BOOKKEEPING / "outbox"
+        self.outbox = Path(root) / STATE_DIR / "outbox"
         self.outbox.mkdir(parents=True, exist_ok=True)
         self._count = itertools.count()
 

@@ -28,9 +28,9 @@ from google.auth.exceptions import TransportError
 from google.cloud import pubsub_v1, storage
 from google.protobuf import timestamp_pb2
 
-from batchcast.messages import InvalidMessage, Message, Topic, decode, encode
+from batchcast.core.messages import InvalidMessage, Message, Topic, decode, encode
+from batchcast.data.storage import chunks_stream as storage_chunks
 from batchcast.ports import BlobInfo, NotFound, PreconditionFailed, TransientError
-from batchcast.storage import chunks_stream as storage_chunks
 
 T = TypeVar("T")
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # resumable uploads: a multiple of 256 KiB

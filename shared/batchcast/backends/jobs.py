@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from batchcast.messages import Message, encode
+from batchcast.core.messages import Message, encode
 
 
 def job_arguments(request: Message) -> list[str]:
@@ -37,7 +37,7 @@ class ProcessJobLauncher:
     def launch(self, request: Message) -> str:
         """Start the job and return its id (``train-<pid>``) without waiting for it."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "batchcast.cli", *job_arguments(request)]
+        command = [sys.executable, "-m", "batchcast.tools.cli", *job_arguments(request)]
         log_path = self.log_dir / f"train-{request.idempotency_key[:12]}.log"
         with log_path.open("ab") as log:
             process = subprocess.Popen(

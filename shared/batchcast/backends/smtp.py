@@ -13,7 +13,7 @@ import smtplib
 import ssl
 from email.message import EmailMessage
 
-from batchcast.config import Settings
+from batchcast.core.settings import Settings
 from batchcast.ports import TransientError
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from batchcast.config import Profile
+from batchcast.core.config import Profile
 from batchcast.ml.calibration import apply_factors, conformal_factors
 from batchcast.ml.features import closed_mask, from_periods, lagged_target, make_features, to_periods
 from batchcast.ml.model import (

@@ -27,7 +27,7 @@ import holidays
 import numpy as np
 import pandas as pd
 
-from batchcast.config import Profile
+from batchcast.core.config import Profile
 
 # Training hides this share of each known covariate's values, so the model learns to forecast
 # without them (from calendar, holidays and lags) for periods nobody uploaded future values for.

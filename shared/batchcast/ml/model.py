@@ -23,7 +23,7 @@ import skops.io as sio
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
-from batchcast.config import Profile
+from batchcast.core.config import Profile
 from batchcast.ml.calibration import apply_factors
 from batchcast.ml.features import (
     FEATURE_DTYPE,
@@ -103,9 +103,9 @@ class ForecastModel:
         """Quantile forecasts of every open period in [target_start, target_end) for each entity.
 
         ``series`` is read only up to ``target_start`` (what was known at the origin). ``future``
-        (``entity_id, ts`` and known covariates: what :func:`batchcast.future.read` found) holds the values
-        of covariates known in advance for the target periods; without it they are unknown. Entities
-        default to every entity of the series; one without history still gets a forecast.
+        (``entity_id, ts`` and known covariates: what :func:`batchcast.data.future.read` found) holds
+        the values of covariates known in advance for the target periods; without it they are
+        unknown. Entities default to every entity of the series; one without history still gets a forecast.
         Columns: ``entity_id, period_start, period_end`` and one per quantile (``p10, p50, p90``).
         """
         self._check(profile, city)

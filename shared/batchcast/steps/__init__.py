@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from batchcast.config import Settings
-from batchcast.messages import Message
-from batchcast.obs import RunLogger
+from batchcast.core.messages import Message
+from batchcast.core.obs import RunLogger
+from batchcast.core.settings import Settings
 from batchcast.ports import Ports
 
 Status = Literal["succeeded", "partial", "failed", "skipped", "rejected"]

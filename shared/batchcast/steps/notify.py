@@ -5,11 +5,11 @@ freshness half an hour after predicting, when every city's forecasts are due) an
 ``predictions-ready`` (just the entities forecast, so a store's upload or a scheduled shard clears
 their stale flags at once without a whole-dataset check per upload or shard):
 
-1. :mod:`batchcast.freshness` compares the target period the last scheduled run owed each entity with
+1. :mod:`batchcast.ops.freshness` compares the target period the last scheduled run owed each entity with
    what ``results/`` holds, names the cause of staleness, and the result is merged into
    ``status/freshness.json`` (``since`` survives re-checks of the same state). A check of a few
    entities writes only when one of them turned stale or fresh or is new there.
-2. :mod:`batchcast.alerts` opens and closes email episodes in ``status/alerts/dataset=<d>.json``
+2. :mod:`batchcast.ops.alerts` opens and closes email episodes in ``status/alerts/dataset=<d>.json``
    (a schedule tick also adds the run's ops digest) and sends whatever is pending. An SMTP outage
    leaves the emails pending for the next run; the run is then ``partial``.
 """
@@ -19,9 +19,12 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
-from batchcast import alerts, freshness, layout, storage
-from batchcast.config import ConfigError, Profile, load_profile
-from batchcast.messages import InvalidMessage, Message, PredictionsReady, ScheduleTick
+from batchcast.core import layout
+from batchcast.core.config import Profile, load_profile
+from batchcast.core.errors import ConfigError
+from batchcast.core.messages import InvalidMessage, Message, PredictionsReady, ScheduleTick
+from batchcast.data import storage
+from batchcast.ops import alerts, freshness
 from batchcast.ports import Ports
 from batchcast.steps import RunContext, StepResult
 

@@ -8,8 +8,8 @@ byte-deterministic, so redelivery and replay rewrite nothing and publish the sam
   ``ingested_at`` (the message's logical time) and ``upload_id``; Avro metadata ``batchcast.upload_id``,
   ``batchcast.ingested_at`` (the message's logical time, UTC ISO), ``batchcast.raw_object``,
   ``batchcast.schema_version``; object metadata ``rows``, ``first``, ``last`` (ISO period starts).
-  The files are then listed in the city's manifest (:mod:`batchcast.catalog`), and an entity with
-  enough upload files has them compacted into segments (:func:`batchcast.dataset.compact`).
+  The files are then listed in the city's manifest (:mod:`batchcast.data.catalog`), and an entity with
+  enough upload files has them compacted into segments (:func:`batchcast.data.dataset.compact`).
 * ``rejected/dt=<raw dt>/<upload_id>.csv`` (every bad row in the user's columns, plus ``row``; an
   Avro upload's bad rows are written as CSV too) or, when the whole file is rejected, a copy of the
   raw object under its own extension (copied inside the bucket, never through memory); and
@@ -17,10 +17,10 @@ byte-deterministic, so redelivery and replay rewrite nothing and publish the sam
   first rejected rows (``validation.MAX_LISTED_ROWS``), saying how many more it leaves out.
 * A misnamed object under ``raw/`` is copied to ``rejected/dt=<logical UTC date>/<safe name>``.
 * An upload of future values (a mapping of kind ``future``) goes to ``future/`` instead of
-  ``batch_data/`` (:func:`batchcast.future.write`); the entities it concerns are re-forecast.
+  ``batch_data/`` (:func:`batchcast.data.future.write`); the entities it concerns are re-forecast.
 
 The upload is read as a stream, chunk by chunk (``BATCHCAST_PARTITION_CHUNK_BYTES``), so memory stays
-bounded whatever its size (see :mod:`batchcast.validation`); a file larger than
+bounded whatever its size (see :mod:`batchcast.data.validation`); a file larger than
 ``BATCHCAST_MAX_UPLOAD_BYTES`` is rejected whole, unread, with a reason saying to split it.
 
 Readers merging several uploads of one entity take, per (entity, period), the row with the latest
@@ -37,13 +37,14 @@ from typing import Any
 
 import pandas as pd
 
-from batchcast import catalog, dataset, future, layout, schemas, storage
-from batchcast.config import Profile
-from batchcast.messages import InvalidMessage, Message, ObjectFinalized, PartitionsReady
+from batchcast.core import layout, schemas
+from batchcast.core.config import Profile
+from batchcast.core.messages import InvalidMessage, Message, ObjectFinalized, PartitionsReady
+from batchcast.core.schemas import GROUP_KEY
+from batchcast.data import catalog, dataset, future, storage
+from batchcast.data.validation import Upload, ValidatedUpload, read_upload
 from batchcast.ports import Ports
-from batchcast.schemas import GROUP_KEY
 from batchcast.steps import RunContext, Status, StepResult
-from batchcast.validation import Upload, ValidatedUpload, read_upload
 
 _WRITE_BATCH = 64  # partition files held in memory to be written at once (each one entity's rows)
 CONTENT_TYPES = {"csv": "text/csv", "avro": "application/avro", "json": "application/json"}

@@ -17,10 +17,12 @@ from datetime import datetime
 
 import pandas as pd
 
-from batchcast import catalog, dataset, future, layout, metrics, schemas, storage, training
-from batchcast.config import Profile, load_profile
-from batchcast.messages import InvalidMessage, Message, PredictionsReady, PredictRequest
+from batchcast.core import layout, schemas
+from batchcast.core.config import Profile, load_profile
+from batchcast.core.messages import InvalidMessage, Message, PredictionsReady, PredictRequest
+from batchcast.data import catalog, dataset, future, storage
 from batchcast.ml.features import to_series
+from batchcast.ops import metrics, training
 from batchcast.ports import Ports
 from batchcast.steps import RunContext, StepResult
 

@@ -7,9 +7,9 @@ train_trigger would have. It has no time limit, so nothing is refused for its si
 
 from __future__ import annotations
 
-from batchcast import catalog
-from batchcast.config import load_profile
-from batchcast.messages import InvalidMessage, Message, TrainRequest
+from batchcast.core.config import load_profile
+from batchcast.core.messages import InvalidMessage, Message, TrainRequest
+from batchcast.data import catalog
 from batchcast.ports import Ports
 from batchcast.steps import RunContext, StepResult
 from batchcast.steps.train_trigger import add_predict_requests, train_with_fallback

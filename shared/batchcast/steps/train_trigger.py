@@ -3,7 +3,7 @@
 Triggered by ``partitions-ready`` (new data: the profile's ``on_upload`` actions, for the entities
 the upload carried) and by schedule ticks (their ``actions``, for every entity). A failure in one
 city is recorded and the other cities go on. What a city holds comes from its manifest
-(:mod:`batchcast.catalog`), so the cost of a run does not grow with the days of history.
+(:mod:`batchcast.data.catalog`), so the cost of a run does not grow with the days of history.
 
 Event-driven functions stop at 540 s, so a training is handed to a job (``batchcast train``: a
 Cloud Run job on GCP, a local process otherwise) when the profile says ``training.mode = "job"``.
@@ -13,10 +13,8 @@ rather than left to be killed half-way; the city keeps predicting with its previ
 
 from __future__ import annotations
 
-from batchcast import catalog, dataset, training
-from batchcast.catalog import CityData
-from batchcast.config import Profile, load_profile
-from batchcast.messages import (
+from batchcast.core.config import Profile, load_profile
+from batchcast.core.messages import (
     InvalidMessage,
     Message,
     PartitionsReady,
@@ -24,8 +22,11 @@ from batchcast.messages import (
     ScheduleTick,
     TrainRequest,
 )
+from batchcast.data import catalog, dataset
+from batchcast.data.catalog import CityData
+from batchcast.data.sharding import plan_shards
+from batchcast.ops import training
 from batchcast.ports import Ports
-from batchcast.sharding import plan_shards
 from batchcast.steps import RunContext, StepResult
 
 Trigger = PartitionsReady | ScheduleTick | TrainRequest

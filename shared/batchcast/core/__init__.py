@@ -1,0 +1,1 @@
+"""The core: profiles and settings, schemas, bucket layout, messages, events, errors, logging."""

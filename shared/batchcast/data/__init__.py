@@ -1,0 +1,1 @@
+"""Data services: validating uploads, the catalog of partitions, reading datasets, storage helpers."""

@@ -1,0 +1,609 @@
+"""The ``batchcast`` command: generate data, upload it, tick the schedule, run the demo, show status."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, TextIO
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from batchcast.backends.embedded import STATE_DIR
+from batchcast.core import schemas
+from batchcast.core.config import Profile, comma_list, load_profile, profile_names
+from batchcast.core.errors import ConfigError
+from batchcast.core.messages import InvalidMessage, ScheduleTick, Topic, TrainRequest, decode
+from batchcast.core.obs import configure_logging
+from batchcast.core.settings import Settings
+from batchcast.data import catalog, uploads
+from batchcast.data import dataset as datasets
+from batchcast.entrypoints import runtime
+from batchcast.entrypoints.wiring import FUNCTIONS, route_for_subscription
+from batchcast.ops import status as status_report
+from batchcast.ports import BlobStore, Clock, FixedClock, SystemClock
+from batchcast.tools import replay as replays
+from batchcast.tools import stack, synth
+from batchcast.tools.demo import DemoResult, prepare_root, run_demo
+
+app = typer.Typer(help="batchcast: uploads in, fresh batch forecasts out.", no_args_is_help=True)
+console = Console()
+
+RootOption = Annotated[
+    Path | None,
+    typer.Option(help="Embedded backend: the directory that plays the bucket (default: BATCHCAST_ROOT)."),
+]
+NowOption = Annotated[
+    datetime | None, typer.Option(help="Pretend it is this time (ISO 8601, UTC if no offset).")
+]
+
+
+def _yesterday() -> date:
+    return date.today() - timedelta(days=1)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _deployment(root: Path | None, clock: Clock | None = None) -> runtime.Runtime:
+    """This deployment: GCS and Pub/Sub when ``BATCHCAST_BACKEND=gcp`` (real or the emulator
+    stack), else the embedded backend on ``root`` (or ``BATCHCAST_ROOT``), with its log file."""
+    settings = Settings.from_env()
+    if clock is None:
+        clock = FixedClock(settings.now) if settings.now else SystemClock()
+    if settings.backend == "gcp":
+        configure_logging(sys.stderr)
+        return runtime.gcp(settings, clock=clock)
+    root = root or settings.root
+    configure_logging(_log_file(root))
+    return runtime.embedded(root, clock=clock, max_attempts=settings.max_attempts)
+
+
+def _local(deployment: runtime.Runtime) -> bool:
+    # The embedded bus runs deliveries in this process; on Pub/Sub the deployed functions do.
+    return hasattr(deployment.bus, "drain")
+
+
+def _profile(name: str):
+    try:
+        return load_profile(name)
+    except ConfigError as error:
+        raise typer.BadParameter(str(error)) from error
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="CSV file to write.")],
+    profile: Annotated[str, typer.Option(help="retail, bikeshare, or a profile .toml")] = "retail",
+    stores: Annotated[int, typer.Option(help="How many stores (or stations).", min=1)] = 50,
+    days: Annotated[int, typer.Option(help="How many days of history.", min=1)] = 365,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same file.")] = 0,
+    fmt: Annotated[
+        str, typer.Option("--format", help="native, or a user-style format of the profile.")
+    ] = "native",
+    end: Annotated[datetime | None, typer.Option(help="Last day of data (default: yesterday).")] = None,
+) -> None:
+    """Write realistic synthetic data for a profile."""
+    chosen = _profile(profile)
+    try:
+        frame = synth.generate(
+            chosen, stores, days, seed=seed, end=end.date() if end else _yesterday(), fmt=fmt
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    synth.write_csv(frame, out)
+    console.print(f"wrote {len(frame):,} rows to {out}")
+
+
+# What `batchcast upload` exits with (its --help and README's "Using it" say the same).
+EXIT_FAILED = 1  # a run failed, a message was dead-lettered or a training job failed
+EXIT_USAGE = 2  # bad arguments (typer's own code)
+EXIT_FILE_REJECTED = 3  # nothing flowed: the file was rejected whole, or every row of it
+EXIT_ROWS_REJECTED = 4  # some rows were rejected; the others flowed
+
+
+@app.command()
+def upload(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A .csv or .avro file.")],
+    dataset: Annotated[
+        str | None, typer.Option(help="Profile name (detected from the header if omitted).")
+    ] = None,
+    mapping: Annotated[str | None, typer.Option(help="Column mapping of the profile to use.")] = None,
+    root: RootOption = None,
+    now: NowOption = None,
+) -> None:
+    """Upload a file to raw/ and run everything it triggers (embedded backend).
+
+    The file is streamed from disk, never read whole. Exit codes: 0 everything flowed; 1 a run
+    failed or a message was dead-lettered; 2 bad arguments; 3 nothing flowed (the file, or every
+    row of it, was rejected); 4 some rows were rejected, the rest flowed. The last line says why.
+    """
+    clock = FixedClock(_aware(now)) if now else SystemClock()
+    deployment = _deployment(root, clock)
+    ext = file.suffix.lstrip(".").lower()
+    dead_before = _dead_letter_count(deployment)
+    try:
+        name = uploads.store_upload(
+            deployment.ports.blobs, file, ext=ext, now=clock.now(), dataset=dataset, mapping=mapping
+        )
+    except (ValueError, uploads.UploadConflict) as error:
+        raise typer.BadParameter(str(error)) from error
+    jobs_failed = _drain_with_progress(deployment)
+    console.print(f"uploaded {file} as {name}")
+    _print_runs(deployment)
+    code, why = _upload_outcome(deployment, name, _dead_letter_count(deployment) - dead_before, jobs_failed)
+    if code:
+        console.print(f"exit {code}: {why}", markup=False, soft_wrap=True)  # one line, however long
+        raise typer.Exit(code)
+
+
+def _dead_letter_count(deployment: runtime.Runtime) -> int:
+    if not _local(deployment):
+        return 0
+    return sum(len(deployment.bus.dead_letters(topic.value)) for topic in Topic)
+
+
+def _upload_outcome(
+    deployment: runtime.Runtime, name: str, dead_letters: int, jobs_failed: int
+) -> tuple[int, str]:
+    """The exit code of an upload's runs and why (see ``upload``); (0, "") when all flowed."""
+    failures = [
+        f"{function} {result.status}: " + "; ".join(f"{k}: {v}" for k, v in result.errors.items())
+        for function, result in deployment.results
+        if result.status == "failed" or (function != "partition" and result.status == "partial")
+    ]
+    if dead_letters:
+        failures.append(f"{dead_letters} message(s) dead-lettered (batchcast status lists them)")
+    if jobs_failed:
+        failures.append(f"{jobs_failed} training job(s) failed (logs in {STATE_DIR}/jobs/)")
+    if failures:
+        return EXIT_FAILED, "; ".join(failures)
+    for function, result in deployment.results:
+        if function == "partition" and result.status in ("rejected", "partial"):
+            # Partition's last note is its summary: what flowed and why the rest did not.
+            report = result.details.get("report")
+            why = f"{name}: {result.notes[-1]}" + (f" (report: {report})" if report else "")
+            return (EXIT_FILE_REJECTED if result.status == "rejected" else EXIT_ROWS_REJECTED), why
+    return 0, ""
+
+
+@app.command()
+def tick(
+    dataset: Annotated[str, typer.Option(help="Profile name.")],
+    actions: Annotated[
+        str, typer.Option(help="Comma-separated: train, predict, notify.")
+    ] = "train,predict,notify",
+    at: NowOption = None,
+    root: RootOption = None,
+) -> None:
+    """Publish a schedule tick, as Cloud Scheduler does, and run what it triggers."""
+    _profile(dataset)
+    moment = _aware(at) or datetime.now(UTC)
+    deployment = _deployment(root, FixedClock(moment))
+    chosen = comma_list(actions)
+    try:
+        message = ScheduleTick(dataset=dataset, actions=chosen, logical_time=moment)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    deployment.ports.bus.publish(Topic.SCHEDULE, message)
+    _drain_with_progress(deployment)
+    _print_runs(deployment)
+
+
+@app.command()
+def demo(
+    profile: Annotated[str, typer.Option(help="retail or bikeshare")] = "retail",
+    stores: Annotated[int, typer.Option(help="Stores (or stations).", min=2)] = 40,
+    days: Annotated[int, typer.Option(help="Days of history.", min=60)] = 365,
+    root: Annotated[Path, typer.Option(help="The directory that plays the bucket.")] = Path("demo-output"),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    end: Annotated[datetime | None, typer.Option(help="Last day of data (default: yesterday).")] = None,
+) -> None:
+    """Generate data and run the whole flow in-process; print a summary and draw a chart."""
+    chosen = _profile(profile)
+    try:
+        prepare_root(root)
+    except FileExistsError as error:
+        raise typer.BadParameter(str(error)) from error
+    configure_logging(_log_file(root))
+    with _progress() as progress:
+        tasks: dict[str, int] = {}
+
+        def update(function: str, count: int) -> None:
+            if function not in tasks:
+                tasks[function] = progress.add_task(function, total=None)
+            progress.update(tasks[function], completed=count, description=f"{function:<14} {count} runs")
+
+        progress.add_task(f"{chosen.name}: {stores} entities × {days} days", total=None)
+        result = run_demo(
+            chosen,
+            entities=stores,
+            days=days,
+            root=root,
+            seed=seed,
+            end=end.date() if end else _yesterday(),
+            progress=update,
+        )
+    _print_demo(result)
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _drain_with_progress(deployment: runtime.Runtime) -> int:
+    """Run what was published (embedded backend); return how many training jobs failed."""
+    if not _local(deployment):
+        console.print("published; the deployment's functions take it from here (see batchcast status)")
+        return 0
+    with console.status("running the pipeline…"):
+        deployment.bus.drain()
+    launched = deployment.ports.jobs.processes if deployment.ports.jobs else []
+    if not launched:
+        return 0
+    # Training jobs are separate processes that run their cities' predictions themselves.
+    with console.status(f"waiting for {len(launched)} training job(s)…"):
+        codes = deployment.ports.jobs.wait()
+    console.print(f"training jobs finished with exit codes {codes}; logs in {STATE_DIR}/jobs/")
+    return sum(1 for code in codes if code)
+
+
+def _log_file(root: Path) -> TextIO:
+    # JSON log lines go to a file so the terminal stays readable; functions log to stdout instead.
+    path = root / STATE_DIR / "logs" / "batchcast.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("a")
+
+
+def _print_runs(deployment: runtime.Runtime) -> None:
+    table = Table("function", "status", "counts", "errors / notes")
+    for function, result in deployment.results:
+        counts = ", ".join(f"{k}={v}" for k, v in result.counts.items())
+        remarks = "; ".join([f"{k}: {v}" for k, v in result.errors.items()] + result.notes)
+        table.add_row(function, result.status, counts, remarks[:120])
+    console.print(table)
+
+
+def _print_demo(result: DemoResult) -> None:
+    table = Table(title=f"{result.profile} demo, clock at {result.clock:%Y-%m-%d %H:%M %Z}")
+    for column in ("city", "forecast", "target", "MASE", "WAPE", "P10–P90 raw", "P10–P90"):
+        table.add_column(column, justify="left" if column in ("city", "target") else "right")
+    for city in result.cities:
+        table.add_row(
+            city.city,
+            str(city.entities_forecast),
+            (city.target or "-").replace("T", " ")[:16],
+            _fmt(city.mase),
+            _fmt(city.wape),
+            _fmt(city.coverage_raw),
+            _fmt(city.coverage),
+        )
+    console.print(table)
+    console.print(
+        "MASE, WAPE and P10–P90 coverage come from each city's rolling-origin backtest. P10–P90: the "
+        "band calibrated on the other origins (target 0.80); raw: the quantile models' own band."
+    )
+    steps = Table(title="time per step")
+    for column in ("function", "runs", "seconds"):
+        steps.add_column(column, justify="left" if column == "function" else "right")
+    for function in ("partition", "train_trigger", "predict", "notify"):
+        steps.add_row(
+            function, str(result.step_runs.get(function, 0)), f"{result.step_seconds.get(function, 0):.2f}"
+        )
+    console.print(steps)
+    total = sum(c.entities_forecast for c in result.cities)
+    console.print(
+        f"{result.rows:,} rows uploaded as {result.upload}\n{total} entities forecast, "
+        f"{result.dead_letters} dead letters, {result.seconds:.1f} s in all"
+    )
+    console.print(f"outputs: {result.root}/ (predictions/, results/, metrics/, models/, runs/, status/)")
+    if result.chart:
+        console.print(f"chart:   {result.chart}")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+@app.command()
+def status(
+    root: RootOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Per dataset and city: last success, last failure, stale entities, dead letters, long runs."""
+    settings = Settings.from_env()
+    root = root or settings.root
+    if settings.backend == "embedded" and not (root / STATE_DIR).is_dir():
+        raise typer.BadParameter(f"{root} is not a batchcast root (no {STATE_DIR}/ inside)")
+    deployment = _deployment(root)  # gcp: the bucket and the dead-letter subscriptions
+    document = status_report.collect(deployment.ports.blobs, deployment.bus.dead_letters)
+    if as_json:
+        typer.echo(json.dumps(document, indent=2, sort_keys=True))
+        return
+    printable = status_report.rows(document)
+    table = Table(title=f"batchcast status of {root}")
+    for column in printable[0] if printable else ("dataset", "city"):
+        table.add_column(column, overflow="fold")
+    for line in printable:
+        table.add_row(*line.values())
+    console.print(table)
+
+
+@app.command()
+def reindex(
+    dataset: Annotated[str, typer.Option(help="The dataset (profile) whose batch_data/ to index.")],
+    root: RootOption = None,
+) -> None:
+    """Rebuild the city manifests of a dataset from one listing of its batch_data/.
+
+    For buckets written before batchcast kept manifests: every reader finds files through them.
+    """
+    profile = _profile(dataset)
+    deployment = _deployment(root)
+    counted = catalog.rebuild(deployment.ports.blobs, profile)
+    for city, files in counted.items():
+        console.print(f"{profile.name}/{city}: {files} file(s) in the manifest")
+    if not counted:
+        console.print(f"no batch_data/ files of {profile.name} found")
+
+
+@app.command()
+def train(
+    message: Annotated[
+        str | None, typer.Option(help="The train request JSON (what train_trigger passes to a job).")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Profile name (without --message).")] = None,
+    city: Annotated[str | None, typer.Option(help="City to train (without --message).")] = None,
+    actions: Annotated[str, typer.Option(help="train, or train,predict.")] = "train,predict",
+    at: NowOption = None,
+    root: RootOption = None,
+) -> None:
+    """Run one training job: train a city's model, then publish its predict requests."""
+    deployment = _deployment(root)
+    try:
+        if message:
+            request = decode(message)
+        else:
+            request = _train_request(deployment.ports.blobs, dataset, city, actions, at)
+    except (InvalidMessage, ValueError) as error:
+        raise typer.BadParameter(str(error)) from error
+    if not isinstance(request, TrainRequest):
+        raise typer.BadParameter(f"--message is a {request.kind}, not a train-request")
+    result = deployment.handle("train", request)
+    if _local(deployment):
+        deployment.bus.drain()  # embedded: this process runs the predictions its training asked for
+    _print_runs(deployment)
+    if result.status == "failed":
+        raise typer.Exit(1)
+
+
+def _train_request(
+    blobs: BlobStore, dataset: str | None, city: str | None, actions: str, at: datetime | None
+) -> TrainRequest:
+    if not dataset or not city:
+        raise ValueError("give --message, or --dataset and --city")
+    profile = _profile(dataset)
+    return TrainRequest(
+        dataset=dataset,
+        city=city,
+        actions=comma_list(actions),
+        fingerprint=datasets.fingerprint(catalog.read(blobs, profile, city), profile),
+        logical_time=_aware(at) or datetime.now(UTC),
+    )
+
+
+@app.command()
+def replay(
+    subscription: Annotated[str, typer.Option(help="Subscription id, e.g. predict--predict-requests.")],
+    since: Annotated[datetime, typer.Option(help="Re-deliver what was published at or after this time.")],
+    dry_run: Annotated[bool, typer.Option(help="Only say what would be re-delivered.")] = False,
+    root: RootOption = None,
+) -> None:
+    """Re-deliver a subscription's messages since a time (Pub/Sub seek; the message log locally)."""
+    deployment = _deployment(root)
+    try:
+        route = route_for_subscription(subscription)
+    except KeyError as error:
+        raise typer.BadParameter(str(error.args[0])) from error
+    moment = _aware(since)
+    if not _local(deployment):
+        verb = "would seek" if dry_run else "seeking"
+        console.print(
+            f"{verb} {subscription} to {moment.isoformat()}: Pub/Sub re-delivers every message retained "
+            f"since then; {route.function} acknowledges without work what it already finished"
+        )
+        if not dry_run:
+            deployment.bus.seek(subscription, moment)
+        return
+    plan = replays.plan_replay(deployment.bus.log(), subscription, moment)
+    verb = "would re-deliver" if dry_run else "re-delivering"
+    console.print(f"{verb} {len(plan)} message(s) to {subscription}:")
+    # "done": the function already finished it, so it is acknowledged without work; "run": it runs.
+    for redelivery in plan:
+        done = redelivery.done(deployment.ports.blobs, route.function)
+        console.print(f"  {'done' if done else 'run '}  {redelivery.describe()}", soft_wrap=True)
+    if dry_run or not plan:
+        return
+    for redelivery in plan:
+        deployment.bus.redeliver(subscription, redelivery.entry)
+    _drain_with_progress(deployment)
+    _print_runs(deployment)
+
+
+@app.command()
+def rerun(
+    dataset: Annotated[str, typer.Option(help="Profile name.")],
+    day: Annotated[datetime, typer.Option("--date", formats=["%Y-%m-%d"], help="Local date to re-run.")],
+    city: Annotated[list[str] | None, typer.Option(help="Only this city (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Only list the ticks that would be republished.")] = False,
+    now: NowOption = None,
+    root: RootOption = None,
+) -> None:
+    """Republish one day's scheduled work (train, predict, notify) so it runs again."""
+    profile = _profile(dataset)
+    clock = FixedClock(_aware(now)) if now else SystemClock()
+    rerun_id = f"rerun-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
+    try:
+        ticks = replays.rerun_ticks(profile, day.date(), city or [], rerun_id)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    verb = "would republish" if dry_run else f"republishing as {rerun_id}"
+    console.print(f"{verb} {len(ticks)} schedule tick(s) of {profile.name} on {day:%Y-%m-%d}:")
+    for tick in ticks:
+        console.print(f"  {tick.logical_time.isoformat()} {','.join(tick.actions)}")
+    if dry_run:
+        return
+    deployment = _deployment(root, clock)
+    for tick in ticks:  # in time order: a day's training runs before the predictions that use it
+        deployment.ports.bus.publish(Topic.SCHEDULE, tick)
+        _drain_with_progress(deployment)
+    _print_runs(deployment)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8080,
+    root: Annotated[
+        Path | None,
+        typer.Option(help="Embedded bucket directory; without it, BATCHCAST_BACKEND and friends decide."),
+    ] = None,
+) -> None:
+    """Serve the results API and the managers' page (uvicorn)."""
+    import uvicorn
+
+    from batchcast_api.app import app as from_env_app
+    from batchcast_api.app import create_app
+
+    # --root serves a local bucket directly; otherwise the deployment's settings pick the backend.
+    served = create_app(blobs=runtime.embedded(root).ports.blobs) if root else from_env_app
+    uvicorn.run(served, host=host, port=port, log_level="info")
+
+
+@app.command()
+def profiles(
+    name: Annotated[
+        str | None, typer.Argument(help="Validate and show one (a name or a .toml path).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the validated profile as JSON.")] = False,
+) -> None:
+    """List the known profiles with their schema, covariates and mappings, or validate and show one.
+
+    Every mistake in a profile is printed, one per line, and the command exits 1.
+    """
+    try:
+        chosen = [load_profile(name)] if name else [load_profile(known) for known in profile_names()]
+    except ConfigError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo("\n".join(profile.model_dump_json(indent=2) for profile in chosen))
+        return
+    for profile in chosen:
+        typer.echo("\n".join(_profile_summary(profile)))
+
+
+def _profile_summary(profile: Profile) -> list[str]:
+    """What a user needs to write files for a profile: its schema, covariates and mappings."""
+    fields = [f for f in schemas.fields(schemas.observation(profile)) if f not in schemas.STATE_DIR]
+    covariates = [
+        f"{n} ({c.type}, {c.timing}{'' if n in profile.model_covariates else ', not used by the model'})"
+        for n, c in profile.covariates.items()
+    ]
+    keys = f"entity {profile.entity_key}, time {profile.time_column} ({profile.frequency})"
+    lines = [
+        f"{profile.name}: {profile.description}",
+        f"  {keys}, target {profile.target}",
+        f"  schema      {', '.join(fields)} (+ {', '.join(schemas.STATE_DIR)})",
+        f"  covariates  {', '.join(covariates) or 'none'}",
+    ]
+    for name, mapping in profile.mappings.items():
+        # field, or field <- 'Column' where the user's column is named otherwise; constants as field = value
+        reads = [f if c == f else f"{f} <- {c!r}" for f, c in mapping.columns.items()]
+        reads += [f"{f} = {v!r}" for f, v in mapping.constants.items()]
+        lines.append(f"  mapping     {name} ({mapping.kind}): {', '.join(reads)}")
+    return [*lines, ""]
+
+
+stack_app = typer.Typer(help="The local emulator stack: fake-gcs-server, Pub/Sub emulator, functions.")
+app.add_typer(stack_app, name="stack")
+StackDir = Annotated[Path, typer.Option("--dir", help="Where the stack keeps its state, env.sh and logs.")]
+
+
+@stack_app.command("up")
+def stack_up(
+    directory: StackDir = Path(".batchcast-stack"),
+    gcs_port: Annotated[int, typer.Option(help="fake-gcs-server's port (0: any free port).")] = 4443,
+    pubsub_port: Annotated[int, typer.Option(help="The Pub/Sub emulator's port (0: any free port).")] = 8085,
+    functions_port: Annotated[
+        int, typer.Option(help="First function's port; the others follow (0: any free ports).")
+    ] = 8091,
+    project: Annotated[str, typer.Option(help="The emulated project.")] = stack.PROJECT,
+    bucket: Annotated[str, typer.Option(help="The emulated bucket.")] = stack.BUCKET,
+    pubsub_emulator: Annotated[
+        str | None, typer.Option(help="The emulator's launcher (default: found through gcloud).")
+    ] = None,
+    external_pubsub: Annotated[
+        bool, typer.Option(help="Use the Pub/Sub emulator already listening on --pubsub-port.")
+    ] = False,
+) -> None:
+    """Start the emulator stack and print the environment variables that talk to it."""
+    ports = {name: functions_port + i if functions_port else 0 for i, name in enumerate(FUNCTIONS)}
+    try:
+        state = stack.up(
+            directory,
+            project=project,
+            bucket=bucket,
+            gcs_port=gcs_port,
+            pubsub_port=pubsub_port,
+            function_ports=ports,
+            pubsub_emulator=pubsub_emulator,
+            external_pubsub=external_pubsub,
+        )
+    except stack.StackError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
+    print(state.env_script(), end="")
+    console.print(
+        f"# also in {directory / stack.ENV_FILE} (source it); logs in {directory / 'logs'}/", highlight=False
+    )
+
+
+@stack_app.command("down")
+def stack_down(directory: StackDir = Path(".batchcast-stack")) -> None:
+    """Stop every process of the stack."""
+    stopped = stack.down(directory)
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "no stack was running")
+
+
+@stack_app.command("status")
+def stack_status(directory: StackDir = Path(".batchcast-stack")) -> None:
+    """Show which processes of the stack run and where they log."""
+    processes = stack.status(directory)
+    if not processes:
+        console.print(f"no stack at {directory}")
+        raise typer.Exit(1)
+    table = Table("process", "pid", "port", "state", "log")
+    for process, alive in processes:
+        state = "up" if alive else "DOWN"
+        table.add_row(process.name, str(process.pid), str(process.port), state, process.log)
+    console.print(table)
+    if not all(alive for _, alive in processes):
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()
