@@ -75,7 +75,7 @@ from batchcast.data import catalog, dataset, storage, uploads
 from batchcast.entrypoints import runtime
 from batchcast.ops import training
 from batchcast.ports import FixedClock
-from batchcast.steps import RunContext, StepResult, partition, train_trigger
+from batchcast.steps import RunContext, partition
 from batchcast.tools import synth
 from batchcast.tools.counting import CountingBlobStore, Operation, Tally
 
@@ -438,9 +438,8 @@ def largest_shards(blobs: Any, profile: Profile, at: datetime, scale: float) -> 
         if not stores:
             continue
         copies = {f"copy-{i}": stores[i % len(stores)] for i in range(round(scale * len(stores)))}
-        planned = StepResult()
-        train_trigger.add_predict_requests(profile, city, "target", copies, tick, planned)
-        largest[city] = max(len(request.entities) for request in planned.messages)
+        planned = training.predict_requests(profile, city, "target", copies, tick)
+        largest[city] = max(len(request.entities) for request in planned)
     return largest
 
 

@@ -28,7 +28,7 @@ from batchcast.core.messages import ScheduleTick, Topic
 from batchcast.core.obs import configure_logging
 from batchcast.data import uploads
 from batchcast.entrypoints import runtime
-from batchcast.ops import training
+from batchcast.ops import models, training
 from batchcast.ports import FixedClock, TransientError
 from batchcast.tools import synth
 from batchcast.tools.cli import app
@@ -354,8 +354,8 @@ def test_predict_failing_for_one_city_alerts_its_managers_once_and_shows_in_stat
 
     def corrupt_munich(delivery, error, seconds) -> None:
         if delivery.subscription.startswith("train-trigger") and not corrupted:
-            munich = training.latest(deployment.ports.blobs, profile, "munich")
-            metadata = training.read_metadata(deployment.ports.blobs, profile, "munich", munich.version)
+            munich = models.latest(deployment.ports.blobs, profile, "munich")
+            metadata = models.read_metadata(deployment.ports.blobs, profile, "munich", munich.version)
             name = layout.model_dir("retail", "munich", munich.version) + metadata["model_file"]
             corrupted[name] = deployment.ports.blobs.read(name)
             deployment.ports.blobs.write(name, corrupted[name][:-64] + b"\0" * 64)

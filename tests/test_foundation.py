@@ -24,7 +24,7 @@ from batchcast.core.messages import (
 from batchcast.core.settings import Settings
 from batchcast.data import storage
 from batchcast.data.sharding import plan_shards
-from batchcast.ports import PreconditionFailed
+from batchcast.ports import PreconditionFailed, chunks_stream
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -271,10 +271,10 @@ def test_streamed_writes_and_copies_keep_preconditions_and_content(deployment):
     seen = []
     blobs.on_finalize("rejected/", seen.append)
     data = b"x" * (3 << 20)
-    first = blobs.write_from("a/x.csv", storage.chunks_stream([data[:5], data[5:]]), if_generation_match=0)
+    first = blobs.write_from("a/x.csv", chunks_stream([data[:5], data[5:]]), if_generation_match=0)
     assert blobs.read("a/x.csv") == data and blobs.stat("a/x.csv").generation == first
     with pytest.raises(PreconditionFailed):
-        blobs.write_from("a/x.csv", storage.chunks_stream([b"other"]), if_generation_match=0)
+        blobs.write_from("a/x.csv", chunks_stream([b"other"]), if_generation_match=0)
     assert blobs.read("a/x.csv") == data and list(blobs.list("a/")) == [blobs.stat("a/x.csv")]  # no leftovers
     blobs.write("a/y.csv", b"y", metadata={"dataset": "retail"}, content_type="text/csv")
     blobs.copy("a/y.csv", "rejected/y.csv", if_generation_match=0)
@@ -287,10 +287,10 @@ def test_streamed_writes_and_copies_keep_preconditions_and_content(deployment):
     assert storage.copy_once(blobs, "a/y.csv", "rejected/y.csv") is False
     with pytest.raises(storage.ConflictingWrite):
         storage.copy_once(blobs, "a/x.csv", "rejected/y.csv")
-    assert storage.write_once_from(blobs, "b/z.csv", lambda: storage.chunks_stream([b"z"])) is True
-    assert storage.write_once_from(blobs, "b/z.csv", lambda: storage.chunks_stream([b"z"])) is False
+    assert storage.write_once_from(blobs, "b/z.csv", lambda: chunks_stream([b"z"])) is True
+    assert storage.write_once_from(blobs, "b/z.csv", lambda: chunks_stream([b"z"])) is False
     with pytest.raises(storage.ConflictingWrite):
-        storage.write_once_from(blobs, "b/z.csv", lambda: storage.chunks_stream([b"Z"]))
+        storage.write_once_from(blobs, "b/z.csv", lambda: chunks_stream([b"Z"]))
 
 
 def test_update_json_retries_when_someone_wrote_in_between(deployment):

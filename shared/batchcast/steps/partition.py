@@ -43,7 +43,7 @@ from batchcast.core.messages import InvalidMessage, Message, ObjectFinalized, Pa
 from batchcast.core.schemas import GROUP_KEY
 from batchcast.data import catalog, dataset, future, storage
 from batchcast.data.validation import Upload, ValidatedUpload, read_upload
-from batchcast.ports import Ports
+from batchcast.ports import Ports, chunks_stream
 from batchcast.steps import RunContext, Status, StepResult
 
 _WRITE_BATCH = 64  # partition files held in memory to be written at once (each one entity's rows)
@@ -200,7 +200,7 @@ def _write_rejected(
         storage.write_once_from(
             ports.blobs,
             quarantined,
-            lambda: storage.chunks_stream(upload.rejected_csv()),
+            lambda: chunks_stream(upload.rejected_csv()),
             content_type=CONTENT_TYPES["csv"],
         )
     else:

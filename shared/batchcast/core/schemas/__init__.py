@@ -19,20 +19,17 @@ from __future__ import annotations
 import copy
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import fastavro
 import pandas as pd
 from fastavro.read import SchemaResolutionError
 
 from batchcast.core.errors import PermanentError
-
-if TYPE_CHECKING:  # config imports this module: only type checkers see the other direction
-    from batchcast.core.config import Profile
 
 EPOCH = pd.Timestamp("1970-01-01")
 # Avro files end blocks with a sync marker that writers usually draw at random; a fixed one makes
@@ -144,7 +141,28 @@ def fields(ref: SchemaRef) -> dict[str, dict[str, Any]]:
 # -- schemas derived from a profile ---------------------------------------------------------------
 
 
-def observation(profile: Profile) -> Schema:
+class CovariateDeclaration(Protocol):
+    """What a schema needs of a declared covariate (a profile's ``[covariates.<name>]``)."""
+
+    type: str
+    timing: str
+    description: str
+
+
+class Declarations(Protocol):
+    """What the derived schemas are made of: a profile's declarations. A
+    :class:`batchcast.core.config.Profile` is one; this module never imports the profile model,
+    which itself uses schemas to check its declarations."""
+
+    entity_key: str
+    time_column: str
+    target: str
+    frequency: str
+    base_schema: str | None
+    covariates: Mapping[str, CovariateDeclaration]
+
+
+def observation(profile: Declarations) -> Schema:
     """The schema of ``profile``'s partitioned rows (``batch_data/``); every reader and writer of
     them uses this, never the base ``.avsc`` alone.
 
@@ -187,7 +205,7 @@ def _observation(
     return _derived("observation", raw)
 
 
-def future(profile: Profile) -> Schema:
+def future(profile: Declarations) -> Schema:
     """The schema of ``profile``'s future values (``future/``): per entity, or per city when the
     entity is null, the values of its ``known`` covariates for one target period."""
     known = tuple(
