@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from factories import predict_request
 from typer.testing import CliRunner
 
 from batchcast.backends.smtp import SmtpMailer, SmtpRejected
@@ -507,21 +508,10 @@ def test_a_failed_first_training_is_the_reason_and_status_shows_it(tmp_path, mon
 
 
 def test_long_runs_are_kept_in_the_outcomes_and_reported(tmp_path):
-    from batchcast.core.messages import PredictRequest
     from batchcast.ops import outcomes, status
 
     deployment = _deployment(tmp_path, FixedClock(MIDNIGHT))
-    request = PredictRequest(
-        dataset="retail",
-        city="paris",
-        shard=0,
-        shards=1,
-        model_version="v1",
-        target_start=datetime(2026, 3, 2),
-        target_end=datetime(2026, 3, 3),
-        entities=["7"],
-        logical_time=MIDNIGHT,
-    )
+    request = predict_request(city="paris", shards=1, entities=["7"], logical_time=MIDNIGHT)
     for run_id, seconds in (("r1", 12.0), ("r2", 734.5)):
         record = {
             "run_id": run_id,

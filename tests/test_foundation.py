@@ -7,6 +7,7 @@ import json
 from datetime import UTC, date, datetime
 
 import pytest
+from factories import predict_request
 
 from batchcast.core import layout
 from batchcast.core.config import load_profile, parse_profile
@@ -15,7 +16,6 @@ from batchcast.core.events import PUBSUB_PUBLISHED, STORAGE_FINALIZED, message_f
 from batchcast.core.messages import (
     InvalidMessage,
     ObjectFinalized,
-    PredictRequest,
     ScheduleTick,
     Topic,
     decode,
@@ -84,23 +84,8 @@ def test_intraday_shards_carry_the_window_so_windows_never_collide():
 # -- messages --------------------------------------------------------------------------------------
 
 
-def _request(**changes) -> PredictRequest:
-    fields = dict(
-        dataset="retail",
-        city="berlin",
-        shard=0,
-        shards=2,
-        model_version="v1",
-        target_start=datetime(2026, 3, 2),
-        target_end=datetime(2026, 3, 3),
-        entities=["1", "2"],
-        logical_time=T0,
-    )
-    return PredictRequest(**(fields | changes))
-
-
 def test_messages_round_trip_with_attributes():
-    message = _request()
+    message = predict_request()
     data, attributes = encode(message)
     assert attributes["kind"] == "predict-request" and attributes["city"] == "berlin"
     assert json.loads(data)["schema_version"] == 1
@@ -108,8 +93,8 @@ def test_messages_round_trip_with_attributes():
 
 
 def test_idempotency_key_ignores_the_publisher_but_not_the_meaning():
-    assert _request(run_id="a").idempotency_key == _request(run_id="b").idempotency_key
-    assert _request().idempotency_key != _request(shard=1).idempotency_key
+    assert predict_request(run_id="a").idempotency_key == predict_request(run_id="b").idempotency_key
+    assert predict_request().idempotency_key != predict_request(shard=1).idempotency_key
 
 
 @pytest.mark.parametrize(
@@ -128,7 +113,7 @@ def test_bodies_that_break_the_contract_are_invalid(body):
 
 
 def test_attributes_that_disagree_with_the_body_are_invalid():
-    data, attributes = encode(_request())
+    data, attributes = encode(predict_request())
     with pytest.raises(InvalidMessage, match="disagrees"):
         decode(data, attributes | {"city": "munich"})
 

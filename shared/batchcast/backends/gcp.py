@@ -89,11 +89,6 @@ def with_retries(
     raise AssertionError("unreachable")
 
 
-def on_emulator() -> bool:
-    """True when either standard emulator variable is set."""
-    return bool(os.environ.get("STORAGE_EMULATOR_HOST") or os.environ.get("PUBSUB_EMULATOR_HOST"))
-
-
 def storage_client(project: str | None) -> storage.Client:
     """A storage client; anonymous on the emulator (``STORAGE_EMULATOR_HOST``)."""
     if os.environ.get("STORAGE_EMULATOR_HOST"):

@@ -35,7 +35,6 @@ EPOCH = pd.Timestamp("1970-01-01")
 # Avro files end blocks with a sync marker that writers usually draw at random; a fixed one makes
 # equal records give equal bytes, which create-only writes and byte-identical replays rely on.
 SYNC_MARKER = b"batchcast-sync01"
-MS_PER_DAY = 86_400_000
 # Fields of the observation schemas that the pipeline fills, never a user's column: which upload
 # carried a row and when it arrived, so readers can let the latest upload win per entity and period.
 BOOKKEEPING_FIELDS = ("ingested_at", "upload_id")
@@ -99,10 +98,6 @@ def schema(name: str) -> dict[str, Any]:
 def shipped(name: str) -> bool:
     """Whether ``<name>.avsc`` ships with batchcast."""
     return name.isidentifier() and (resources.files("batchcast.core.schemas") / f"{name}.avsc").is_file()
-
-
-def _resolve(ref: SchemaRef) -> Schema:
-    return ref if isinstance(ref, Schema) else _shipped_schema(ref)
 
 
 @cache
@@ -273,13 +268,6 @@ def _sorted_keys(value: Any) -> Any:
     return value
 
 
-def write_records(
-    name: SchemaRef, records: Iterable[dict[str, Any]], metadata: dict[str, str] | None = None
-) -> bytes:
-    """Serialise records (Python values, logical types as Python objects) with schema ``name``."""
-    return _write(name, False, records, metadata)
-
-
 def write_frame(name: SchemaRef, frame: pd.DataFrame, metadata: dict[str, str] | None = None) -> bytes:
     """Serialise a DataFrame whose columns are the schema's fields (missing nullable ones: null)."""
     spec = fields(name)
@@ -408,10 +396,3 @@ def _from_avro_column(column: pd.Series, info: dict[str, Any]) -> pd.Series:
     if info["nullable"]:  # null stays missing (pandas 2 would turn it into the text "None")
         return column.astype(str).where(column.notna(), None)
     return column.astype(str)
-
-
-def reader_fields(data: bytes | BinaryIO) -> list[str]:
-    """The field names an arbitrary Avro file declares (for uploads in the user's own schema)."""
-    stream = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
-    reader = fastavro.reader(stream)
-    return [f["name"] for f in reader.writer_schema.get("fields", [])]
