@@ -655,9 +655,8 @@ def run_bench(args: argparse.Namespace, days: list[int], scratch: Path, root: Pa
     if len(days) > 2:
         before = days[-2]
         print_ratios(
-            f"ratio day {last:,} / day {before:,}: training reads its {profile.training.window}-day window "
-            f"plus a {training.lookback(profile)}-day look-back, full from day "
-            f"{profile.training.window + training.lookback(profile):,} on",
+            f"ratio day {last:,} / day {before:,}: training reads its {profile.training.window}-day window, "
+            f"the backtest folds and the look-back, full from day {training.history_periods(profile):,} on",
             summaries[last],
             summaries[before],
             1.2,

@@ -27,7 +27,7 @@ from batchcast.data import catalog, dataset, storage
 from batchcast.data.catalog import CityData
 from batchcast.data.sharding import plan_shards
 from batchcast.ml.backtest import fit_and_backtest
-from batchcast.ml.features import to_series
+from batchcast.ml.features import history_start, lookback, to_series
 from batchcast.ml.model import ForecastModel
 from batchcast.ops import metrics
 from batchcast.ops.models import (
@@ -56,24 +56,20 @@ class TrainingRefused(RuntimeError):
 Trigger = PartitionsReady | ScheduleTick | TrainRequest
 
 
-def lookback(profile: Profile) -> int:
-    """How many periods before a target the features look at."""
-    rolling = max((r.window for r in profile.features.rolling), default=0)
-    return max(profile.features.lags) + rolling + profile.features.scale_window
-
-
-def history_start(profile: Profile, target_start: datetime) -> datetime:
-    """The first period a forecast for ``target_start`` reads (its features' look-back, plus one)."""
-    return target_start - profile.period * (lookback(profile) + 1)
+def history_periods(profile: Profile) -> int:
+    """How many periods before its logical time a training reads: the training window, the backtest
+    folds' origins before its end, and the features' look-back before the earliest fold's window."""
+    backtest = profile.backtest.folds * profile.backtest.window
+    return profile.training.window + backtest + lookback(profile)
 
 
 def estimate_seconds(profile: Profile, data: CityData) -> float:
     """How long training ``files`` would take: fits × (fixed cost + cost of the rows it reads).
 
-    Each entity contributes at most the training window plus the look-back the features need; the
+    Each entity contributes at most the periods a training reads (:func:`history_periods`); the
     per-fit and per-row costs come from the profile (calibrated on a 2-core machine).
     """
-    reach = profile.training.window + lookback(profile)
+    reach = history_periods(profile)
     rows = sum(min(entity.rows, reach) for entity in data.values())
     fits = len(profile.training.quantiles) * (1 + profile.backtest.folds)
     settings = profile.training
@@ -115,7 +111,7 @@ def _train_and_store(
 ) -> None:
     started = time.monotonic()
     now_local = datetime.fromisoformat(ref.trained_for).astimezone(profile.zone(city)).replace(tzinfo=None)
-    since = now_local - profile.period * (profile.training.window + lookback(profile))
+    since = now_local - profile.period * history_periods(profile)
     series = to_series(dataset.read_rows(blobs, profile, data, since=since), profile)
     model, result = fit_and_backtest(series, profile, city)
     model_bytes = model.dumps()

@@ -21,7 +21,7 @@ from batchcast.core import layout, schemas
 from batchcast.core.config import Profile, load_profile
 from batchcast.core.messages import InvalidMessage, Message, PredictionsReady, PredictRequest
 from batchcast.data import catalog, dataset, future, storage
-from batchcast.ml.features import to_series
+from batchcast.ml.features import history_start, to_series
 from batchcast.ops import metrics, training
 from batchcast.ports import Ports
 from batchcast.steps import RunContext, StepResult
@@ -37,7 +37,7 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     city = message.city_
     model, _ = training.load_model(ports.blobs, profile, city, message.model_version)
     data = catalog.read(ports.blobs, profile, city, entities=message.entities)
-    since = training.history_start(profile, message.target_start)
+    since = _read_start(profile, message.target_start)
     until = message.target_start
     rows = dataset.read_rows(ports.blobs, profile, data, since=since, until=until)
     series = to_series(rows, profile, until=until)
@@ -74,6 +74,13 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
         counts={"entities": ready.entities, "rows": len(forecast), "results_written": written},
         city=city,
     )
+
+
+def _read_start(profile: Profile, target_start: datetime) -> datetime:
+    """The first period predict reads: the model's look-back, or the actuals shown beside a result
+    (:data:`HISTORY_PERIODS`), whichever reaches further."""
+    chart = target_start - profile.period * HISTORY_PERIODS[profile.frequency]
+    return min(history_start(profile, target_start), chart)
 
 
 def _content_key(
