@@ -21,6 +21,7 @@ from batchcast.core.messages import (
     decode,
     encode,
 )
+from batchcast.core.schemas.frames import read_frame, write_frame
 from batchcast.core.settings import Settings
 from batchcast.data import storage
 from batchcast.data.sharding import plan_shards
@@ -356,15 +357,13 @@ def test_avro_files_declare_logical_types_for_external_readers():
     import fastavro
     import pandas as pd
 
-    from batchcast.core import schemas
-
     frame = pd.DataFrame(
         {"store_id": ["1"], "city": ["berlin"], "date": [pd.Timestamp("2026-03-01")], "sales": [10.0]}
     )
-    data = schemas.write_frame("retail_observation", frame)
+    data = write_frame("retail_observation", frame)
     header = {f["name"]: f["type"] for f in fastavro.reader(io.BytesIO(data)).writer_schema["fields"]}
     assert header["date"] == {"type": "int", "logicalType": "date"}  # BigQuery reads a DATE, not an INT
-    back = schemas.read_frame(data, "retail_observation")
+    back = read_frame(data, "retail_observation")
     assert back.loc[0, "date"] == pd.Timestamp("2026-03-01") and pd.isna(back.loc[0, "temp"])
 
 
@@ -395,7 +394,7 @@ def test_a_file_of_an_older_compatible_schema_version_reads_with_defaults():
             }
         ],
     )
-    frame = schemas.read_frame(buffer.getvalue(), "retail_observation")
+    frame = read_frame(buffer.getvalue(), "retail_observation")
     assert frame.loc[0, "sales"] == 5.0 and frame["temp"].isna().all() and frame["promo"].isna().all()
 
 
@@ -410,4 +409,4 @@ def test_a_file_of_an_incompatible_schema_is_refused():
     buffer = io.BytesIO()
     fastavro.writer(buffer, fastavro.parse_schema(other), [{"store_id": 1}])
     with pytest.raises(schemas.SchemaMismatch):
-        schemas.read_frame(buffer.getvalue(), "retail_observation")
+        read_frame(buffer.getvalue(), "retail_observation")

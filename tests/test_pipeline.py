@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from batchcast.core import layout, schemas
+from batchcast.core import layout
 from batchcast.core.config import load_profile
 from batchcast.core.messages import ScheduleTick, Topic
+from batchcast.core.schemas.frames import read_frame
 from batchcast.data import uploads
 from batchcast.entrypoints import runtime
 from batchcast.ops import models, training
@@ -73,9 +74,7 @@ def test_predictions_are_avro_per_city_and_shard(retail_run):
     names = _names(retail_run, layout.PREDICTIONS)
     assert names and all(n.startswith("predictions/dataset=retail/dt=2026-03-02/city=") for n in names)
     rows = [
-        r
-        for n in names
-        for r in schemas.read_frame(retail_run.ports.blobs.read(n), "prediction").to_dict("records")
+        r for n in names for r in read_frame(retail_run.ports.blobs.read(n), "prediction").to_dict("records")
     ]
     assert sorted(r["entity_id"] for r in rows) == sorted(
         json.loads(retail_run.ports.blobs.read(n))["entity_id"]

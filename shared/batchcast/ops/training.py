@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 
-from batchcast.core import schemas
 from batchcast.core.config import Profile
 from batchcast.core.errors import PermanentError
 from batchcast.core.messages import PartitionsReady, PredictRequest, ScheduleTick, TrainRequest
+from batchcast.core.schemas.frames import write_frame
 from batchcast.data import catalog, dataset, storage
 from batchcast.data.catalog import CityData
 from batchcast.data.sharding import plan_shards
@@ -117,7 +117,7 @@ def _train_and_store(
     model_bytes = model.dumps()
     model_file = _write_content_named(blobs, folder, "model", "skops", model_bytes)
     backtest_file = _write_content_named(
-        blobs, folder, "backtest", "avro", schemas.write_frame("backtest", result.points)
+        blobs, folder, "backtest", "avro", write_frame("backtest", result.points)
     )
     metadata = {
         "dataset": profile.name,

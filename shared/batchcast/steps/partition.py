@@ -41,6 +41,7 @@ from batchcast.core import layout, schemas
 from batchcast.core.config import Profile
 from batchcast.core.messages import InvalidMessage, Message, ObjectFinalized, PartitionsReady
 from batchcast.core.schemas import GROUP_KEY
+from batchcast.core.schemas.frames import write_frame
 from batchcast.data import catalog, dataset, future, storage
 from batchcast.data.validation import Upload, ValidatedUpload, read_upload
 from batchcast.ports import Ports, chunks_stream
@@ -133,7 +134,7 @@ def _write_partitions(
         rows = rows.dropna(axis=1, how="all").assign(
             ingested_at=message.logical_time.astimezone(UTC), upload_id=upload_id
         )
-        content = schemas.write_frame(schema, rows, metadata=metadata)
+        content = write_frame(schema, rows, metadata=metadata)
         file = dataset.describe(name, content, rows, profile, "upload")
         written.setdefault(city, {})[entity] = file
         batch.append((file, content))

@@ -17,9 +17,10 @@ from datetime import datetime
 
 import pandas as pd
 
-from batchcast.core import layout, schemas
+from batchcast.core import layout
 from batchcast.core.config import Profile, load_profile
 from batchcast.core.messages import InvalidMessage, Message, PredictionsReady, PredictRequest
+from batchcast.core.schemas.frames import write_frame
 from batchcast.data import catalog, dataset, future, storage
 from batchcast.ml.features import history_start, to_series
 from batchcast.ops import metrics, training
@@ -109,9 +110,7 @@ def _write_predictions(
         layout.shard_label(message.shard, message.target_start, intraday),
         key,
     )
-    data = schemas.write_frame(
-        "prediction", frame, metadata={"batchcast.model_version": message.model_version}
-    )
+    data = write_frame("prediction", frame, metadata={"batchcast.model_version": message.model_version})
     storage.write_once(ports.blobs, name, data, content_type="application/avro")
     return name
 

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from batchcast.core import layout, schemas
+from batchcast.core import layout
 from batchcast.core.config import Profile
+from batchcast.core.schemas.frames import read_frame
 from batchcast.ops import models
 from batchcast.ports import BlobStore
 
@@ -137,7 +138,7 @@ def _backtest_points(blobs: BlobStore, profile: Profile, document: dict) -> pd.D
     if metadata is None:
         return pd.DataFrame()
     folder = layout.model_dir(profile.name, document["city"], document["model_version"])
-    points = schemas.read_frame(blobs.read(folder + metadata["backtest_file"]), "backtest")
+    points = read_frame(blobs.read(folder + metadata["backtest_file"]), "backtest")
     points = points[points["entity_id"] == document["entity_id"]]
     return points.sort_values("period_start")
 
