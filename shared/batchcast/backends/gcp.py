@@ -29,8 +29,7 @@ from google.cloud import pubsub_v1, storage
 from google.protobuf import timestamp_pb2
 
 from batchcast.core.messages import InvalidMessage, Message, Topic, decode, encode
-from batchcast.data.storage import chunks_stream as storage_chunks
-from batchcast.ports import BlobInfo, NotFound, PreconditionFailed, TransientError
+from batchcast.ports import BlobInfo, NotFound, PreconditionFailed, TransientError, chunks_stream
 
 T = TypeVar("T")
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # resumable uploads: a multiple of 256 KiB
@@ -88,11 +87,6 @@ def with_retries(
             delay = min(base_seconds * 2 ** (attempt - 1), max_seconds)
             sleep(delay * (0.5 + random.random() / 2))
     raise AssertionError("unreachable")
-
-
-def on_emulator() -> bool:
-    """True when either standard emulator variable is set."""
-    return bool(os.environ.get("STORAGE_EMULATOR_HOST") or os.environ.get("PUBSUB_EMULATOR_HOST"))
 
 
 def storage_client(project: str | None) -> storage.Client:
@@ -162,7 +156,7 @@ class GcsBlobStore:
                 metadata=metadata,
                 content_type=content_type,
             )
-        rest = storage_chunks(itertools.chain([head], iter(lambda: stream.read(UPLOAD_CHUNK_BYTES), b"")))
+        rest = chunks_stream(itertools.chain([head], iter(lambda: stream.read(UPLOAD_CHUNK_BYTES), b"")))
 
         def upload() -> int:
             # A resumable upload in 8 MiB pieces: the client holds one piece at a time. GCS checks
