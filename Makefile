@@ -10,7 +10,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: demo demo-bikeshare test lint bench bench-stack bench-api bench-partition bench-realdata bench-daily clean functions
+.PHONY: demo demo-bikeshare test lint lock bench bench-stack bench-api bench-partition bench-realdata bench-daily clean functions
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ $(CHECKOV_STAMP):
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
 	touch $(CHECKOV_STAMP)
+
+# The deploy lock: pyproject's base dependencies with the ml, gcp and api extras, pinned with hashes
+# for the runtime (Python 3.11, Linux x86_64). The functions' archives take their requirements.txt
+# from it and the job image installs it. Rerun after changing dependencies in pyproject.toml.
+lock: $(STAMP)
+	$(BIN)/pip install --quiet 'uv>=0.4'
+	$(BIN)/uv pip compile pyproject.toml --extra ml --extra gcp --extra api --generate-hashes \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --quiet -o requirements/deploy.txt
 
 # Cloud Functions source archives for Terraform: dist/functions/<name>.zip.
 functions: $(STAMP)
