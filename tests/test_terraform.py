@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ast
 import base64
+import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -294,17 +296,24 @@ def test_function_archive_is_self_contained(tmp_path: Path) -> None:
     with zipfile.ZipFile(archive) as zipped:
         names = set(zipped.namelist())
         zipped.extractall(tmp_path / "src")
-        requirements = zipped.read("requirements.txt").decode().split()
+        requirements = zipped.read("requirements.txt").decode()
     assert {
         "main.py",
         "requirements.txt",
         "batchcast/__init__.py",
+        "batchcast/steps/partition.py",  # imported by name (wiring.step_for), found all the same
         "batchcast/core/profiles/retail.toml",
     } <= names
     assert any(n.startswith("batchcast/core/schemas/") and n.endswith(".avsc") for n in names)
     assert not any("__pycache__" in n for n in names)
-    assert "functions-framework>=3.5" in requirements
-    assert any(r.startswith("google-cloud-storage") for r in requirements)
+    # Only what partition's entry point can import: no developer tools, no other function's step.
+    assert not any(n.startswith("batchcast/tools/") for n in names), sorted(names)
+    assert "batchcast/steps/predict.py" not in names and "batchcast/ml/model.py" not in names
+    # Pinned with hashes from the lock, and only the distributions partition imports (and theirs).
+    pins = dict(re.findall(r"^([a-z0-9._-]+)==(\S+)", requirements, re.M))
+    assert {"functions-framework", "google-cloud-storage", "pandas", "fastavro"} <= pins.keys()
+    assert not pins.keys() & {"scikit-learn", "skops", "typer", "rich", "matplotlib", "psutil"}
+    assert all("--hash=sha256:" in block for block in requirements.split("==")[1:])
     check = (
         "import sys; sys.path.insert(0, sys.argv[1]); import main, batchcast;"
         "assert batchcast.__file__.startswith(sys.argv[1]), batchcast.__file__;"
@@ -315,8 +324,36 @@ def test_function_archive_is_self_contained(tmp_path: Path) -> None:
         [sys.executable, "-I", "-c", check, src], cwd=src, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
-    # Reproducible: the same sources give the same bytes (Terraform names the object by its MD5).
-    assert build_functions.build("partition", tmp_path / "again").read_bytes() == archive.read_bytes()
+
+
+def _tree_copy(destination: Path) -> build_functions.Tree:
+    """What the archives are built from, copied, so a test can edit it."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for folder in ("functions", "shared", "requirements"):
+        shutil.copytree(ROOT / folder, destination / folder, ignore=ignore)
+    shutil.copy(ROOT / "pyproject.toml", destination)
+    return build_functions.Tree(destination)
+
+
+def test_archive_changes_only_with_what_its_function_imports(tmp_path: Path) -> None:
+    """Terraform names each uploaded archive by its MD5: an unrelated edit must not redeploy it."""
+    tree = _tree_copy(tmp_path / "tree")
+
+    def digest(name: str) -> str:
+        out = tmp_path / "dist" / str(len(list(tmp_path.glob("dist/*"))))
+        return hashlib.md5(build_functions.build(name, out, tree).read_bytes()).hexdigest()
+
+    before = {name: digest(name) for name in ("partition", "predict")}
+    assert digest("partition") == before["partition"]  # the same sources give the same bytes
+    synth = tree.package / "tools" / "synth.py"
+    synth.write_text(synth.read_text() + "\n# an edit to the synthetic-data generator\n")
+    predict_step = tree.package / "steps" / "predict.py"
+    predict_step.write_text(predict_step.read_text() + "\n# an edit to predict only\n")
+    assert digest("partition") == before["partition"]
+    assert digest("predict") != before["predict"]
+    validation = tree.package / "data" / "validation.py"
+    validation.write_text(validation.read_text() + "\n# partition imports this\n")
+    assert digest("partition") != before["partition"]
 
 
 def test_checkov_passes_with_justified_skips() -> None:
@@ -342,24 +379,25 @@ def test_checkov_passes_with_justified_skips() -> None:
         assert len(reason) > 20, f"{check['check_id']} on {check['resource']} is skipped without a reason"
 
 
-def _cli_commands() -> set[str]:
-    from batchcast.tools import cli
-
-    return {c.name or c.callback.__name__ for c in cli.app.registered_commands}
-
-
 def test_cloud_run_image_is_built_from_the_api_dockerfile(tf: dict) -> None:
     dockerfile = (ROOT / "api" / "Dockerfile").read_text()
     assert "batchcast_api.app:app" in dockerfile or "batchcast serve" in dockerfile
-    assert "batchcast" in dockerfile  # the job runs `batchcast train` from the same image
+    # The image installs the deploy lock with its hashes, and the package without re-resolving.
+    assert "--require-hashes -r requirements/deploy.txt" in dockerfile
+    assert "--no-deps" in dockerfile
     workflow = (ROOT / ".github" / "workflows" / "deliver.yml").read_text()
     assert "-f api/Dockerfile" in workflow
 
 
-def test_training_job_runs_an_existing_command(tf: dict) -> None:
+def test_training_job_runs_the_lean_job_module(tf: dict) -> None:
+    from batchcast.entrypoints import job
+
     [task] = tf["resource"]["google_cloud_run_v2_job"]["train"]["template"][0]["template"]
     [container] = task["containers"]
-    assert container["command"] == ["batchcast"] and container["args"][0] in _cli_commands()
+    assert container["command"] == ["python", "-m", job.__name__]
+    with pytest.raises(SystemExit) as exited:  # argparse exits 2 on a command it does not know
+        job.main([*container["args"], "--help"])
+    assert exited.value.code == 0
 
 
 def test_every_reference_resolves(tf_text: str) -> None:
