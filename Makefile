@@ -10,7 +10,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: demo demo-bikeshare test lint lock bench bench-stack bench-api bench-partition bench-realdata bench-daily clean functions
+.PHONY: demo demo-bikeshare test lint lock bench bench-stack bench-api bench-partition bench-realdata bench-daily bench-coldstart clean functions
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,11 @@ bench-realdata: $(STAMP)
 # Every store uploads its own day: per-run cost on day 1,095 against day 30, and a GCS estimate.
 bench-daily: $(STAMP)
 	$(BIN)/python bench/daily.py
+
+# Each function's cold start from its archive (import main + first event, median of 5 fresh
+# processes), against the layout before the deploy units (2fac327) measured in the same run.
+bench-coldstart: $(STAMP)
+	$(BIN)/python bench/coldstart.py
 
 # The results API under load: 200 authenticated requests/s for 30 s over 1,000 stores, on loopback.
 bench-api: $(STAMP)
