@@ -10,7 +10,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: demo demo-bikeshare test lint lock bench bench-stack bench-api bench-partition bench-realdata bench-daily bench-coldstart clean functions
+.PHONY: demo demo-bikeshare test test-unit lint lock bench bench-stack bench-api bench-partition bench-realdata bench-daily bench-coldstart clean functions
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,14 @@ test: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
+	exit $$status
+
+# Lint, then the unit tests only: no emulator stack, SMTP server, server subprocess or browser
+# (tests/conftest.py marks tests by the fixtures they use). The quick loop while editing.
+test-unit: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not integration and not browser"; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
 	exit $$status
 

@@ -356,6 +356,7 @@ def test_archive_changes_only_with_what_its_function_imports(tmp_path: Path) -> 
     assert digest("partition") != before["partition"]
 
 
+@pytest.mark.integration  # an outside tool in its own venv (.venv-checkov), a minute or more
 def test_checkov_passes_with_justified_skips() -> None:
     if not CHECKOV.exists():
         if os.environ.get("CI") == "true":
