@@ -43,7 +43,10 @@ demo-bikeshare: $(STAMP)
 
 # Lint, then every test. pytest's exit code 5 means it collected no test at all: that is a
 # broken test setup, never a pass.
+# System parts pip cannot install (Java, the Pub/Sub emulator, Chromium) come from
+# scripts/install_system_deps.sh: installed when run as root, else named with the command to run.
 test: $(STAMP) $(CHECKOV_STAMP)
+	scripts/install_system_deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest; status=$$?; \
