@@ -186,15 +186,20 @@ def _modules_to_distribution() -> dict[str, str]:
     return index
 
 
+def _is_stdlib(name: str) -> bool:
+    top = name.split(".")[0]
+    return top in sys.stdlib_module_names or top == "__future__"
+
+
 def distribution_of(name: str) -> str | None:
     """The installed distribution that provides the module ``name``; None for the standard library.
 
     The longest match wins, so ``google.cloud.storage`` is google-cloud-storage, not whoever else
     ships the ``google`` namespace.
     """
-    parts = name.split(".")
-    if parts[0] in sys.stdlib_module_names or parts[0] == "__future__":
+    if _is_stdlib(name):
         return None
+    parts = name.split(".")
     index = _modules_to_distribution()
     for end in range(len(parts), 0, -1):
         if (stem := "/".join(parts[:end])) in index:
@@ -279,7 +284,19 @@ def deploy_unit(name: str, tree: Tree = Tree()) -> DeployUnit:
         known = ", ".join(function_names(tree))
         raise SystemExit(f"no function {name!r}: {main} does not exist (known: {known})")
     modules, outside = package_modules(tree, name)
-    distributions = {d for d in map(distribution_of, sorted(outside)) if d}
+    found = {module: distribution_of(module) for module in sorted(outside) if not _is_stdlib(module)}
+    distributions = {d for d in found.values() if d}
+    # ``from google.cloud import storage`` names google.cloud too: a namespace nobody ships alone.
+    unprovided = [
+        m
+        for m, d in found.items()
+        if not d and not any(k.startswith(f"{m}.") and v for k, v in found.items())
+    ]
+    if unprovided:
+        raise SystemExit(
+            f"{name}: no installed distribution provides {', '.join(unprovided)}, so no pin can be"
+            f" chosen for it: install {LOCK} first (pip install --require-hashes -r {LOCK})"
+        )
     requirements = pinned_requirements(read_lock(tree.lock), distributions)
     return DeployUnit(name, main, modules, package_data(tree, modules), distributions, requirements)
 

@@ -356,6 +356,17 @@ def test_archive_changes_only_with_what_its_function_imports(tmp_path: Path) -> 
     assert digest("partition") != before["partition"]
 
 
+def test_an_import_no_installed_distribution_provides_stops_the_build(tmp_path: Path) -> None:
+    """Its pin cannot be chosen: an archive without it would fail on first import in the cloud."""
+    tree = _tree_copy(tmp_path / "tree")
+    errors = tree.package / "core" / "errors.py"
+    errors.write_text(errors.read_text() + "\nimport surely_not_installed_anywhere  # noqa\n")
+    with pytest.raises(
+        SystemExit, match="partition: no installed distribution provides surely_not_installed"
+    ):
+        build_functions.build("partition", tmp_path / "dist", tree)
+
+
 @pytest.mark.integration  # an outside tool in its own venv (.venv-checkov), a minute or more
 def test_checkov_passes_with_justified_skips() -> None:
     if not CHECKOV.exists():
