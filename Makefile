@@ -10,7 +10,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: demo demo-bikeshare test lint bench bench-stack bench-api bench-partition bench-realdata bench-daily clean functions
+.PHONY: demo demo-bikeshare test test-unit lint lock bench bench-stack bench-api bench-partition bench-realdata bench-daily bench-coldstart clean functions
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ $(CHECKOV_STAMP):
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
 	touch $(CHECKOV_STAMP)
+
+# The deploy lock: pyproject's base dependencies with the ml, gcp and api extras, pinned with hashes
+# for the runtime (Python 3.11, Linux x86_64). The functions' archives take their requirements.txt
+# from it and the job image installs it. Rerun after changing dependencies in pyproject.toml.
+lock: $(STAMP)
+	$(BIN)/pip install --quiet 'uv>=0.4'
+	$(BIN)/uv pip compile pyproject.toml --extra ml --extra gcp --extra api --generate-hashes \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --quiet -o requirements/deploy.txt
 
 # Cloud Functions source archives for Terraform: dist/functions/<name>.zip.
 functions: $(STAMP)
@@ -35,11 +43,22 @@ demo-bikeshare: $(STAMP)
 
 # Lint, check the import rules (pyproject's [tool.importlinter]), then every test. pytest's exit
 # code 5 means it collected no test at all: that is a broken test setup, never a pass.
+# System parts pip cannot install (Java, the Pub/Sub emulator, Chromium) come from
+# scripts/install_system_deps.sh: installed when run as root, else named with the command to run.
 test: $(STAMP) $(CHECKOV_STAMP)
+	scripts/install_system_deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
+	exit $$status
+
+# Lint, then the unit tests only: no emulator stack, SMTP server, server subprocess or browser
+# (tests/conftest.py marks tests by the fixtures they use). The quick loop while editing.
+test-unit: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not integration and not browser"; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
 	exit $$status
 
@@ -60,6 +79,11 @@ bench-realdata: $(STAMP)
 # Every store uploads its own day: per-run cost on day 1,095 against day 30, and a GCS estimate.
 bench-daily: $(STAMP)
 	$(BIN)/python bench/daily.py
+
+# Each function's cold start from its archive (import main + first event, median of 5 fresh
+# processes), against the layout before the deploy units (2fac327) measured in the same run.
+bench-coldstart: $(STAMP)
+	$(BIN)/python bench/coldstart.py
 
 # The results API under load: 200 authenticated requests/s for 30 s over 1,000 stores, on loopback.
 bench-api: $(STAMP)

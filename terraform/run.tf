@@ -1,5 +1,5 @@
 # The results API (batchcast_api.app:app, image built from api/Dockerfile) and the training job,
-# which reuses the API image with the command `batchcast train`.
+# which reuses the API image with the command `python -m batchcast.entrypoints.job train`.
 resource "google_artifact_registry_repository" "images" {
   location      = var.region
   repository_id = var.name_prefix
@@ -88,7 +88,8 @@ resource "google_cloud_run_v2_job" "train" {
 
       containers {
         image   = local.api_image
-        command = ["batchcast"]
+        # The lean job module, not the `batchcast` CLI (Typer, rich, dev tools): the same code.
+        command = ["python", "-m", "batchcast.entrypoints.job"]
         args    = ["train"]
 
         resources {

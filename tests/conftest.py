@@ -16,6 +16,24 @@ from batchcast.core.config import Profile, load_profile
 from batchcast.entrypoints import runtime
 from batchcast.ports import FixedClock
 
+# Tests that need more than this process and the venv, told apart by the fixtures they use (the
+# emulator stack, an SMTP server, a server subprocess, Chromium): `make test-unit` leaves them
+# out, `make test` runs everything. Everything else is a unit test.
+INTEGRATION_FIXTURES = frozenset({"emulator_stack", "stack_env", "stack_profiles", "smtp", "server"})
+BROWSER_FIXTURES = frozenset({"chromium"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every collected test (here and under functions/) unit, integration and/or browser."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.browser)
+        if used & INTEGRATION_FIXTURES:
+            item.add_marker(pytest.mark.integration)
+        if not (item.get_closest_marker("integration") or item.get_closest_marker("browser")):
+            item.add_marker(pytest.mark.unit)
+
 
 @pytest.fixture
 def clock() -> FixedClock:

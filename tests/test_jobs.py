@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -105,6 +107,24 @@ def test_train_command_trains_one_city_and_rejects_other_messages(small_retail, 
     assert wrong.exit_code != 0 and "not a train-request" in wrong.output
     garbage = cli.invoke(app, ["train", "--message", "{not json", "--root", str(tmp_path)])
     assert garbage.exit_code != 0 and "contract" in garbage.output
+
+
+def test_the_job_module_refuses_bad_arguments_without_the_cli(tmp_path, capsys):
+    """The job image runs ``python -m batchcast.entrypoints.job``: no Typer, no rich, same checks."""
+    from batchcast.entrypoints import job
+
+    tick = '{"kind":"schedule","dataset":"retail","actions":["train"],"logical_time":"2026-03-02T00:00:00Z"}'
+    for arguments, reason in (
+        (["--message", tick], "not a train-request"),
+        (["--dataset", "retail"], "--city"),
+        (["--dataset", "nosuch", "--city", "berlin"], "nosuch"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            job.main(["train", *arguments, "--root", str(tmp_path)])
+        assert exited.value.code == 2 and reason in capsys.readouterr().err
+    probe = "import sys, batchcast.entrypoints.job; print(sorted({'typer', 'rich'} & set(sys.modules)))"
+    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert imported.stdout.strip() == "[]", imported.stderr
 
 
 def test_a_cloud_run_execution_carries_the_request_as_the_job_arguments():

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from batchcast.core import layout
 from batchcast.core.config import load_profile
+from batchcast.core.errors import PermanentError
 from batchcast.core.messages import ScheduleTick, Topic
 from batchcast.core.schemas.frames import read_frame
 from batchcast.data import uploads
@@ -101,6 +102,44 @@ def test_models_are_versioned_with_metadata_and_a_verified_checksum(retail_run):
             training.load_model(retail_run.ports.blobs, profile, city, ref.version)
     finally:
         retail_run.ports.blobs.write(name, original)
+
+
+def test_a_model_trained_with_another_major_library_version_is_refused(retail_run):
+    profile = load_profile("retail")
+    city = next(c for c in profile.cities if training.latest(retail_run.ports.blobs, profile, c))
+    ref = training.latest(retail_run.ports.blobs, profile, city)
+    name = layout.model_dir("retail", city, ref.version) + training.METADATA_FILE
+    original = retail_run.ports.blobs.read(name)
+    metadata = json.loads(original)
+    installed = training.installed_libraries()
+    major = int(installed["scikit-learn"].split(".")[0])
+    newer_minor = f"{major}.{int(installed['scikit-learn'].split('.')[1]) + 1}.0"
+    try:  # another minor release of the same major version still loads
+        metadata["libraries"]["scikit-learn"] = newer_minor
+        retail_run.ports.blobs.write(name, json.dumps(metadata).encode())
+        training.load_model(retail_run.ports.blobs, profile, city, ref.version)
+        metadata["libraries"]["scikit-learn"] = f"{major - 1}.24.2"
+        retail_run.ports.blobs.write(name, json.dumps(metadata).encode())
+        with pytest.raises(training.ModelLibraryMismatch) as refused:
+            training.load_model(retail_run.ports.blobs, profile, city, ref.version)
+    finally:
+        retail_run.ports.blobs.write(name, original)
+    message = str(refused.value)
+    assert f"scikit-learn {major - 1}.24.2 (this deployment has {installed['scikit-learn']})" in message
+    assert f"retail/{city}/{ref.version}" in message and "retrain" in message
+    assert isinstance(refused.value, PermanentError)  # retrying the message cannot fix it
+
+
+def test_library_versions_compare_by_release_series():
+    installed = {"scikit-learn": "1.5.2", "skops": "0.10.0", "numpy": "2.1.0"}
+    assert training.incompatible_libraries(installed, installed) == []
+    assert training.incompatible_libraries({"scikit-learn": "1.4.0", "numpy": "2.0.1"}, installed) == []
+    assert training.incompatible_libraries({"skops": "0.9.0"}, installed) == [
+        "skops 0.9.0 (this deployment has 0.10.0)"  # below 1.0 a minor release may break files
+    ]
+    assert training.incompatible_libraries({"numpy": "1.26.4", "pandas": "1.0"}, installed) == [
+        "numpy 1.26.4 (this deployment has 2.1.0)"  # pandas is recorded, not a model library
+    ]
 
 
 def test_metrics_runs_and_freshness_are_written(retail_run):

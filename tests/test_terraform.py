@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ast
 import base64
+import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -147,6 +149,28 @@ def test_functions_exist_with_their_entry_points(tf: dict) -> None:
         assert isinstance(fn["timeout"], int) and fn["timeout"] <= 540
 
 
+def _step_source(name: str) -> str:
+    """A step's source plus that of each service function it calls as ``<module>.<function>(``,
+    for the services (``batchcast.ops``) a step imports: where a step's shared work, such as building
+    predict requests, lives since steps stopped importing each other."""
+    step = ROOT / "shared" / "batchcast" / "steps" / f"{name}.py"
+    if not step.exists():
+        return ""
+    source = step.read_text()
+    parts = [source]
+    for modules in re.findall(r"^from batchcast\.ops import ([\w, ]+)$", source, re.M):
+        for module in (m.strip() for m in modules.split(",")):
+            path = ROOT / "shared" / "batchcast" / "ops" / f"{module}.py"
+            called = set(re.findall(rf"\b{module}\.(\w+)\(", source))
+            text = path.read_text()
+            parts += [
+                ast.get_source_segment(text, node) or ""
+                for node in ast.parse(text).body
+                if isinstance(node, ast.FunctionDef) and node.name in called
+            ]
+    return "\n".join(parts)
+
+
 def test_publishers_are_derived_from_the_steps(tf: dict) -> None:
     """A function may publish exactly to the topics of the messages its step constructs."""
     union = get_args(messages.Message)[0]  # Annotated[Union[...], discriminator]
@@ -154,8 +178,7 @@ def test_publishers_are_derived_from_the_steps(tf: dict) -> None:
     classes = {cls.__name__: cls.topic.value for cls in get_args(union) if hasattr(cls, "topic")}
     assert len(classes) == len(Topic)
     for name, fn in tf["locals"]["functions"].items():
-        step = ROOT / "shared" / "batchcast" / "steps" / f"{name}.py"
-        source = step.read_text() if step.exists() else ""
+        source = _step_source(name)
         built = {topic for cls, topic in classes.items() if re.search(rf"\b{cls}\(", source)}
         assert set(fn["publishes"]) == built, name
     assert tf["locals"]["functions"]["notify"]["publishes"] == []
@@ -294,17 +317,24 @@ def test_function_archive_is_self_contained(tmp_path: Path) -> None:
     with zipfile.ZipFile(archive) as zipped:
         names = set(zipped.namelist())
         zipped.extractall(tmp_path / "src")
-        requirements = zipped.read("requirements.txt").decode().split()
+        requirements = zipped.read("requirements.txt").decode()
     assert {
         "main.py",
         "requirements.txt",
         "batchcast/__init__.py",
+        "batchcast/steps/partition.py",  # imported by name (wiring.step_for), found all the same
         "batchcast/core/profiles/retail.toml",
     } <= names
     assert any(n.startswith("batchcast/core/schemas/") and n.endswith(".avsc") for n in names)
     assert not any("__pycache__" in n for n in names)
-    assert "functions-framework>=3.5" in requirements
-    assert any(r.startswith("google-cloud-storage") for r in requirements)
+    # Only what partition's entry point can import: no developer tools, no other function's step.
+    assert not any(n.startswith("batchcast/tools/") for n in names), sorted(names)
+    assert "batchcast/steps/predict.py" not in names and "batchcast/ml/model.py" not in names
+    # Pinned with hashes from the lock, and only the distributions partition imports (and theirs).
+    pins = dict(re.findall(r"^([a-z0-9._-]+)==(\S+)", requirements, re.M))
+    assert {"functions-framework", "google-cloud-storage", "pandas", "fastavro"} <= pins.keys()
+    assert not pins.keys() & {"scikit-learn", "skops", "typer", "rich", "matplotlib", "psutil"}
+    assert all("--hash=sha256:" in block for block in requirements.split("==")[1:])
     check = (
         "import sys; sys.path.insert(0, sys.argv[1]); import main, batchcast;"
         "assert batchcast.__file__.startswith(sys.argv[1]), batchcast.__file__;"
@@ -315,10 +345,50 @@ def test_function_archive_is_self_contained(tmp_path: Path) -> None:
         [sys.executable, "-I", "-c", check, src], cwd=src, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
-    # Reproducible: the same sources give the same bytes (Terraform names the object by its MD5).
-    assert build_functions.build("partition", tmp_path / "again").read_bytes() == archive.read_bytes()
 
 
+def _tree_copy(destination: Path) -> build_functions.Tree:
+    """What the archives are built from, copied, so a test can edit it."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for folder in ("functions", "shared", "requirements"):
+        shutil.copytree(ROOT / folder, destination / folder, ignore=ignore)
+    shutil.copy(ROOT / "pyproject.toml", destination)
+    return build_functions.Tree(destination)
+
+
+def test_archive_changes_only_with_what_its_function_imports(tmp_path: Path) -> None:
+    """Terraform names each uploaded archive by its MD5: an unrelated edit must not redeploy it."""
+    tree = _tree_copy(tmp_path / "tree")
+
+    def digest(name: str) -> str:
+        out = tmp_path / "dist" / str(len(list(tmp_path.glob("dist/*"))))
+        return hashlib.md5(build_functions.build(name, out, tree).read_bytes()).hexdigest()
+
+    before = {name: digest(name) for name in ("partition", "predict")}
+    assert digest("partition") == before["partition"]  # the same sources give the same bytes
+    synth = tree.package / "tools" / "synth.py"
+    synth.write_text(synth.read_text() + "\n# an edit to the synthetic-data generator\n")
+    predict_step = tree.package / "steps" / "predict.py"
+    predict_step.write_text(predict_step.read_text() + "\n# an edit to predict only\n")
+    assert digest("partition") == before["partition"]
+    assert digest("predict") != before["predict"]
+    validation = tree.package / "data" / "validation.py"
+    validation.write_text(validation.read_text() + "\n# partition imports this\n")
+    assert digest("partition") != before["partition"]
+
+
+def test_an_import_no_installed_distribution_provides_stops_the_build(tmp_path: Path) -> None:
+    """Its pin cannot be chosen: an archive without it would fail on first import in the cloud."""
+    tree = _tree_copy(tmp_path / "tree")
+    errors = tree.package / "core" / "errors.py"
+    errors.write_text(errors.read_text() + "\nimport surely_not_installed_anywhere  # noqa\n")
+    with pytest.raises(
+        SystemExit, match="partition: no installed distribution provides surely_not_installed"
+    ):
+        build_functions.build("partition", tmp_path / "dist", tree)
+
+
+@pytest.mark.integration  # an outside tool in its own venv (.venv-checkov), a minute or more
 def test_checkov_passes_with_justified_skips() -> None:
     if not CHECKOV.exists():
         if os.environ.get("CI") == "true":
@@ -342,24 +412,25 @@ def test_checkov_passes_with_justified_skips() -> None:
         assert len(reason) > 20, f"{check['check_id']} on {check['resource']} is skipped without a reason"
 
 
-def _cli_commands() -> set[str]:
-    from batchcast.tools import cli
-
-    return {c.name or c.callback.__name__ for c in cli.app.registered_commands}
-
-
 def test_cloud_run_image_is_built_from_the_api_dockerfile(tf: dict) -> None:
     dockerfile = (ROOT / "api" / "Dockerfile").read_text()
     assert "batchcast_api.app:app" in dockerfile or "batchcast serve" in dockerfile
-    assert "batchcast" in dockerfile  # the job runs `batchcast train` from the same image
+    # The image installs the deploy lock with its hashes, and the package without re-resolving.
+    assert "--require-hashes -r requirements/deploy.txt" in dockerfile
+    assert "--no-deps" in dockerfile
     workflow = (ROOT / ".github" / "workflows" / "deliver.yml").read_text()
     assert "-f api/Dockerfile" in workflow
 
 
-def test_training_job_runs_an_existing_command(tf: dict) -> None:
+def test_training_job_runs_the_lean_job_module(tf: dict) -> None:
+    from batchcast.entrypoints import job
+
     [task] = tf["resource"]["google_cloud_run_v2_job"]["train"]["template"][0]["template"]
     [container] = task["containers"]
-    assert container["command"] == ["batchcast"] and container["args"][0] in _cli_commands()
+    assert container["command"] == ["python", "-m", job.__name__]
+    with pytest.raises(SystemExit) as exited:  # argparse exits 2 on a command it does not know
+        job.main([*container["args"], "--help"])
+    assert exited.value.code == 0
 
 
 def test_every_reference_resolves(tf_text: str) -> None:

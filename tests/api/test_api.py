@@ -273,10 +273,12 @@ def test_the_page_and_its_assets_are_served(client):
 
 def test_every_package_folder_is_packaged_with_the_page():
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    folders = {
-        ".".join(p.parent.relative_to(REPO / "shared").parts) for p in (REPO / "shared").rglob("__init__.py")
+    folders = {  # code and data folders alike (setuptools warns about an unlisted data folder)
+        ".".join(p.parent.relative_to(REPO / "shared").parts)
+        for p in (REPO / "shared" / "batchcast").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
     }
-    assert folders | {"batchcast_api"} == set(config["packages"])
+    assert folders | {"batchcast_api", "batchcast_api.static"} == set(config["packages"])
     assert config["package-dir"]["batchcast_api"] == "api"
     assert Path(batchcast_api.__file__).parent == REPO / "api"
     assert "static/*" in config["package-data"]["batchcast_api"]

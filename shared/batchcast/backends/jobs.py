@@ -1,7 +1,8 @@
 """Job launchers: where train_trigger's long trainings run.
 
-* :class:`ProcessJobLauncher` starts ``batchcast train --message ...`` as a local process, with the
-  environment of the deployment it belongs to (the embedded backend, or the emulator stack).
+* :class:`ProcessJobLauncher` starts ``python -m batchcast.entrypoints.job train --message ...`` as
+  a local process, with the environment of the deployment it belongs to (the embedded backend, or
+  the emulator stack).
 * :class:`CloudRunJobLauncher` executes a Cloud Run job with the same arguments on GCP.
 
 Either way the job runs the ``train`` step through the runtime, so it writes a run record and
@@ -21,13 +22,14 @@ from batchcast.core.messages import Message, encode
 
 
 def job_arguments(request: Message) -> list[str]:
-    """The ``batchcast`` arguments that run ``request`` (the same for every launcher)."""
+    """The job's arguments that run ``request`` (the same for every launcher): see
+    ``batchcast.entrypoints.job``."""
     body, _ = encode(request)
     return ["train", "--message", body.decode()]
 
 
 class ProcessJobLauncher:
-    """Runs each job as a separate local ``batchcast train`` process; its output goes to a log file."""
+    """Runs each job as a separate local job process; its output goes to a log file."""
 
     def __init__(self, log_dir: Path, environment: Callable[[], dict[str, str]]) -> None:
         self.log_dir = Path(log_dir)
@@ -37,7 +39,7 @@ class ProcessJobLauncher:
     def launch(self, request: Message) -> str:
         """Start the job and return its id (``train-<pid>``) without waiting for it."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "batchcast.tools.cli", *job_arguments(request)]
+        command = [sys.executable, "-m", "batchcast.entrypoints.job", *job_arguments(request)]
         log_path = self.log_dir / f"train-{request.idempotency_key[:12]}.log"
         with log_path.open("ab") as log:
             process = subprocess.Popen(
@@ -59,7 +61,8 @@ class ProcessJobLauncher:
 class CloudRunJobLauncher:
     """Executes the Cloud Run job ``projects/P/locations/R/jobs/J`` with the request as arguments.
 
-    The job's container command is ``batchcast``; only its arguments are overridden per execution.
+    The job's container command is ``python -m batchcast.entrypoints.job`` (Terraform sets it); only
+    its arguments are overridden per execution.
     """
 
     def __init__(self, job_name: str, client: Any = None) -> None:

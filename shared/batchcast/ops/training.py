@@ -17,6 +17,7 @@ import platform
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from importlib.metadata import version as package_version
 
 from batchcast.core.config import Profile
@@ -43,6 +44,9 @@ from batchcast.ops.models import (
 from batchcast.ports import BlobStore, NotFound
 
 _LIBRARIES = ("scikit-learn", "pandas", "numpy", "fastavro", "skops", "holidays")
+# What a skops file holds is only as stable as these: another release series may not load it, or
+# load it and predict differently.
+_MODEL_LIBRARIES = ("scikit-learn", "skops", "numpy")
 
 
 class ModelIntegrityError(PermanentError, RuntimeError):
@@ -51,6 +55,10 @@ class ModelIntegrityError(PermanentError, RuntimeError):
 
 class TrainingRefused(RuntimeError):
     """Inline training would not finish within the event-driven function's time limit."""
+
+
+class ModelLibraryMismatch(PermanentError, RuntimeError):
+    """A stored model was trained with another major version of a library it depends on."""
 
 
 Trigger = PartitionsReady | ScheduleTick | TrainRequest
@@ -165,6 +173,7 @@ def load_model(blobs: BlobStore, profile: Profile, city: str, version: str) -> t
     folder = version_folder(profile, city, version)
     try:
         metadata = json.loads(blobs.read(folder + METADATA_FILE))
+        _refuse_other_libraries(metadata, f"{profile.name}/{city}/{version}", profile.name, city)
         info = blobs.stat(folder + metadata["model_file"])
         key = (folder + metadata["model_file"], info.generation if info else 0)
         if key in _loaded:
@@ -179,6 +188,44 @@ def load_model(blobs: BlobStore, profile: Profile, city: str, version: str) -> t
         _loaded.pop(next(iter(_loaded)))
     _loaded[key] = loaded
     return loaded
+
+
+@cache
+def installed_libraries() -> dict[str, str]:
+    """The versions of the libraries a model depends on, in this process (read once)."""
+    return {lib: package_version(lib) for lib in _MODEL_LIBRARIES}
+
+
+def _refuse_other_libraries(metadata: dict, model: str, dataset: str, city: str) -> None:
+    mismatched = incompatible_libraries(metadata.get("libraries", {}), installed_libraries())
+    if mismatched:
+        raise ModelLibraryMismatch(
+            f"model {model} was trained with {', '.join(mismatched)}: another major version, which"
+            " may not load it or may predict differently; retrain the city (`python -m"
+            f" batchcast.entrypoints.job train --dataset {dataset} --city {city}`, or wait for its"
+            " next scheduled training) or deploy the versions it was trained with"
+        )
+
+
+def _release_series(version: str) -> tuple[str, ...]:
+    # Semantic versioning: 1.5.2 -> ("1",); below 1.0 the minor is the breaking part: 0.10.0 -> ("0", "10").
+    parts = version.split(".")
+    return tuple(parts[:2]) if parts[0] == "0" else tuple(parts[:1])
+
+
+def incompatible_libraries(recorded: dict[str, str], installed: dict[str, str]) -> list[str]:
+    """``"scikit-learn 1.5.2 (this deployment has 2.0.1)"`` for each model library whose major
+    version differs between the training (``recorded``) and this process (``installed``).
+
+    A library the training did not record is not compared (nothing to compare with).
+    """
+    return [
+        f"{lib} {recorded[lib]} (this deployment has {installed[lib]})"
+        for lib in _MODEL_LIBRARIES
+        if lib in recorded
+        and lib in installed
+        and _release_series(recorded[lib]) != _release_series(installed[lib])
+    ]
 
 
 _CACHE_SIZE = 8

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,15 +15,14 @@ from rich.table import Table
 from batchcast.core import schemas
 from batchcast.core.config import Profile, comma_list, load_profile, profile_names
 from batchcast.core.errors import ConfigError
-from batchcast.core.messages import InvalidMessage, ScheduleTick, Topic, TrainRequest, decode
+from batchcast.core.messages import ScheduleTick, Topic
 from batchcast.core.obs import configure_logging
 from batchcast.core.settings import Settings
 from batchcast.data import catalog, uploads
-from batchcast.data import dataset as datasets
-from batchcast.entrypoints import runtime
+from batchcast.entrypoints import job, runtime
 from batchcast.entrypoints.wiring import FUNCTIONS, route_for_subscription
 from batchcast.ops import status as status_report
-from batchcast.ports import BlobStore, Clock, FixedClock, SystemClock
+from batchcast.ports import FixedClock, SystemClock
 from batchcast.tools import replay as replays
 from batchcast.tools import stack, synth
 from batchcast.tools.demo import DemoResult, prepare_root, run_demo
@@ -43,31 +41,6 @@ NowOption = Annotated[
 
 def _yesterday() -> date:
     return date.today() - timedelta(days=1)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _deployment(root: Path | None, clock: Clock | None = None) -> runtime.Runtime:
-    """This deployment: GCS and Pub/Sub when ``BATCHCAST_BACKEND=gcp`` (real or the emulator
-    stack), else the embedded backend on ``root`` (or ``BATCHCAST_ROOT``), with its log file."""
-    settings = Settings.from_env()
-    if clock is None:
-        clock = FixedClock(settings.now) if settings.now else SystemClock()
-    if settings.backend == "gcp":
-        configure_logging(sys.stderr)
-        return runtime.gcp(settings, clock=clock)
-    root = root or settings.root
-    configure_logging(_log_file(root))
-    return runtime.embedded(root, clock=clock, max_attempts=settings.max_attempts)
-
-
-def _local(deployment: runtime.Runtime) -> bool:
-    # The embedded bus runs deliveries in this process; on Pub/Sub the deployed functions do.
-    return hasattr(deployment.bus, "drain")
 
 
 def _profile(name: str):
@@ -124,8 +97,8 @@ def upload(
     failed or a message was dead-lettered; 2 bad arguments; 3 nothing flowed (the file, or every
     row of it, was rejected); 4 some rows were rejected, the rest flowed. The last line says why.
     """
-    clock = FixedClock(_aware(now)) if now else SystemClock()
-    deployment = _deployment(root, clock)
+    clock = FixedClock(job.aware(now)) if now else SystemClock()
+    deployment = job.deployment(root, clock)
     ext = file.suffix.lstrip(".").lower()
     dead_before = _dead_letter_count(deployment)
     try:
@@ -144,7 +117,7 @@ def upload(
 
 
 def _dead_letter_count(deployment: runtime.Runtime) -> int:
-    if not _local(deployment):
+    if not job.is_local(deployment):
         return 0
     return sum(len(deployment.bus.dead_letters(topic.value)) for topic in Topic)
 
@@ -184,8 +157,8 @@ def tick(
 ) -> None:
     """Publish a schedule tick, as Cloud Scheduler does, and run what it triggers."""
     _profile(dataset)
-    moment = _aware(at) or datetime.now(UTC)
-    deployment = _deployment(root, FixedClock(moment))
+    moment = job.aware(at) or datetime.now(UTC)
+    deployment = job.deployment(root, FixedClock(moment))
     chosen = comma_list(actions)
     try:
         message = ScheduleTick(dataset=dataset, actions=chosen, logical_time=moment)
@@ -211,7 +184,7 @@ def demo(
         prepare_root(root)
     except FileExistsError as error:
         raise typer.BadParameter(str(error)) from error
-    configure_logging(_log_file(root))
+    configure_logging(job.log_file(root))
     with _progress() as progress:
         tasks: dict[str, int] = {}
 
@@ -245,7 +218,7 @@ def _progress() -> Progress:
 
 def _drain_with_progress(deployment: runtime.Runtime) -> int:
     """Run what was published (embedded backend); return how many training jobs failed."""
-    if not _local(deployment):
+    if not job.is_local(deployment):
         console.print("published; the deployment's functions take it from here (see batchcast status)")
         return 0
     with console.status("running the pipeline…"):
@@ -258,13 +231,6 @@ def _drain_with_progress(deployment: runtime.Runtime) -> int:
         codes = deployment.ports.jobs.wait()
     console.print(f"training jobs finished with exit codes {codes}; logs in {runtime.STATE_DIR}/jobs/")
     return sum(1 for code in codes if code)
-
-
-def _log_file(root: Path) -> TextIO:
-    # JSON log lines go to a file so the terminal stays readable; functions log to stdout instead.
-    path = runtime.state_dir(root) / "logs" / "batchcast.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("a")
 
 
 def _print_runs(deployment: runtime.Runtime) -> None:
@@ -327,7 +293,7 @@ def status(
     root = root or settings.root
     if settings.backend == "embedded" and not runtime.state_dir(root).is_dir():
         raise typer.BadParameter(f"{root} is not a batchcast root (no {runtime.STATE_DIR}/ inside)")
-    deployment = _deployment(root)  # gcp: the bucket and the dead-letter subscriptions
+    deployment = job.deployment(root)  # gcp: the bucket and the dead-letter subscriptions
     document = status_report.collect(deployment.ports.blobs, deployment.bus.dead_letters)
     if as_json:
         typer.echo(json.dumps(document, indent=2, sort_keys=True))
@@ -351,7 +317,7 @@ def reindex(
     For buckets written before batchcast kept manifests: every reader finds files through them.
     """
     profile = _profile(dataset)
-    deployment = _deployment(root)
+    deployment = job.deployment(root)
     counted = catalog.rebuild(deployment.ports.blobs, profile)
     for city, files in counted.items():
         console.print(f"{profile.name}/{city}: {files} file(s) in the manifest")
@@ -370,38 +336,20 @@ def train(
     at: NowOption = None,
     root: RootOption = None,
 ) -> None:
-    """Run one training job: train a city's model, then publish its predict requests."""
-    deployment = _deployment(root)
+    """Run one training job: train a city's model, then publish its predict requests.
+
+    The training job image runs the same code without this command: ``python -m
+    batchcast.entrypoints.job train ...``.
+    """
+    deployment = job.deployment(root)
     try:
-        if message:
-            request = decode(message)
-        else:
-            request = _train_request(deployment.ports.blobs, dataset, city, actions, at)
-    except (InvalidMessage, ValueError) as error:
+        request = job.train_request(deployment.ports.blobs, message, dataset, city, actions, at)
+    except ValueError as error:
         raise typer.BadParameter(str(error)) from error
-    if not isinstance(request, TrainRequest):
-        raise typer.BadParameter(f"--message is a {request.kind}, not a train-request")
-    result = deployment.handle("train", request)
-    if _local(deployment):
-        deployment.bus.drain()  # embedded: this process runs the predictions its training asked for
+    result = job.train(deployment, request)
     _print_runs(deployment)
     if result.status == "failed":
         raise typer.Exit(1)
-
-
-def _train_request(
-    blobs: BlobStore, dataset: str | None, city: str | None, actions: str, at: datetime | None
-) -> TrainRequest:
-    if not dataset or not city:
-        raise ValueError("give --message, or --dataset and --city")
-    profile = _profile(dataset)
-    return TrainRequest(
-        dataset=dataset,
-        city=city,
-        actions=comma_list(actions),
-        fingerprint=datasets.fingerprint(catalog.read(blobs, profile, city), profile),
-        logical_time=_aware(at) or datetime.now(UTC),
-    )
 
 
 @app.command()
@@ -412,13 +360,13 @@ def replay(
     root: RootOption = None,
 ) -> None:
     """Re-deliver a subscription's messages since a time (Pub/Sub seek; the message log locally)."""
-    deployment = _deployment(root)
+    deployment = job.deployment(root)
     try:
         route = route_for_subscription(subscription)
     except KeyError as error:
         raise typer.BadParameter(str(error.args[0])) from error
-    moment = _aware(since)
-    if not _local(deployment):
+    moment = job.aware(since)
+    if not job.is_local(deployment):
         verb = "would seek" if dry_run else "seeking"
         console.print(
             f"{verb} {subscription} to {moment.isoformat()}: Pub/Sub re-delivers every message retained "
@@ -453,7 +401,7 @@ def rerun(
 ) -> None:
     """Republish one day's scheduled work (train, predict, notify) so it runs again."""
     profile = _profile(dataset)
-    clock = FixedClock(_aware(now)) if now else SystemClock()
+    clock = FixedClock(job.aware(now)) if now else SystemClock()
     rerun_id = f"rerun-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
     try:
         ticks = replays.rerun_ticks(profile, day.date(), city or [], rerun_id)
@@ -465,7 +413,7 @@ def rerun(
         console.print(f"  {tick.logical_time.isoformat()} {','.join(tick.actions)}")
     if dry_run:
         return
-    deployment = _deployment(root, clock)
+    deployment = job.deployment(root, clock)
     for tick in ticks:  # in time order: a day's training runs before the predictions that use it
         deployment.ports.bus.publish(Topic.SCHEDULE, tick)
         _drain_with_progress(deployment)
