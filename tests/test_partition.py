@@ -185,7 +185,7 @@ def test_redelivery_and_replay_write_byte_identical_outputs(rt: Runtime, tmp_pat
 def test_outputs_do_not_depend_on_the_process_hash_seed(tmp_path: Path) -> None:
     script = (
         "import sys, hashlib; from datetime import datetime, UTC; import pandas as pd\n"
-        "from batchcast import schemas; from batchcast.data.validation import validate_upload\n"
+        "from batchcast.core import schemas; from batchcast.data.validation import validate_upload\n"
         "u = validate_upload(sys.stdin.buffer.read(), 'csv', logical_time=datetime(2026, 3, 2, tzinfo=UTC))\n"
         "print(hashlib.sha256(schemas.write_frame('retail_observation', u.good)).hexdigest())\n"
     )
@@ -990,9 +990,9 @@ def test_the_raw_object_is_never_read_whole(rt: Runtime) -> None:
 def test_the_report_lists_the_first_rows_and_counts_them_all(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from batchcast.data import validation
+    from batchcast.data.validation import upload as validating
 
-    monkeypatch.setattr(validation, "MAX_LISTED_ROWS", 3)
+    monkeypatch.setattr(validating, "MAX_LISTED_ROWS", 3)  # where Upload reads it
     rows = [f"{i},berlin,2026-02-27,{'x' if i % 2 else i}\n" for i in range(1, 21)]  # odd rows are bad
     rows.insert(2, "2,berlin,2026-02-27,2\n")  # an exact repeat of row 2, as row 3
     result = _run(rt, upload(rt, "store_id,city,date,sales\n" + "".join(rows)), partition_chunk_bytes=40)

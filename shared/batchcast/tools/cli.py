@@ -518,7 +518,7 @@ def profiles(
 
 def _profile_summary(profile: Profile) -> list[str]:
     """What a user needs to write files for a profile: its schema, covariates and mappings."""
-    fields = [f for f in schemas.fields(schemas.observation(profile)) if f not in schemas.STATE_DIR]
+    fields = [f for f in schemas.fields(schemas.observation(profile)) if f not in schemas.BOOKKEEPING_FIELDS]
     covariates = [
         f"{n} ({c.type}, {c.timing}{'' if n in profile.model_covariates else ', not used by the model'})"
         for n, c in profile.covariates.items()
@@ -527,7 +527,7 @@ def _profile_summary(profile: Profile) -> list[str]:
     lines = [
         f"{profile.name}: {profile.description}",
         f"  {keys}, target {profile.target}",
-        f"  schema      {', '.join(fields)} (+ {', '.join(schemas.STATE_DIR)})",
+        f"  schema      {', '.join(fields)} (+ {', '.join(schemas.BOOKKEEPING_FIELDS)})",
         f"  covariates  {', '.join(covariates) or 'none'}",
     ]
     for name, mapping in profile.mappings.items():
