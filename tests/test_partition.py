@@ -505,11 +505,15 @@ def test_unparseable_dates_are_rejected(rt: Runtime) -> None:
         + "4,berlin,2026-02-27,1,,,,\n"
     )
     partition_csv(rt, text)
-    iso = "ISO 8601 (2024-05-01, 2024-05-01T08:15:00)"
+    iso = "is not ISO 8601 (2024-05-01, 2024-05-01T08:15:00); for dates in another form set "
+    fix = 'mappings.native.date_format (a strftime format, e.g. "%d/%m/%Y")'
     assert reasons(rt) == {
-        1: [f"bad date: date = '2026-02-30' is not a date or time in {iso}"],
-        2: [f"bad date: date = 'yesterday' is not a date or time in {iso}"],
-        3: ["bad date: date = '2026-02-27T10:00' is not the start of a day"],
+        1: [f"bad date: date = '2026-02-30' {iso}{fix}"],
+        2: [f"bad date: date = 'yesterday' {iso}{fix}"],
+        3: [
+            "bad date: date = '2026-02-27T10:00' is not the start of a day (to add up rows into periods, "
+            "set mappings.native.aggregate)"
+        ],
     }
     assert store_ids(rt) == ["4"]
     assert report(rt)["reasons"] == {"bad date": 3}
@@ -521,7 +525,12 @@ def test_dates_follow_the_mappings_date_format() -> None:
     )
     checked = validate("Store,Date,Sales\n1,27.02.2026,5\n2,2026-02-27,5\n", profiles=[profile])
     assert checked.row_errors == [
-        {"row": 2, "reasons": ["bad date: Date = '2026-02-27' is not a date or time in the form %d.%m.%Y"]}
+        {
+            "row": 2,
+            "reasons": [
+                "bad date: Date = '2026-02-27' does not match mappings.rossmann.date_format = '%d.%m.%Y'"
+            ],
+        }
     ]
     assert checked.good["date"].tolist() == [pd.Timestamp("2026-02-27")]
 
@@ -712,8 +721,8 @@ def test_trips_that_end_before_they_start_or_have_bad_timestamps_are_rejected(rt
     assert reasons(rt) == {
         1: ["ended before started: ended_at = '2026-03-01 09:00' is before started_at = '2026-03-01 10:00'"],
         2: [
-            "bad timestamp: started_at = 'soon' is not a date or time in ISO 8601 "
-            "(2024-05-01, 2024-05-01T08:15:00)"
+            "bad timestamp: started_at = 'soon' is not ISO 8601 (2024-05-01, 2024-05-01T08:15:00); for "
+            'dates in another form set mappings.native.date_format (a strftime format, e.g. "%d/%m/%Y")'
         ],
     }
     assert accepted(rt, "bikeshare")[["departures", "arrivals"]].sum().tolist() == [1, 1]
@@ -764,7 +773,10 @@ def test_station_hour_counts_derive_net_change_and_reject_bad_counts(rt: Runtime
     assert reasons(rt) == {
         2: ["negative count: departures = '-1' is below zero"],
         3: ["not a number: departures = '1.5' is not a whole number within the int range"],
-        4: ["bad timestamp: hour = '2026-03-01 10:30' is not the start of an hour"],
+        4: [
+            "bad timestamp: hour = '2026-03-01 10:30' is not the start of an hour (to add up rows into "
+            "periods, set mappings.counts.aggregate)"
+        ],
     }
     rows = accepted(rt, "bikeshare")
     assert rows[["station_id", "departures", "arrivals", "net_change"]].values.tolist() == [

@@ -98,6 +98,13 @@ class ColumnMapping(_Strict):
     optional: list[str] = []  # pipeline fields whose column may be missing from a file
     constants: dict[str, str] = Field(default_factory=dict)  # pipeline field -> fixed value
     date_format: str | None = None  # strftime format of the time column(s); None: ISO 8601
+    # The user's column holding the hour (0-23) or time of day (08:00, 08:00:00) that, added to the
+    # date in the time column, makes the timestamp (files with a date column and an hour column).
+    time_of_day: str | None = None
+    # A reducer per field: rows are added up into the profile's periods (hourly rows into days):
+    # each time is floored to its period and rows sharing (city, entity, period) are reduced, not
+    # rejected as duplicates. Empty: each row must be one period.
+    aggregate: dict[str, Literal["sum", "mean", "max", "last"]] = {}
     extra_columns: Literal["ignore", "reject"] = "ignore"
     true_values: list[str] = ["1", "true", "True", "TRUE", "yes", "y"]
     false_values: list[str] = ["0", "false", "False", "FALSE", "no", "n"]
@@ -105,7 +112,13 @@ class ColumnMapping(_Strict):
     @property
     def source_columns(self) -> set[str]:
         """The columns a file must have for this mapping to apply."""
-        return {column for field, column in self.columns.items() if field not in self.optional}
+        required = {column for field, column in self.columns.items() if field not in self.optional}
+        return required | ({self.time_of_day} if self.time_of_day else set())
+
+    @property
+    def read_columns(self) -> set[str]:
+        """Every column this mapping reads when a file has it."""
+        return set(self.columns.values()) | ({self.time_of_day} if self.time_of_day else set())
 
 
 class RollingFeature(_Strict):
@@ -223,6 +236,10 @@ class Validation(_Strict):
     """Row-level rules that are about values rather than types."""
 
     allow_negative_target: bool = False
+    # The accepted range of dates, around the upload's time: an older period (1900 in a 2026 sales
+    # file) or a future value further ahead is a typo or a wrong date_format, rejected per row.
+    max_days_back: int = Field(default=3660, ge=1)
+    max_days_ahead: int = Field(default=400, ge=1)
 
 
 class Profile(_Strict):
@@ -498,10 +515,30 @@ def _mapping_problems(profile: Profile) -> list[str]:
                 f"{where} counts {' and '.join(COUNT_FIELDS)}, which the schema does not have "
                 f"(a {mapping.kind} mapping needs a schema with them, such as bikeshare_observation)"
             )
+        problems += _reshaping_problems(profile, where, mapping)
         if mapping.kind == "future" and not set(mapping.columns) & set(profile.known_covariates):
             readable = ", ".join(profile.known_covariates) or 'none (none is declared timing = "known")'
             problems.append(f"{where} reads no covariate known in advance; it may read {readable}")
     problems += _unread_covariates(profile)
+    return problems
+
+
+def _reshaping_problems(profile: Profile, where: str, mapping: ColumnMapping) -> list[str]:
+    """Mistakes in ``aggregate`` and ``time_of_day``: reducers for fields that are keys or not read,
+    reshaping a kind that does not hold one row per period, a time-of-day column read twice."""
+    problems = []
+    if (mapping.aggregate or mapping.time_of_day) and mapping.kind not in ("rows", "counts"):
+        problems.append(f"{where} sets aggregate or time_of_day, which only rows and counts mappings take")
+    keys = {GROUP_KEY, profile.entity_key, profile.time_column}
+    readable = [f for f in [*mapping.columns, *mapping.constants] if f not in keys]
+    problems += [
+        f"{where} aggregates {field!r}, which it does not read "
+        f"(it reads {', '.join(readable) or 'no values'})" + _did_you_mean(field, readable)
+        for field in mapping.aggregate
+        if field not in readable
+    ]
+    if mapping.time_of_day and mapping.time_of_day in mapping.columns.values():
+        problems.append(f"{where} reads column {mapping.time_of_day!r} as time_of_day and as a field")
     return problems
 
 

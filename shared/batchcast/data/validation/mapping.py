@@ -61,7 +61,42 @@ def choose_mapping(
         raise FileRejected(
             f"ambiguous header: it fits {options} equally; set the object metadata 'dataset' to choose"
         )
+    if name is None:
+        _refuse_a_guess(header, *tied[0])
     return tied[0]
+
+
+def _refuse_a_guess(header: list[str], profile: Profile, name: str, mapping: ColumnMapping) -> None:
+    """A detected mapping that fits only by ignoring columns another mapping of the dataset reads is
+    a guess (a sales export without its sales column is not a plans upload): refuse it, naming what
+    the other mapping lacks."""
+    dropped = [c for c in header if c not in mapping.read_columns]
+    others = [
+        (other, m, sorted(m.source_columns - set(header)))
+        for other, m in profile.mappings.items()
+        if other != name and set(dropped) & m.read_columns
+    ]
+    if not others:
+        return
+    other, closest, missing = min(others, key=lambda o: len(o[2]))
+    read = sorted(set(dropped) & closest.read_columns)
+    raise FileRejected(
+        f"no mapping fits without dropping columns: mapping {name} ({mapping.kind}) of dataset "
+        f"{profile.name} would ignore {listing(read)}, which mapping {other} ({closest.kind}) reads, and "
+        f"for mapping {other} the file lacks {listing(missing)}; add the missing columns, or set the "
+        f"object metadata 'mapping' to {name} if the file really is {mapping.kind} data"
+    )
+
+
+def closest_history_mapping(header: list[str], profile: Profile) -> str:
+    """``mapping <name> (lacks <columns>)`` for the history mapping the header comes closest to."""
+    options = [
+        (n, sorted(m.source_columns - set(header))) for n, m in profile.mappings.items() if m.kind != "future"
+    ]
+    if not options:
+        return "no history mapping"
+    name, missing = min(options, key=lambda o: len(o[1]))
+    return f"mapping {name} (the file lacks {listing(missing)})" if missing else f"mapping {name}"
 
 
 def _missing_columns(header: list[str], profiles: list[Profile], name: str | None) -> str:
@@ -107,8 +142,7 @@ def check_columns(header: list[str], profile: Profile, name: str, mapping: Colum
             f"no values: mapping {name} of dataset {profile.name} reads future values of {wanted}, "
             "and the file has none of those columns"
         )
-    mapped = set(mapping.columns.values())
-    extra = [c for c in header if c not in mapped]
+    extra = [c for c in header if c not in mapping.read_columns]
     if not extra:
         return []
     listed = listing(extra)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,7 @@ from batchcast.data.validation.reasons import (
     BAD_TIMESTAMP,
     ENDED_BEFORE_STARTED,
     FUTURE,
+    IMPLAUSIBLE_DATE,
     INVALID_ID,
     MISSING,
     NEGATIVE_COUNT,
@@ -50,6 +52,11 @@ class Context:
     typed: dict[str, pd.Series] = field(default_factory=dict)
     raw: dict[str, pd.Series] = field(default_factory=dict)  # each field's text
     labels: dict[str, str] = field(default_factory=dict)  # each field's user column (for reasons)
+    mapping_name: str = ""
+
+    def setting(self, name: str) -> str:
+        """Where a mapping setting lives in the profile, for reasons that name the fix."""
+        return f"mappings.{self.mapping_name or '<mapping>'}.{name}"
 
     def per_city(self, value: Callable[[str], Any]) -> pd.Series:
         """``value(city)`` for each row, computed once per distinct city (unknown ones included)."""
@@ -142,9 +149,37 @@ def _parse_boolean(text: pd.Series, spec: Field, context: Context) -> tuple[pd.S
 
 
 def _parse_time(text: pd.Series, spec: Field, context: Context) -> tuple[pd.Series, list[Problem]]:
-    """Naive wall-clock times; a value with a UTC offset is converted to its city's wall clock."""
+    """Naive wall-clock times; a value with a UTC offset is converted to its city's wall clock.
+
+    The period may be a date plus the mapping's ``time_of_day`` column; with ``aggregate`` it is
+    floored to the profile's period (the rows are added up later), else it must start one."""
     date_format = context.mapping.date_format
-    fmt = date_format or "ISO8601"
+    values = _to_wall_clock(text, date_format or "ISO8601", context)
+    category = BAD_DATE if spec.logical == "date" else BAD_TIMESTAMP
+    show = _shown(context, spec.name)
+    problems: list[Problem] = [(values.isna(), category, _not_a_date(show, text, context))]
+    if spec.kind != "period":
+        return values, problems
+    if context.mapping.time_of_day:
+        offsets, bad_time = _time_of_day(context)
+        problems.append(bad_time)
+        values = values + offsets
+    step = pd.Timedelta(context.profile.period)
+    if context.mapping.aggregate:
+        return values.dt.floor(step), problems
+    unit = "a day" if step == pd.Timedelta(days=1) else "an hour"
+    setting = context.setting("aggregate")
+    problems.append(
+        (
+            values.notna() & (values.dt.floor(step) != values),
+            category,
+            lambda p: f"{show(p)} is not the start of {unit} (to add up rows into periods, set {setting})",
+        )
+    )
+    return values, problems
+
+
+def _to_wall_clock(text: pd.Series, fmt: str, context: Context) -> pd.Series:
     try:
         values = pd.to_datetime(text, format=fmt, errors="coerce")
         aware = values.dt.tz is not None
@@ -155,23 +190,62 @@ def _parse_time(text: pd.Series, spec: Field, context: Context) -> tuple[pd.Seri
         naive = pd.to_datetime(text.where(~has_offset), format=fmt, errors="coerce")
         instants = pd.to_datetime(text.where(has_offset), format=fmt, errors="coerce", utc=True)
         values = naive.where(~has_offset, _wall_clock(instants, context.zones()))
-    category = BAD_DATE if spec.logical == "date" else BAD_TIMESTAMP
-    expected = f"the form {date_format}" if date_format else "ISO 8601 (2024-05-01, 2024-05-01T08:15:00)"
-    show = _shown(context, spec.name)
-    problems: list[Problem] = [
-        (values.isna(), category, lambda p: f"{show(p)} is not a date or time in {expected}")
-    ]
-    if spec.kind == "period":
-        step = pd.Timedelta(context.profile.period)
-        unit = "a day" if step == pd.Timedelta(days=1) else "an hour"
-        problems.append(
-            (
-                values.notna() & (values.dt.floor(step) != values),
-                category,
-                lambda p: f"{show(p)} is not the start of {unit}",
-            )
+    return values
+
+
+def _not_a_date(show: Callable[[int], str], text: pd.Series, context: Context) -> Callable[[int], str]:
+    """The reason of a value that does not parse: the form expected and the setting that changes it."""
+    date_format = context.mapping.date_format
+    setting = context.setting("date_format")
+    if date_format:
+        return lambda p: f"{show(p)} does not match {setting} = {date_format!r}"
+
+    def detail(p: int) -> str:
+        hint = _format_hint(str(text.iat[p]))
+        return (
+            f"{show(p)} is not ISO 8601 (2024-05-01, 2024-05-01T08:15:00); for dates in another form set "
+            f"{setting} (a strftime format{hint})"
         )
-    return values, problems
+
+    return detail
+
+
+def _format_hint(value: str) -> str:
+    """An example format that reads ``value``, when its form is a common one."""
+    for pattern, formats in _COMMON_FORMATS:
+        if re.fullmatch(pattern, value.strip()):
+            return ", e.g. " + " or ".join(repr(f) for f in formats)
+    return ', e.g. "%d/%m/%Y"'
+
+
+_COMMON_FORMATS = (
+    (r"\d{1,2}/\d{1,2}/\d{4}", ("%m/%d/%Y", "%d/%m/%Y")),
+    (r"\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d\d", ("%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M")),
+    (r"\d{1,2}\.\d{1,2}\.\d{4}", ("%d.%m.%Y",)),
+    (r"\d{1,2}-\d{1,2}-\d{4}", ("%d-%m-%Y", "%m-%d-%Y")),
+    (r"\d{8}", ("%Y%m%d",)),
+    (r"\d{4}/\d{1,2}/\d{1,2}", ("%Y/%m/%d",)),
+)
+
+
+def _time_of_day(context: Context) -> tuple[pd.Series, Problem]:
+    """The ``time_of_day`` column as offsets from midnight: an hour (0-23) or a time (08:15[:00])."""
+    column = context.mapping.time_of_day
+    assert column is not None
+    text = context.text[column].str.strip()
+    hours = pd.to_numeric(text, errors="coerce")
+    whole = (hours == np.floor(hours)) & (hours >= 0) & (hours < 24)
+    clock = text.where(text.str.contains(":"))  # only values with a colon are times (5 is an hour)
+    as_time = pd.to_timedelta(clock.where(clock.str.count(":") != 1, clock + ":00"), errors="coerce")
+    offsets = pd.to_timedelta(hours.where(whole), unit="h").fillna(
+        as_time.where(as_time < pd.Timedelta(days=1))
+    )
+    setting = context.setting("time_of_day")
+
+    def detail(p: int) -> str:
+        return f"{column} = {show(text.iat[p])} is not an hour (0-23) or a time of day (08:15) ({setting})"
+
+    return offsets, (offsets.isna(), BAD_TIMESTAMP, detail)
 
 
 def _wall_clock(instants: pd.Series, zones: pd.Series) -> pd.Series:
@@ -203,10 +277,12 @@ def value_rules(context: Context) -> None:
     future), negative targets and counts, trip order."""
     typed, reasons, profile = context.typed, context.reasons, context.profile
     times = [n for n, v in typed.items() if pd.api.types.is_datetime64_any_dtype(v)]
-    if times and context.mapping.kind != "future":
+    if times:
         now = context.local_now()
         for name in times:
-            _future(context, name, now)
+            _implausible(context, name, now)
+            if context.mapping.kind != "future":
+                _future(context, name, now)
     if profile.target in typed and not profile.validation.allow_negative_target:
         show = _shown(context, profile.target)
         reasons.add(
@@ -229,15 +305,47 @@ def value_rules(context: Context) -> None:
 
 
 def _future(context: Context, name: str, now: pd.Series) -> None:
-    """A period (or trip time) after the upload's logical time, on the city's wall clock, is future."""
+    """A period (or trip time) after the upload's logical time, on the city's wall clock, is future.
+    Rows added up into periods must also not end after it: a period still running is incomplete."""
     show = _shown(context, name)
     cities = context.raw.get(GROUP_KEY)
+    values = context.typed[name]
+    adding_up = bool(context.mapping.aggregate) and name == context.profile.time_column
+    if adding_up:
+        values = values + pd.Timedelta(context.profile.period)
 
     def detail(p: int) -> str:
         where = f" in {cities.iat[p]}" if cities is not None else ""
-        return f"{show(p)} is after the upload's time ({now.iat[p]:%Y-%m-%d %H:%M}{where})"
+        what = "its period ends" if adding_up else "is"
+        return f"{show(p)} {what} after the upload's time ({now.iat[p]:%Y-%m-%d %H:%M}{where})"
 
-    context.reasons.add(context.typed[name] > now, FUTURE, detail)
+    context.reasons.add(values > now, FUTURE, detail)
+
+
+def _implausible(context: Context, name: str, now: pd.Series) -> None:
+    """Dates far from the upload's time (1900 in a 2026 file) are typos or a wrong date_format."""
+    rules = context.profile.validation
+    earliest = now - pd.Timedelta(days=rules.max_days_back)
+    latest = now + pd.Timedelta(days=rules.max_days_ahead)
+    values, show = context.typed[name], _shown(context, name)
+    context.reasons.add(
+        values < earliest,
+        IMPLAUSIBLE_DATE,
+        lambda p: (
+            f"{show(p)} is more than {rules.max_days_back} days before the upload's time "
+            f"(validation.max_days_back of dataset {context.profile.name})"
+        ),
+    )
+    if context.mapping.kind != "future":
+        return  # history after the upload's time is rejected as future anyway
+    context.reasons.add(
+        values > latest,
+        IMPLAUSIBLE_DATE,
+        lambda p: (
+            f"{show(p)} is more than {rules.max_days_ahead} days after the upload's time "
+            f"(validation.max_days_ahead of dataset {context.profile.name})"
+        ),
+    )
 
 
 def _below_zero(show: Callable[[int], str]) -> Callable[[int], str]:
@@ -247,3 +355,12 @@ def _below_zero(show: Callable[[int], str]) -> Callable[[int], str]:
 def is_blank(text: pd.Series) -> np.ndarray:
     """Where a text column holds no value."""
     return (text.isna() | (text == "")).to_numpy()
+
+
+def periods_ahead(context: Context) -> tuple[int, Any]:
+    """Future values: how many good rows are for periods not yet ended at the upload's time, and
+    the latest period among the good rows (None when there is none)."""
+    good = ~context.reasons.bad
+    periods = context.typed[context.profile.time_column][good]
+    ended = periods + pd.Timedelta(context.profile.period) <= context.local_now()[good]
+    return int((~ended).sum()), periods.max() if len(periods) else None

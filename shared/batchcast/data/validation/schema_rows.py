@@ -87,3 +87,20 @@ def _schema_column(values: pd.Series | None, info: dict[str, Any], rows: int) ->
         text = values.astype("str")
         return text.where(text != "", None)  # an empty id may mean something: a future value's whole city
     return values.astype(dtype)
+
+
+def add_up_rows(frame: pd.DataFrame, keys: list[str], reducers: dict[str, str]) -> pd.DataFrame:
+    """Rows sharing ``keys`` (city, entity, period) as one, each field reduced as the mapping's
+    ``aggregate`` says (sum, mean, max or last, in file order; unlisted fields keep the last value).
+    ``_row`` becomes the group's first row."""
+    if not frame.duplicated(keys).any():
+        return frame
+    frame = frame.sort_values("_row", kind="stable")
+    grouped = frame.groupby(keys, sort=False, dropna=False)
+    columns = {"_row": grouped["_row"].min()}
+    for column in frame.columns.difference([*keys, "_row"]):
+        how = reducers.get(column, "last")
+        # A sum of nothing but empty values stays empty (not 0), as the other reducers do.
+        columns[column] = grouped[column].sum(min_count=1) if how == "sum" else grouped[column].agg(how)
+    added = pd.DataFrame(columns).reset_index()
+    return added[list(frame.columns)].astype(frame.dtypes.to_dict())

@@ -25,10 +25,16 @@ from batchcast.data.validation.duplicates import (
     raw_shown,
     repeat_reason,
 )
-from batchcast.data.validation.mapping import check_columns, choose_mapping, input_fields, source_of
+from batchcast.data.validation.mapping import (
+    check_columns,
+    choose_mapping,
+    closest_history_mapping,
+    input_fields,
+    source_of,
+)
 from batchcast.data.validation.reasons import CONFLICT, DUPLICATE, FileRejected, Reasons, Unreadable
-from batchcast.data.validation.rows import Context, is_blank, parse_field, value_rules
-from batchcast.data.validation.schema_rows import add_up_station_periods, schema_rows
+from batchcast.data.validation.rows import Context, is_blank, parse_field, periods_ahead, value_rules
+from batchcast.data.validation.schema_rows import add_up_rows, add_up_station_periods, schema_rows
 from batchcast.data.validation.sources import AvroSource, Chunk, CsvSource, open_source
 
 ROW = "row"  # the column of the rejected frame that holds the data-row number
@@ -176,6 +182,8 @@ class Upload:
         self._repeats: list[tuple[int, str, Any]] = []  # (row, category, what it repeats): first ones
         self._reasons: Counter[str] = Counter()
         self._with_duplicates: set[int] = set()  # the candidates' partitions that hold some
+        self._ahead = 0  # future values: good rows for periods not yet ended
+        self._latest: Any = None  # ... and the latest period among good rows
 
     def __enter__(self) -> Upload:
         return self
@@ -211,6 +219,9 @@ class Upload:
                 kept = np.ones(len(frame), bool)
                 if part in self._with_duplicates:
                     kept = kept_rows(frame, find_duplicates(frame, self._keys, self._versions))
+                if self._mapping is not None and self._mapping.aggregate:
+                    frame = add_up_rows(frame, self._identity, self._mapping.aggregate)
+                    kept = np.ones(len(frame), bool)
                 rows = schema_rows(self._typed_context(frame), kept)
                 del frame
             yield rows.sort_values(keys, kind="stable").reset_index(drop=True)
@@ -276,6 +287,8 @@ class Upload:
             self._check_chunks(source, profile, chosen, _partitions(size, ext, self._chunk_bytes))
             if result.rows_read == 0:
                 raise FileRejected("no data rows: the file has a header only")
+            if chosen.kind == "future" and self._bad.count < result.rows_read and not self._ahead:
+                raise FileRejected(self._all_past(profile, name, chosen))
             self._find_duplicates(profile, chosen)
             result.rows_accepted = result.rows_read - self._bad.count
             result.reasons = dict(self._reasons)
@@ -303,6 +316,8 @@ class Upload:
             self._trips = Spool(partitions)
         else:
             self._keys, self._versions, self._typed = self._identity, names, names
+            if mapping.aggregate:
+                self._keys = []  # rows sharing a period are added up, not duplicates
         self._candidates = Spool(partitions)
         for chunk in source.chunks(mapping):
             first_row = self.result.rows_read
@@ -313,10 +328,15 @@ class Upload:
                 source.header,
                 self._logical_time,
                 Reasons(len(chunk.text), chunk.malformed),
+                mapping_name=self.result.mapping or "",
             )
             for spec in fields:
                 parse_field(context, spec)
             value_rules(context)
+            if mapping.kind == "future":
+                ahead, latest = periods_ahead(context)
+                self._ahead += ahead
+                self._latest = latest if self._latest is None or latest is None else max(latest, self._latest)
             self._note(chunk, context.reasons)
             self._park(context, first_row, ~context.reasons.bad, trips)
 
@@ -414,6 +434,16 @@ class Upload:
                     )
                     texts[int(row)] = repeat_reason(*repeats[int(row)], shown)
         return [{"row": row + 1, "reasons": [texts[row]] if row in texts else what} for row, what in listed]
+
+    def _all_past(self, profile: Profile, name: str, mapping: ColumnMapping) -> str:
+        """Why a future-values upload whose periods have all ended is refused."""
+        latest = f"; the latest is {self._latest:%Y-%m-%d %H:%M}" if self._latest is not None else ""
+        column = mapping.columns[profile.time_column]
+        return (
+            f"no future values: every {column} in the file has already ended at the upload's time"
+            f"{latest}; mapping {name} of dataset {profile.name} takes values for coming periods. Is it "
+            f"history? Then it needs {closest_history_mapping(self._header, profile)}"
+        )
 
     def _typed_context(self, frame: pd.DataFrame) -> Context:
         """A context holding only parsed values (what :func:`schema_rows` reads), for spooled rows."""
