@@ -210,3 +210,12 @@ def test_profile_mistakes_in_aggregate_and_time_of_day_are_all_reported() -> Non
     with pytest.raises(ConfigError) as raised:
         rentals('time_of_day = "hr"', 'time_of_day = "cnt"')
     assert "reads column 'cnt' as time_of_day and as a field" in str(raised.value)
+
+
+def test_a_semicolon_separated_file_is_read_by_its_delimiter() -> None:
+    text = 'station;dteday;hr;cnt;temp\nA;02/27/2026;1;4;"2.5"\nA;02/27/2026;2;6\nB;02/27/2026;2;1;\n'
+    checked = check(text, rentals())
+    assert checked.row_errors == [
+        {"row": 2, "reasons": ["malformed row: 4 fields where the header has 5 (line 3)"]}
+    ]
+    assert checked.good[["station_id", "rentals"]].values.tolist() == [["A", 4.0], ["B", 1.0]]

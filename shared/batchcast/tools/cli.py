@@ -15,7 +15,7 @@ from rich.table import Table
 
 from batchcast.backends.embedded import STATE_DIR
 from batchcast.core import schemas
-from batchcast.core.config import Profile, comma_list, load_profile, profile_names
+from batchcast.core.config import Profile, comma_list, load_profile, parse_profile, profile_names
 from batchcast.core.errors import ConfigError
 from batchcast.core.messages import InvalidMessage, ScheduleTick, Topic, TrainRequest, decode
 from batchcast.core.obs import configure_logging
@@ -26,8 +26,8 @@ from batchcast.entrypoints import runtime
 from batchcast.entrypoints.wiring import FUNCTIONS, route_for_subscription
 from batchcast.ops import status as status_report
 from batchcast.ports import BlobStore, Clock, FixedClock, SystemClock
+from batchcast.tools import profile_init, stack, synth
 from batchcast.tools import replay as replays
-from batchcast.tools import stack, synth
 from batchcast.tools.demo import DemoResult, prepare_root, run_demo
 
 app = typer.Typer(help="batchcast: uploads in, fresh batch forecasts out.", no_args_is_help=True)
@@ -107,6 +107,51 @@ EXIT_FAILED = 1  # a run failed, a message was dead-lettered or a training job f
 EXIT_USAGE = 2  # bad arguments (typer's own code)
 EXIT_FILE_REJECTED = 3  # nothing flowed: the file was rejected whole, or every row of it
 EXIT_ROWS_REJECTED = 4  # some rows were rejected; the others flowed
+
+
+@app.command()
+def init(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Your CSV file.")],
+    name: Annotated[str | None, typer.Option(help="Profile name (default: from the file name).")] = None,
+    entity: Annotated[str | None, typer.Option(help="Column naming the store/station.")] = None,
+    time: Annotated[str | None, typer.Option(help="Column holding the date or time.")] = None,
+    target: Annotated[str | None, typer.Option(help="Column to forecast (none: count rows).")] = None,
+    frequency: Annotated[str | None, typer.Option(help="daily or hourly (default: the file's step).")] = None,
+    city: Annotated[str | None, typer.Option(help="City of a file without a city column.")] = None,
+    country: Annotated[str | None, typer.Option(help="The city's country (holidays), e.g. US.")] = None,
+    timezone: Annotated[str | None, typer.Option(help="Time zone of the file's times.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Profile to write (default: profiles/<name>.toml).")
+    ] = None,
+    now: NowOption = None,
+) -> None:
+    """Inspect a CSV file, write a commented profile that reads it, and dry-run a partition of it.
+
+    Asks (at a terminal) only what the file cannot tell; pass the options to script it.
+    """
+    answers = profile_init.Answers(name, entity, time, target, frequency, city, country, timezone)
+    try:
+        found = profile_init.inspect_file(file, answers)
+        if sys.stdin.isatty():
+            asked = profile_init.ask(answers, found)
+            if asked.frequency != found.frequency:
+                found = profile_init.inspect_file(file, asked)
+            answers = asked
+        text = profile_init.profile_text(found, answers)
+    except profile_init.InitError as error:
+        raise typer.BadParameter(str(error)) from error
+    profile = parse_profile(text, "the generated profile")  # a ConfigError here is a bug in init
+    written = out or Path("profiles") / f"{profile.name}.toml"
+    written.parent.mkdir(parents=True, exist_ok=True)
+    written.write_text(text)
+    dry = profile_init.dry_partition(file, profile, _aware(now) or datetime.now(UTC))
+    for line in profile_init.summary(found, written, dry):
+        console.print(line, markup=False, soft_wrap=True)
+    console.print(
+        f"next: BATCHCAST_PROFILE_DIR={written.parent} batchcast upload {file}", markup=False, soft_wrap=True
+    )
+    if dry.file_errors or not dry.rows_accepted:
+        raise typer.Exit(3)
 
 
 @app.command()

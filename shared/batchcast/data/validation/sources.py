@@ -19,7 +19,8 @@ from batchcast.core.config import ColumnMapping
 from batchcast.data.validation.reasons import MALFORMED, Unreadable, listing, show
 
 _BOM = b"\xef\xbb\xbf"
-_QUOTE, _COMMA, _LF, _CR = (ord(c) for c in '",\n\r')
+_QUOTE, _LF, _CR = (ord(c) for c in '"\n\r')
+_DELIMITERS = ",;\t"  # a header without commas but with semicolons (or tabs) is read by those
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")  # a line and its end, as newline="" splits
 _AVRO_RECORD_BYTES = 64  # a CSV record's bytes, roughly: Avro batches hold chunk_bytes / this records
 _MIN_RECORD_LIMIT = 2**20  # a record (or chunk without a newline outside quotes) may grow to this
@@ -57,10 +58,12 @@ class CsvSource:
             raise Unreadable("empty file (0 bytes)")
         self._start = len(_BOM) if head == _BOM else 0
         self._spans = self._read_spans(head[self._start :])
+        self.delimiter = ","
         line, first, offset, data, text = 1, None, 0, b"", ""
         for offset, data in self._spans:  # blank lines may come first; the header is the first record
             text = _decode(data, offset)
-            first = next(_csv_records(text), None)
+            self.delimiter = delimiter_of(text)
+            first = next(_csv_records(text, delimiter=self.delimiter), None)
             if first is not None:
                 break
             line += _line_count(data)
@@ -94,9 +97,10 @@ class CsvSource:
         return total
 
     def _count(self, data: bytes, text: str, header: bool) -> int:
-        rows = _rows_if_well_formed(data, len(self.header), header)
+        rows = _rows_if_well_formed(data, len(self.header), header, self.delimiter)
         if rows is None:
-            rows = sum(1 for _ in _csv_records(text, len(self.header))) - int(header)
+            records = _csv_records(text, len(self.header), delimiter=self.delimiter)
+            rows = sum(1 for _ in records) - int(header)
         return rows
 
     def chunks_at(self, places: list[Any], mapping: ColumnMapping | None = None) -> Iterator[Chunk]:
@@ -136,14 +140,22 @@ class CsvSource:
         if text is None:
             text = _decode(data, offset)
         where = (offset, len(data), line, header)
-        rows = _rows_if_well_formed(data, len(self.header), header)
+        rows = _rows_if_well_formed(data, len(self.header), header, self.delimiter)
         if rows == 0:
             return Chunk(pd.DataFrame(columns=self.header, dtype="str"), {}, where)
-        frame = _read_csv_fast(data, self.header, header, rows) if rows is not None else None
+        frame = _read_csv_fast(data, self.header, header, rows, self.delimiter) if rows is not None else None
         if frame is not None:
             return Chunk(frame, {}, where)
-        frame, malformed = _read_csv_slowly(text, self.header, header, line)
+        frame, malformed = _read_csv_slowly(text, self.header, header, line, self.delimiter)
         return Chunk(frame, malformed, where)
+
+
+def delimiter_of(text: str) -> str:
+    """The field delimiter, from the first non-blank line: a comma unless that line has none but
+    has semicolons (spreadsheets in many locales export those) or tabs."""
+    found = re.search(r"[^\r\n]*[^\s][^\r\n]*", text)  # without splitting a whole chunk into lines
+    first = found.group() if found else ""
+    return next((d for d in _DELIMITERS if d in first), ",")
 
 
 def _decode(data: bytes, offset: int) -> str:
@@ -181,7 +193,9 @@ def _read_exactly(stream: BinaryIO, length: int) -> bytes:
     return b"".join(parts)
 
 
-def _read_csv_fast(data: bytes, header: list[str], has_header: bool, rows: int) -> pd.DataFrame | None:
+def _read_csv_fast(
+    data: bytes, header: list[str], has_header: bool, rows: int, delimiter: str = ","
+) -> pd.DataFrame | None:
     """Every data row as strings, or None when pandas reads something else than the vectorised
     count saw (then the record-by-record path decides)."""
     try:
@@ -190,6 +204,7 @@ def _read_csv_fast(data: bytes, header: list[str], has_header: bool, rows: int) 
             dtype=str,
             keep_default_na=False,
             index_col=False,
+            sep=delimiter,
             header=0 if has_header else None,
         )
     except (ValueError, csv.Error):  # pandas' ParserError is a ValueError
@@ -200,15 +215,18 @@ def _read_csv_fast(data: bytes, header: list[str], has_header: bool, rows: int) 
     return frame
 
 
-def _rows_if_well_formed(data: bytes, width: int, has_header: bool = True) -> int | None:
+def _rows_if_well_formed(
+    data: bytes, width: int, has_header: bool = True, delimiter: str = ","
+) -> int | None:
     """Count data rows if every non-blank record has ``width`` fields, by RFC 4180 quoting; None
     otherwise. Vectorised, so a good file never pays for Python's csv module."""
     buffer = np.frombuffer(data, np.uint8)
     quotes = np.flatnonzero(buffer == _QUOTE)
     newlines = np.flatnonzero(buffer == _LF)
-    commas = np.flatnonzero(buffer == _COMMA)
+    comma = ord(delimiter)
+    commas = np.flatnonzero(buffer == comma)
     if quotes.size:
-        if quotes.size % 2 or not _quotes_at_field_edges(buffer, quotes):
+        if quotes.size % 2 or not _quotes_at_field_edges(buffer, quotes, comma):
             return None
         # A comma or newline inside quotes (an odd number of quotes before it) is data.
         newlines = newlines[np.searchsorted(quotes, newlines) % 2 == 0]
@@ -225,26 +243,26 @@ def _rows_if_well_formed(data: bytes, width: int, has_header: bool = True) -> in
     return int(fields.size) - int(has_header)
 
 
-def _quotes_at_field_edges(buffer: np.ndarray, quotes: np.ndarray) -> bool:
+def _quotes_at_field_edges(buffer: np.ndarray, quotes: np.ndarray, comma: int) -> bool:
     """Whether every quote opens or closes a field (or is a doubled quote inside one)."""
     opening, closing = quotes[0::2], quotes[1::2]
-    before = np.where(opening > 0, buffer[np.maximum(opening - 1, 0)], _COMMA)
+    before = np.where(opening > 0, buffer[np.maximum(opening - 1, 0)], comma)
     after = np.where(closing + 1 < buffer.size, buffer[np.minimum(closing + 1, buffer.size - 1)], _LF)
     doubled = closing[:-1] + 1 == opening[1:]  # "" inside a quoted field closes and reopens
-    open_ok = np.isin(before, (_COMMA, _LF)) | np.concatenate(([False], doubled))
-    close_ok = np.isin(after, (_COMMA, _LF, _CR)) | np.concatenate((doubled, [False]))
+    open_ok = np.isin(before, (comma, _LF)) | np.concatenate(([False], doubled))
+    close_ok = np.isin(after, (comma, _LF, _CR)) | np.concatenate((doubled, [False]))
     return bool(open_ok.all() and close_ok.all())
 
 
 def _csv_records(
-    text: str, width: int | None = None, first_line: int = 1
+    text: str, width: int | None = None, first_line: int = 1, delimiter: str = ","
 ) -> Iterator[tuple[list[str], str | None]]:
     """Yield (fields, problem or None) for each non-blank record; once the header's ``width`` is
     known, another field count is a problem. A bad record spanning several lines (a stray quote
     opened a field) costs only its first line: reading resumes on the next one. ``text`` starts on
     line ``first_line`` of the file."""
     lines = _Lines(text)
-    reader = csv.reader(lines, strict=True)
+    reader = csv.reader(lines, strict=True, delimiter=delimiter)
     while True:
         lines.taken.clear()
         start = lines.count + first_line
@@ -253,7 +271,7 @@ def _csv_records(
         except StopIteration:
             return
         except csv.Error as error:
-            fields, problem = _lenient_fields(lines.taken[0]), _quoting_problem(str(error), start)
+            fields, problem = _lenient_fields(lines.taken[0], delimiter), _quoting_problem(str(error), start)
         if not fields and problem is None:
             continue  # a blank line
         if problem is None and width is not None and len(fields) != width:
@@ -263,7 +281,7 @@ def _csv_records(
                 f"; a quote opened on line {start} runs to line {lines.count + first_line - 1}, so only "
                 f"line {start} is rejected and reading resumes on line {start + 1}"
             )
-            fields = _lenient_fields(lines.taken[0])
+            fields = _lenient_fields(lines.taken[0], delimiter)
             lines.push_back(lines.taken[1:])
         yield fields, problem
 
@@ -298,23 +316,23 @@ def _quoting_problem(error: str, line: int) -> str:
     return f"broken quoting on line {line} ({error})"
 
 
-def _lenient_fields(raw: str) -> list[str]:
+def _lenient_fields(raw: str, delimiter: str = ",") -> list[str]:
     """Best-effort fields of a record with broken quoting, for the rejected file."""
     raw = raw.rstrip("\r\n")
     try:
-        return next(csv.reader(io.StringIO(raw, newline="")), [raw])
+        return next(csv.reader(io.StringIO(raw, newline=""), delimiter=delimiter), [raw])
     except csv.Error:
         return [raw]
 
 
 def _read_csv_slowly(
-    text: str, header: list[str], has_header: bool, first_line: int
+    text: str, header: list[str], has_header: bool, first_line: int, delimiter: str = ","
 ) -> tuple[pd.DataFrame, dict[int, str]]:
     """Parse record by record, noting every malformed one; the good and bad rows both stay."""
     width = len(header)
     rows: list[list[str]] = []
     malformed: dict[int, str] = {}
-    records = _csv_records(text, width, first_line)
+    records = _csv_records(text, width, first_line, delimiter)
     if has_header:
         next(records, None)
     for position, (fields, problem) in enumerate(records):
