@@ -3,15 +3,18 @@ partition that accepts the file, and says what it inferred."""
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from batchcast.tools import reference
 from batchcast.tools.cli import app
 
 NOW = "2026-03-02T12:00:00+00:00"
@@ -36,7 +39,9 @@ def init(tmp_path: Path, name: str, frame: pd.DataFrame, *options: str, sep: str
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
-    return tomllib.loads(out.read_text()), result.output
+    profile = tomllib.loads(out.read_text())
+    jsonschema.validate(profile, json.loads(reference.SCHEMA.read_text()))  # as an editor would check it
+    return profile, result.output
 
 
 def test_daily_rows_per_store(tmp_path: Path) -> None:
