@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, TextIO
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from batchcast.backends.embedded import STATE_DIR
@@ -31,7 +33,15 @@ from batchcast.tools import replay as replays
 from batchcast.tools.demo import DemoResult, prepare_root, run_demo
 
 app = typer.Typer(help="batchcast: uploads in, fresh batch forecasts out.", no_args_is_help=True)
-console = Console()
+# Output that is not a terminal (a log, CI) gets no live spinners or timers and a wider page, so
+# table cells wrap whole words instead of being cut.
+console = Console() if sys.stdout.isatty() else Console(width=120)
+
+# Typer 0.29 prints a value type beside flags ("--json <bool>"); a flag takes no value: show none.
+_display_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = lambda self, ctx: (
+    None if self.is_flag else _display_type(self, ctx)
+)  # type: ignore[method-assign]
 
 RootOption = Annotated[
     Path | None,
@@ -280,13 +290,22 @@ def demo(
 
 
 def _progress() -> Progress:
+    """Live runs per function at a terminal; elsewhere nothing live (the steps table has the times).
+    No elapsed column: a task's clock runs from its first run to the end, not the function's time."""
     return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
+        SpinnerColumn(), TextColumn("{task.description}"), console=console, disable=not console.is_terminal
     )
+
+
+@contextmanager
+def _working(text: str) -> Iterator[None]:
+    """A spinner at a terminal; one plain line elsewhere."""
+    if console.is_terminal:
+        with console.status(text):
+            yield
+    else:
+        console.print(text, markup=False)
+        yield
 
 
 def _drain_with_progress(deployment: runtime.Runtime) -> int:
@@ -294,13 +313,13 @@ def _drain_with_progress(deployment: runtime.Runtime) -> int:
     if not _local(deployment):
         console.print("published; the deployment's functions take it from here (see batchcast status)")
         return 0
-    with console.status("running the pipeline…"):
+    with _working("running the pipeline…"):
         deployment.bus.drain()
     launched = deployment.ports.jobs.processes if deployment.ports.jobs else []
     if not launched:
         return 0
     # Training jobs are separate processes that run their cities' predictions themselves.
-    with console.status(f"waiting for {len(launched)} training job(s)…"):
+    with _working(f"waiting for {len(launched)} training job(s)…"):
         codes = deployment.ports.jobs.wait()
     console.print(f"training jobs finished with exit codes {codes}; logs in {STATE_DIR}/jobs/")
     return sum(1 for code in codes if code)
@@ -356,7 +375,16 @@ def _print_demo(result: DemoResult) -> None:
     )
     console.print(f"outputs: {result.root}/ (predictions/, results/, metrics/, models/, runs/, status/)")
     if result.chart:
-        console.print(f"chart:   {result.chart}")
+        console.print(f"chart:   {result.chart} (P50 and P10–P90 band against the backtest's actuals)")
+    if result.manager_token:
+        console.print(
+            f"managers' page: run   batchcast serve --root {result.root}\n"
+            f"                open  http://127.0.0.1:8080/#token={result.manager_token}\n"
+            f"                (token of demo-manager, who sees {', '.join(result.manager_entities)}; "
+            f"its digest is in {result.root}/config/api_tokens.json)",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _fmt(value: float | None) -> str:

@@ -6,6 +6,7 @@ bike-share: 06:00), the moment a real deployment would forecast from such an upl
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections import Counter
@@ -16,11 +17,13 @@ from datetime import time as clock_time
 from pathlib import Path
 
 from batchcast.backends.embedded import STATE_DIR, Delivery
+from batchcast.core import layout
 from batchcast.core.config import Profile
 from batchcast.core.messages import Topic
 from batchcast.data import uploads
 from batchcast.entrypoints import runtime
-from batchcast.ports import FixedClock
+from batchcast.ops import tokens
+from batchcast.ports import BlobStore, FixedClock
 from batchcast.tools import report, synth
 
 Progress = Callable[[str, int], None]  # (function, deliveries so far)
@@ -41,6 +44,8 @@ class DemoResult:
     step_runs: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
     chart: Path | None = None
+    manager_token: str = ""  # a demo manager's token for the page, and what it may see
+    manager_entities: list[str] = field(default_factory=list)
 
 
 def demo_clock(profile: Profile, last_day: date) -> datetime:
@@ -105,4 +110,24 @@ def run_demo(
     result.chart = report.plot_forecasts(
         deployment.ports.blobs, profile, root / f"forecast-{profile.name}.png"
     )
+    result.manager_token, result.manager_entities = grant_demo_manager(deployment.ports.blobs, profile)
     return result
+
+
+DEMO_MANAGER_ENTITIES = 5  # what the demo manager sees: the first entities with a forecast
+
+
+def grant_demo_manager(blobs: BlobStore, profile: Profile) -> tuple[str, list[str]]:
+    """Write a token map with one manager, ``demo-manager``, who sees the first entities with a
+    forecast; return the token (the map holds only its digest) and those entities."""
+    names = sorted(info.name for info in blobs.list(layout.results_prefix(profile.name)))
+    entities = [layout.parse_results(name)[1] for name in names][:DEMO_MANAGER_ENTITIES]
+    token, digest = tokens.new_token()
+    manager = {
+        "sha256": digest,
+        "name": "demo-manager",
+        "role": "manager",
+        "entities": {profile.name: entities},
+    }
+    blobs.write(layout.API_TOKENS, json.dumps({"tokens": [manager]}, indent=2).encode())
+    return token, entities
