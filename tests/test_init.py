@@ -146,3 +146,33 @@ def test_an_option_naming_a_missing_column_is_refused(tmp_path: Path, flag: str)
     result = CliRunner().invoke(app, ["init", str(data), flag, "nope", "--out", str(tmp_path / "p.toml")])
     assert result.exit_code == 2
     assert f"{flag} 'nope' is not a column (columns: date, sales)" in flat(result.output)
+
+
+def test_the_readme_walkthrough_from_a_csv_to_a_forecast_a_manager_can_see(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [(s, d.strftime("%Y-%m-%d"), float(100 * s + d.dayofweek * 10)) for s in (1, 2) for d in DAYS]
+    frame = pd.DataFrame(rows, columns=["store", "date", "sales"])
+    profile, _ = init(tmp_path, "kiosk-sales", frame)
+    monkeypatch.setenv("BATCHCAST_PROFILE_DIR", str(tmp_path / "profiles"))  # the API reads it too
+    env = {"BATCHCAST_PROFILE_DIR": str(tmp_path / "profiles")}
+    bucket = str(tmp_path / "bucket")
+    runner = CliRunner()
+    data = str(tmp_path / "kiosk-sales.csv")
+    uploaded = runner.invoke(
+        app, ["upload", data, "--root", bucket, "--now", "2026-03-01T00:30:00+00:00"], env=env
+    )
+    assert uploaded.exit_code == 0, uploaded.output
+    granted = runner.invoke(app, ["grant", "anna", "--dataset", profile["name"], "--root", bucket], env=env)
+    assert granted.exit_code == 0, granted.output
+    assert f"anna may see 2 of {profile['name']}: 1, 2" in granted.output
+    token = re.search(r"#token=(\S+)", granted.output).group(1)
+    from fastapi.testclient import TestClient
+
+    from batchcast.entrypoints import runtime
+    from batchcast_api.app import create_app
+
+    with TestClient(create_app(blobs=runtime.embedded(Path(bucket)).ports.blobs)) as client:
+        seen = client.get("/stores", headers={"Authorization": f"Bearer {token}"})
+    assert seen.status_code == 200, seen.text
+    assert [s["entity_id"] for s in seen.json()["stores"]] == ["1", "2"]

@@ -27,10 +27,11 @@ from batchcast.data import dataset as datasets
 from batchcast.entrypoints import runtime
 from batchcast.entrypoints.wiring import FUNCTIONS, route_for_subscription
 from batchcast.ops import status as status_report
+from batchcast.ops import tokens
 from batchcast.ports import BlobStore, Clock, FixedClock, SystemClock
 from batchcast.tools import profile_init, stack, synth
 from batchcast.tools import replay as replays
-from batchcast.tools.demo import DemoResult, prepare_root, run_demo
+from batchcast.tools.demo import DemoResult, forecast_entities, prepare_root, run_demo
 
 app = typer.Typer(help="batchcast: uploads in, fresh batch forecasts out.", no_args_is_help=True)
 # Output that is not a terminal (a log, CI) gets no live spinners or timers and a wider page, so
@@ -544,6 +545,25 @@ def rerun(
         deployment.ports.bus.publish(Topic.SCHEDULE, tick)
         _drain_with_progress(deployment)
     _print_runs(deployment)
+
+
+@app.command()
+def grant(
+    name: Annotated[str, typer.Argument(help="Who gets the token (a manager's name).")],
+    dataset: Annotated[str, typer.Option(help="The dataset whose entities they may see.")],
+    entity: Annotated[
+        list[str] | None, typer.Option(help="An entity they may see (repeat; default: all with a forecast).")
+    ] = None,
+    root: RootOption = None,
+) -> None:
+    """Give a manager a token for the page; the bucket's token map keeps only its digest."""
+    blobs = _deployment(root).ports.blobs
+    entities = entity or forecast_entities(blobs, dataset)
+    if not entities:
+        raise typer.BadParameter(f"dataset {dataset!r} has no forecasts yet: upload its data first")
+    token = tokens.grant(blobs, name, "manager", {dataset: entities})
+    console.print(f"{name} may see {len(entities)} of {dataset}: {', '.join(entities[:10])}", markup=False)
+    console.print(f"token: {token}\nopen:  http://127.0.0.1:8080/#token={token}  (after batchcast serve)")
 
 
 @app.command()

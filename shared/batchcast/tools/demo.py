@@ -6,7 +6,6 @@ bike-share: 06:00), the moment a real deployment would forecast from such an upl
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections import Counter
@@ -118,16 +117,11 @@ DEMO_MANAGER_ENTITIES = 5  # what the demo manager sees: the first entities with
 
 
 def grant_demo_manager(blobs: BlobStore, profile: Profile) -> tuple[str, list[str]]:
-    """Write a token map with one manager, ``demo-manager``, who sees the first entities with a
-    forecast; return the token (the map holds only its digest) and those entities."""
-    names = sorted(info.name for info in blobs.list(layout.results_prefix(profile.name)))
-    entities = [layout.parse_results(name)[1] for name in names][:DEMO_MANAGER_ENTITIES]
-    token, digest = tokens.new_token()
-    manager = {
-        "sha256": digest,
-        "name": "demo-manager",
-        "role": "manager",
-        "entities": {profile.name: entities},
-    }
-    blobs.write(layout.API_TOKENS, json.dumps({"tokens": [manager]}, indent=2).encode())
-    return token, entities
+    """Give ``demo-manager`` a token for the first entities with a forecast; return it and them."""
+    entities = forecast_entities(blobs, profile.name)[:DEMO_MANAGER_ENTITIES]
+    return tokens.grant(blobs, "demo-manager", "manager", {profile.name: entities}), entities
+
+
+def forecast_entities(blobs: BlobStore, dataset: str) -> list[str]:
+    """The ids of a dataset's entities that have a forecast in ``results/``, sorted."""
+    return sorted(layout.parse_results(info.name)[1] for info in blobs.list(layout.results_prefix(dataset)))
