@@ -378,6 +378,13 @@ class Profile(_Strict):
         return timedelta(days=1) if self.frequency == "daily" else timedelta(hours=1)
 
     @property
+    def entity_word(self) -> str:
+        """What one entity is called in the page, API answers and emails: the entity key without
+        its id suffix (store_id: store, station_id: station, kiosk: kiosk)."""
+        word = re.sub(r"_?id$", "", self.entity_key).strip("_") or self.entity_key
+        return word.replace("_", " ")
+
+    @property
     def model_covariates(self) -> dict[str, Covariate]:
         """The declared covariates the model uses, in feature order."""
         names = self.features.covariates
