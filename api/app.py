@@ -113,6 +113,7 @@ class Entity(BaseModel):
 
     dataset: str
     entity_id: str
+    entity_word: str  # what the dataset calls one entity: store, station
     city: str | None
     stale: bool | None
 
@@ -139,6 +140,9 @@ ERRORS = {
 }
 RESULT_RESPONSES = ERRORS | {
     200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "JSON or CSV"}
+}
+AMBIGUOUS_RESPONSES = RESULT_RESPONSES | {
+    409: {"model": Error, "description": "the id is in several datasets the caller may see"}
 }
 
 
@@ -237,13 +241,36 @@ def create_app(blobs: BlobStore | None = None, tokens: TokenStore | None = None)
             allowed = principal.readable(dataset)
             for entity_id, info in backend.results.entities(dataset).items():
                 if allowed is None or entity_id in allowed:
-                    listed.append(Entity(dataset=dataset, entity_id=entity_id, **info))
+                    word = backend.results.profiles[dataset].entity_word
+                    listed.append(Entity(dataset=dataset, entity_id=entity_id, entity_word=word, **info))
         return Entities(caller=principal.name, role=principal.role, stores=listed)
 
-    @app.get("/results/{store_id}", response_model=Result, responses=RESULT_RESPONSES, tags=["results"])
+    @app.get("/results/{store_id}", response_model=Result, responses=AMBIGUOUS_RESPONSES, tags=["results"])
     def store_result(request: Request, principal: Caller, store_id: Id, format: Format = None) -> Response:
-        """A retail store's latest forecast (JSON, or CSV with ``?format=csv`` / ``Accept: text/csv``)."""
-        return serve_result(request, principal, STORE_DATASET, store_id, format)
+        """An entity's latest forecast, its dataset taken from the caller's grants (JSON, or CSV with
+        ``?format=csv`` / ``Accept: text/csv``); an id in several datasets needs /results/{dataset}/{id}."""
+        return serve_result(request, principal, _granted_dataset(principal, store_id), store_id, format)
+
+    def _granted_dataset(principal: Principal, entity_id: str) -> str:
+        """The one dataset the caller may see ``entity_id`` in (operators: that has it); else retail,
+        whose answer then says what is wrong (403 or 404)."""
+        try:
+            layout.check_id(entity_id, "entity id")  # before anything is looked up in storage
+        except layout.LayoutError as error:
+            raise HTTPException(422, str(error)) from error
+        datasets = [
+            d
+            for d in backend.results.profiles
+            if principal.can_read(d, entity_id)
+            and (principal.role != "operator" or entity_id in backend.results.entities(d))
+        ]
+        if len(datasets) > 1:
+            raise HTTPException(
+                409,
+                f"{entity_id!r} is in datasets {', '.join(sorted(datasets))}: "
+                f"ask /results/<dataset>/{entity_id}",
+            )
+        return datasets[0] if datasets else STORE_DATASET
 
     @app.get(
         "/results/{dataset}/{entity_id}",

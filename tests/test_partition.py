@@ -186,7 +186,7 @@ def test_redelivery_and_replay_write_byte_identical_outputs(rt: Runtime, tmp_pat
 def test_outputs_do_not_depend_on_the_process_hash_seed(tmp_path: Path) -> None:
     script = (
         "import sys, hashlib; from datetime import datetime, UTC; import pandas as pd\n"
-        "from batchcast import schemas; from batchcast.data.validation import validate_upload\n"
+        "from batchcast.core import schemas; from batchcast.data.validation import validate_upload\n"
         "u = validate_upload(sys.stdin.buffer.read(), 'csv', logical_time=datetime(2026, 3, 2, tzinfo=UTC))\n"
         "print(hashlib.sha256(write_frame('retail_observation', u.good)).hexdigest())\n"
     )
@@ -506,11 +506,15 @@ def test_unparseable_dates_are_rejected(rt: Runtime) -> None:
         + "4,berlin,2026-02-27,1,,,,\n"
     )
     partition_csv(rt, text)
-    iso = "ISO 8601 (2024-05-01, 2024-05-01T08:15:00)"
+    iso = "is not ISO 8601 (2024-05-01, 2024-05-01T08:15:00); for dates in another form set "
+    fix = 'mappings.native.date_format (a strftime format, e.g. "%d/%m/%Y")'
     assert reasons(rt) == {
-        1: [f"bad date: date = '2026-02-30' is not a date or time in {iso}"],
-        2: [f"bad date: date = 'yesterday' is not a date or time in {iso}"],
-        3: ["bad date: date = '2026-02-27T10:00' is not the start of a day"],
+        1: [f"bad date: date = '2026-02-30' {iso}{fix}"],
+        2: [f"bad date: date = 'yesterday' {iso}{fix}"],
+        3: [
+            "bad date: date = '2026-02-27T10:00' is not the start of a day (to add up rows into periods, "
+            "set mappings.native.aggregate)"
+        ],
     }
     assert store_ids(rt) == ["4"]
     assert report(rt)["reasons"] == {"bad date": 3}
@@ -522,7 +526,12 @@ def test_dates_follow_the_mappings_date_format() -> None:
     )
     checked = validate("Store,Date,Sales\n1,27.02.2026,5\n2,2026-02-27,5\n", profiles=[profile])
     assert checked.row_errors == [
-        {"row": 2, "reasons": ["bad date: Date = '2026-02-27' is not a date or time in the form %d.%m.%Y"]}
+        {
+            "row": 2,
+            "reasons": [
+                "bad date: Date = '2026-02-27' does not match mappings.rossmann.date_format = '%d.%m.%Y'"
+            ],
+        }
     ]
     assert checked.good["date"].tolist() == [pd.Timestamp("2026-02-27")]
 
@@ -713,8 +722,8 @@ def test_trips_that_end_before_they_start_or_have_bad_timestamps_are_rejected(rt
     assert reasons(rt) == {
         1: ["ended before started: ended_at = '2026-03-01 09:00' is before started_at = '2026-03-01 10:00'"],
         2: [
-            "bad timestamp: started_at = 'soon' is not a date or time in ISO 8601 "
-            "(2024-05-01, 2024-05-01T08:15:00)"
+            "bad timestamp: started_at = 'soon' is not ISO 8601 (2024-05-01, 2024-05-01T08:15:00); for "
+            'dates in another form set mappings.native.date_format (a strftime format, e.g. "%d/%m/%Y")'
         ],
     }
     assert accepted(rt, "bikeshare")[["departures", "arrivals"]].sum().tolist() == [1, 1]
@@ -765,7 +774,10 @@ def test_station_hour_counts_derive_net_change_and_reject_bad_counts(rt: Runtime
     assert reasons(rt) == {
         2: ["negative count: departures = '-1' is below zero"],
         3: ["not a number: departures = '1.5' is not a whole number within the int range"],
-        4: ["bad timestamp: hour = '2026-03-01 10:30' is not the start of an hour"],
+        4: [
+            "bad timestamp: hour = '2026-03-01 10:30' is not the start of an hour (to add up rows into "
+            "periods, set mappings.counts.aggregate)"
+        ],
     }
     rows = accepted(rt, "bikeshare")
     assert rows[["station_id", "departures", "arrivals", "net_change"]].values.tolist() == [
@@ -991,9 +1003,9 @@ def test_the_raw_object_is_never_read_whole(rt: Runtime) -> None:
 def test_the_report_lists_the_first_rows_and_counts_them_all(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from batchcast.data import validation
+    from batchcast.data.validation import upload as validating
 
-    monkeypatch.setattr(validation, "MAX_LISTED_ROWS", 3)
+    monkeypatch.setattr(validating, "MAX_LISTED_ROWS", 3)  # where Upload reads it
     rows = [f"{i},berlin,2026-02-27,{'x' if i % 2 else i}\n" for i in range(1, 21)]  # odd rows are bad
     rows.insert(2, "2,berlin,2026-02-27,2\n")  # an exact repeat of row 2, as row 3
     result = _run(rt, upload(rt, "store_id,city,date,sales\n" + "".join(rows)), partition_chunk_bytes=40)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -280,6 +281,20 @@ def test_demo_command_prints_a_summary_and_draws_the_chart(tmp_path):
     assert "P10–P90 raw" in outcome.output  # coverage before and after calibration
     chart = root / "forecast-retail.png"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 20_000
+    # Not a terminal: no spinner frames, no live timers; the steps table has the real times.
+    assert not re.search("[\u2800-\u28ff]", outcome.output), "spinner glyphs in non-terminal output"
+    assert not re.search(r"\b0:\d\d:\d\d\b", outcome.output), "a live elapsed timer in non-terminal output"
+    # The demo ends ready to look at: a manager token that the page's API accepts, and how to serve.
+    assert f"batchcast serve --root {root}" in outcome.output
+    token = re.search(r"#token=(\S+)", outcome.output).group(1)
+    from fastapi.testclient import TestClient
+
+    from batchcast_api.app import create_app
+
+    with TestClient(create_app(blobs=runtime.embedded(root).ports.blobs)) as client:
+        seen = client.get("/stores", headers={"Authorization": f"Bearer {token}"})
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["caller"] == "demo-manager" and len(seen.json()["stores"]) == 5
 
 
 def test_demo_refuses_to_wipe_a_directory_it_did_not_create(tmp_path):

@@ -50,11 +50,23 @@ function showLogin(reason) {
   say(reason);
 }
 
+// What the caller's datasets call one entity (store, station), from /stores: the page's words.
+let word = "store";
+
+function useWords(stores) {
+  const words = [...new Set(stores.map((s) => s.entity_word))];
+  word = words.length ? words.join(" or ") : "store";
+  const plural = words.map((w) => `${w}s`).join(" and ") || "stores";
+  $("subtitle").textContent = `forecasts for your ${plural}`;
+  $("entity-label").textContent = word[0].toUpperCase() + word.slice(1);
+  document.title = `batchcast · ${words.join(" and ") || "store"} forecasts`;
+}
+
 function handle(error) {
   if (error.status === 401) return showLogin("That token was not accepted. Enter your access token.");
   const hints = {
-    403: "Your token does not give access to this store.",
-    404: "Nothing is known about this store yet.",
+    403: `Your token does not give access to this ${word}.`,
+    404: `Nothing is known about this ${word} yet.`,
     503: "The service cannot check tokens right now; try again in a minute.",
   };
   $("result").hidden = true;
@@ -188,7 +200,7 @@ function render(result) {
     banner.hidden = false;
   } else if (result.stale === null) {
     banner.className = "banner unknown";
-    banner.textContent = "Freshness has not been checked yet for this store.";
+    banner.textContent = `Freshness has not been checked yet for this ${word}.`;
     banner.hidden = false;
   } else {
     banner.hidden = true;
@@ -238,6 +250,7 @@ async function start() {
   } catch (error) {
     return handle(error);
   }
+  useWords(stores);
   const select = $("store-select");
   select.replaceChildren(...stores.map((s) => {
     const option = document.createElement("option");
@@ -252,7 +265,7 @@ async function start() {
     select.value = `${dataset}/${entity}`;
     return show(dataset, entity);
   }
-  if (stores.length === 0) return say("Your token does not give access to any store yet.");
+  if (stores.length === 0) return say(`Your token does not give access to any ${word} yet.`);
   show(stores[0].dataset, stores[0].entity_id);
 }
 

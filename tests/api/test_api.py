@@ -52,6 +52,9 @@ def test_without_a_valid_token_every_data_route_answers_401(client, path, header
         ("bob", "/results/3", 200),
         ("bob", "/results/1", 403),
         ("bob", "/results/bikeshare/st-1", 200),
+        ("bob", "/results/st-1", 200),  # the short form finds the dataset in the token's grants
+        ("ops", "/results/st-1", 200),  # ... or, for operators, where the id has a forecast
+        ("anna", "/results/st-1", 403),  # no grant anywhere: refused, as before
         ("feed", "/results/1", 403),  # uploaders send files; they read nothing
         ("ops", "/results/1", 200),
         ("ops", "/results/4", 200),
@@ -85,6 +88,12 @@ def test_stores_lists_what_the_caller_may_see(client, auth, token, expected):
     assert {(s["dataset"], s["entity_id"]) for s in body["stores"]} == expected
     retail = client.get("/stores/retail", headers=auth(token)).json()["stores"]
     assert {("retail", s["entity_id"]) for s in retail} == {e for e in expected if e[0] == "retail"}
+
+
+def test_stores_and_results_use_each_datasets_word_for_an_entity(client, auth):
+    stores = client.get("/stores", headers=auth("bob")).json()["stores"]
+    assert {(s["entity_id"], s["entity_word"]) for s in stores} == {("3", "store"), ("st-1", "station")}
+    assert client.get("/results/st-1", headers=auth("bob")).json()["dataset"] == "bikeshare"
 
 
 def test_stores_carry_city_and_staleness(client, auth):

@@ -88,6 +88,8 @@ def test_the_page_shows_the_stale_banner_chart_and_local_as_of(chromium, server,
     assert "As of 2026-03-02 01:00 GMT+1 (Europe/Berlin local time)" in html
     assert 'class="band"' in html and 'class="median"' in html and 'class="actual"' in html
     assert "1 · berlin (retail)" in html  # the deep-linked store is selected and titled
+    # The words come from the dataset (retail's entity key store_id: "store"), not the page's text.
+    assert 'id="entity-label">Store</label>' in html and "forecasts for your stores" in html
     assert "token=" not in html.split("<body")[0]
 
     shot = tmp_path / "page.png"

@@ -59,15 +59,19 @@ _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # an Avro (and BigQuery) 
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Each field's docstring is its description: in the JSON Schema and docs/profile-reference.md.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class City(_Strict):
     """A city (the group key): where its holidays and wall clock come from."""
 
     country: str = Field(min_length=2, max_length=2)
+    """ISO 3166 country code of the city: its public holidays become features."""
     subdivision: str | None = None
+    """ISO 3166-2 subdivision (state, Land) for regional holidays, e.g. BE for Berlin."""
     timezone: str | None = None  # defaults to the profile's
+    """The city's wall clock, when it differs from the profile's timezone."""
 
 
 class Covariate(_Strict):
@@ -80,8 +84,12 @@ class Covariate(_Strict):
     """
 
     type: Literal["number", "integer", "boolean"] = "number"
+    """The value type of the covariate's column."""
     timing: Literal["past", "known"]
+    """past: known only up to the forecast origin; known: known in advance for the target period too
+    (uploaded with a future mapping)."""
     description: str = ""
+    """What the covariate is, for people reading the profile."""
 
 
 class ColumnMapping(_Strict):
@@ -94,41 +102,78 @@ class ColumnMapping(_Strict):
     """
 
     kind: Literal["rows", "trips", "counts", "future"] = "rows"
+    """rows: one row per entity and period; trips: one row per trip (departures and arrivals are counted);
+    counts: station-period counts; future: values of known covariates for coming periods."""
     columns: dict[str, str]  # pipeline field (or declared covariate) -> the user's column name
+    """Pipeline field (or declared covariate) = the user's column name."""
     optional: list[str] = []  # pipeline fields whose column may be missing from a file
+    """Fields whose column a file may lack."""
     constants: dict[str, str] = Field(default_factory=dict)  # pipeline field -> fixed value
-    date_format: str | None = None  # strftime format of the time column(s); None: ISO 8601
+    """Field = a fixed value, for files without that column (e.g. the city of a one-city export)."""
+    date_format: str | None = Field(default=None, examples=["%m/%d/%Y"])
+    """strftime format of the time column(s), e.g. \"%m/%d/%Y\"; unset: ISO 8601."""
+    # The user's column holding the hour (0-23) or time of day (08:00, 08:00:00) that, added to the
+    # date in the time column, makes the timestamp (files with a date column and an hour column).
+    time_of_day: str | None = Field(default=None, examples=["hr"])
+    """The user's column holding the hour (0-23) or time of day (08:15) added to the date."""
+    # A reducer per field: rows are added up into the profile's periods (hourly rows into days):
+    # each time is floored to its period and rows sharing (city, entity, period) are reduced, not
+    # rejected as duplicates. Empty: each row must be one period.
+    aggregate: dict[str, Literal["sum", "mean", "max", "last"]] = Field(
+        default_factory=dict, examples=[{"rentals": "sum", "temp": "mean"}]
+    )
+    """A reducer per field (sum, mean, max, last): rows are added up into the profile's periods (hourly rows
+    into days) instead of rejected as duplicates; unlisted fields keep their last value."""
     extra_columns: Literal["ignore", "reject"] = "ignore"
+    """What happens to columns the mapping does not read: ignore (with a warning) or reject the file."""
     true_values: list[str] = ["1", "true", "True", "TRUE", "yes", "y"]
+    """Texts read as true in boolean columns."""
     false_values: list[str] = ["0", "false", "False", "FALSE", "no", "n"]
+    """Texts read as false in boolean columns."""
 
     @property
     def source_columns(self) -> set[str]:
         """The columns a file must have for this mapping to apply."""
-        return {column for field, column in self.columns.items() if field not in self.optional}
+        required = {column for field, column in self.columns.items() if field not in self.optional}
+        return required | ({self.time_of_day} if self.time_of_day else set())
+
+    @property
+    def read_columns(self) -> set[str]:
+        """Every column this mapping reads when a file has it."""
+        return set(self.columns.values()) | ({self.time_of_day} if self.time_of_day else set())
 
 
 class RollingFeature(_Strict):
     """Rolling statistics over ``window`` periods, shifted so they only see data before the origin."""
 
     window: int = Field(ge=2)
+    """Periods in the rolling window."""
     stats: list[Literal["mean", "std", "min", "max"]] = ["mean"]
+    """Statistics computed over the window."""
 
 
 class Features(_Strict):
     """Declarative features, in the spirit of mlforecast: lags, rolling windows, calendar, holidays."""
 
     lags: list[int] = Field(min_length=1)
+    """Past values used as features, in periods; each must be >= the horizon (the longest window)."""
     rolling: list[RollingFeature] = []
+    """Rolling statistics, shifted so they only see data before the origin."""
     calendar: list[Literal["dayofweek", "month", "dayofyear", "hour", "is_weekend"]] = []
+    """Calendar features of the target period."""
     holidays: bool = True
+    """Whether the city's public holidays are a feature."""
     # The declared covariates the model uses (None: every one the profile declares), each as its
     # timing says: as of the origin (past) or at the target period (known).
     covariates: list[str] | None = None
+    """The declared covariates the model uses; unset: every declared one."""
     scale_window: int = Field(default=28, ge=2)  # per-entity scaling, so one huge store is not special
+    """Periods of history each entity's scale is taken from, so one huge store is not special."""
     # A period with no row: unknown ("nan", a store that did not report) or zero ("zero", a
     # station-hour without trips).
     fill_missing: Literal["nan", "zero"] = "nan"
+    """A period without a row: nan (unknown, a store that did not report) or zero (a station-hour without
+    trips)."""
 
     @field_validator("lags")
     @classmethod
@@ -142,7 +187,10 @@ class Horizon(_Strict):
     """The target period: the next day, or the next of a set of intraday windows (hours, local)."""
 
     windows: list[tuple[int, int]] = []  # empty: daily frequency, the target is the next day
+    """Intraday target periods as [start, end] local hours; required for an hourly profile, empty for a daily
+    one (the target is the next day)."""
     closed_hours: tuple[int, int] | None = None  # service closed: no trips, no predictions
+    """Local hours [start, end] when the service is closed: no predictions."""
 
     @field_validator("windows")
     @classmethod
@@ -157,7 +205,9 @@ class ScheduleEntry(_Strict):
     """A Cloud Scheduler job: a cron line (in the profile's time zone) and what it asks for."""
 
     cron: str
+    """Five-field cron line in the profile's timezone."""
     actions: list[Action] = Field(min_length=1)
+    """What the tick asks for: train, predict, notify."""
 
     @field_validator("cron")
     @classmethod
@@ -182,19 +232,29 @@ class Training(_Strict):
     """How models are trained."""
 
     window: int = Field(ge=14)  # periods of history a model is trained on
+    """Periods of history a model is trained on (at least 14)."""
     quantiles: list[float] = [0.1, 0.5, 0.9]
+    """Quantiles forecast; must include 0.5."""
     max_iter: int = Field(default=200, ge=10)
+    """Boosting iterations of each model."""
     learning_rate: float = Field(default=0.1, gt=0, le=1)
+    """Boosting learning rate."""
     max_leaf_nodes: int = 31
+    """Leaves per tree."""
     # inline: train inside train_trigger; job: hand every training to a job (Cloud Run job, or a
     # ``batchcast train`` process locally). Inline is refused when the estimate exceeds the limit.
     mode: Literal["inline", "job"] = "inline"
+    """inline: train inside train_trigger; job: hand every training to a job."""
     max_inline_seconds: int = Field(default=480, le=540)  # event-driven functions stop at 540 s
+    """Inline training is refused when its estimate exceeds this (functions stop at 540 s)."""
     # The size estimate: each HistGradientBoosting fit costs a fixed part plus a part per row.
     # Measured on a 2-core machine: ~0.8 s per fit, plus ~10 s per million training rows.
     seconds_per_fit: float = Field(default=0.8, ge=0)
+    """The size estimate's fixed cost per fit."""
     seconds_per_million_rows: float = Field(default=10.0, ge=0)
+    """The size estimate's cost per million training rows."""
     debounce_minutes: int = Field(default=0, ge=0)  # data-triggered retrains at most this often
+    """Data-triggered retrains happen at most this often (required with train in on_upload)."""
 
     @field_validator("quantiles")
     @classmethod
@@ -208,51 +268,84 @@ class Backtest(_Strict):
     """Rolling-origin backtest: ``folds`` origins, each forecasting ``window`` periods."""
 
     folds: int = Field(default=3, ge=1)
+    """Rolling-origin backtest folds."""
     window: int = Field(default=7, ge=1)
+    """Periods each fold forecasts."""
     season: int = Field(default=7, ge=1)  # seasonal-naive baseline and MASE scale
+    """Season length of the seasonal-naive baseline and the MASE scale."""
 
 
 class Sharding(_Strict):
     """How a city's entities are split into predict requests: balanced by history rows."""
 
     target_rows: int = Field(default=200_000, ge=1)
+    """History rows per predict request."""
     max_shards: int = Field(default=64, ge=1)
+    """Most predict requests per city."""
 
 
 class Validation(_Strict):
     """Row-level rules that are about values rather than types."""
 
     allow_negative_target: bool = False
+    """Whether a negative target is a valid value (net change) or a rejected row (sales)."""
+    # The accepted range of dates, around the upload's time: an older period (1900 in a 2026 sales
+    # file) or a future value further ahead is a typo or a wrong date_format, rejected per row.
+    max_days_back: int = Field(default=3660, ge=1)
+    """Periods more than this many days before the upload's time are rejected as implausible (1900 in a 2026
+    file)."""
+    max_days_ahead: int = Field(default=400, ge=1)
+    """Future values more than this many days after the upload's time are rejected as implausible."""
 
 
 class Profile(_Strict):
     """One workload: retail sales, bike-share net change, or a user's own."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    """The dataset's name, how uploads, results and tokens refer to it."""
     description: str = ""
+    """One line about the workload."""
     # The shipped .avsc the partitioned rows extend (batchcast/core/schemas/<base_schema>.avsc); None:
     # the schema is generated from entity_key, time_column, target and the covariates. Never read
     # rows with it alone: schemas.observation(profile) adds the declared covariates. (Its TOML key
     # was schema_name, still accepted.)
     base_schema: str | None = Field(default=None, validation_alias=AliasChoices("base_schema", "schema_name"))
+    """A shipped .avsc the rows extend; unset: the schema is generated from entity_key, time_column, target
+    and covariates."""
     entity_key: str
+    """The field naming what is forecast (store, station): its word in pages and emails too."""
     time_column: str
+    """The field holding the period (a date, or an hour for hourly profiles)."""
     target: str
+    """The field forecast."""
     frequency: Literal["daily", "hourly"]
+    """The period of the target: daily or hourly."""
     timezone: str
+    """The wall clock of schedules and of times without a UTC offset."""
     cities: dict[str, City] = Field(min_length=1)
+    """The cities (group key) rows may name, each with its country for holidays."""
     schedule: list[ScheduleEntry] = Field(min_length=1)
+    """Cloud Scheduler ticks: cron lines and what each asks for."""
     # What an upload asks for, for the entities it carried. Retraining belongs on the schedule:
     # with "train" here, training.debounce_minutes must say how often uploads may retrain.
     on_upload: list[Action] = ["predict"]
+    """What an upload asks for, for the entities it carried."""
     horizon: Horizon = Horizon()
+    """The target periods."""
     features: Features
+    """The model's features."""
     training: Training
+    """How models are trained."""
     backtest: Backtest = Backtest()
+    """The rolling-origin backtest that scores and calibrates each model."""
     sharding: Sharding = Sharding()
+    """How a city's entities are split into predict requests."""
     validation: Validation = Validation()
+    """Row rules about values rather than types."""
     covariates: dict[str, Covariate] = {}
+    """Inputs beside the target: name = type and timing."""
     mappings: dict[str, ColumnMapping] = Field(min_length=1)
+    """How users' files map onto the schema, one entry per kind of file."""
 
     @field_validator("timezone")
     @classmethod
@@ -265,25 +358,14 @@ class Profile(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
-        if self.frequency == "hourly" and not self.horizon.windows:
-            raise ValueError("an hourly profile needs horizon.windows")
-        if self.frequency == "daily" and self.horizon.windows:
-            raise ValueError("a daily profile forecasts the next day: leave horizon.windows empty")
-        if "train" in self.on_upload and self.training.debounce_minutes < 1:
-            raise ValueError(
-                "on_upload includes train but training.debounce_minutes is 0: every store's upload "
-                "would retrain its city; set debounce_minutes (e.g. 60) or train on the schedule only"
-            )
-        horizon = self.horizon_periods
-        if min(self.features.lags) < horizon:
-            raise ValueError(f"every lag must be >= the horizon ({horizon} periods)")
+        problems = consistency_problems(self.model_dump())
         for city in self.cities.values():
             if city.timezone:
                 self._known_zone(city.timezone)
         # Every mistake at once: fixing a profile one error per load is slow. The mappings are checked
         # against the schema, so only once the schema can be derived.
-        problems = _schema_problems(self)
-        problems += _feature_problems(self) + ([] if problems else _mapping_problems(self))
+        schema = _schema_problems(self)
+        problems += schema + _feature_problems(self) + ([] if schema else _mapping_problems(self))
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -294,6 +376,13 @@ class Profile(_Strict):
     def period(self) -> timedelta:
         """The length of one period of the target's frequency."""
         return timedelta(days=1) if self.frequency == "daily" else timedelta(hours=1)
+
+    @property
+    def entity_word(self) -> str:
+        """What one entity is called in the page, API answers and emails: the entity key without
+        its id suffix (store_id: store, station_id: station, kiosk: kiosk)."""
+        word = re.sub(r"_?id$", "", self.entity_key).strip("_") or self.entity_key
+        return word.replace("_", " ")
 
     @property
     def model_covariates(self) -> dict[str, Covariate]:
@@ -368,6 +457,34 @@ class Profile(_Strict):
         if not fits:
             return None
         return max(fits, key=lambda item: len(item[1].source_columns))
+
+
+def consistency_problems(data: dict) -> list[str]:
+    """Rules between sections (frequency and horizon, lags and horizon, uploads that train), read
+    from the profile's raw table so they are reported together with missing or mistyped fields."""
+    problems = []
+    frequency = data.get("frequency")
+    horizon = data.get("horizon") or {}
+    windows = horizon.get("windows") or [] if isinstance(horizon, dict) else []
+    if frequency == "hourly" and not windows:
+        problems.append("an hourly profile needs horizon.windows (e.g. [[6, 12], [12, 18]], local hours)")
+    if frequency == "daily" and windows:
+        problems.append("a daily profile forecasts the next day: leave horizon.windows empty")
+    training = data.get("training") if isinstance(data.get("training"), dict) else {}
+    if "train" in (data.get("on_upload") or []) and (training.get("debounce_minutes") or 0) < 1:
+        problems.append(
+            "on_upload includes train but training.debounce_minutes is 0: every store's upload "
+            "would retrain its city; set debounce_minutes (e.g. 60) or train on the schedule only"
+        )
+    spans = [end - start for start, end in windows if isinstance(start, int) and isinstance(end, int)]
+    periods = max(spans, default=1)
+    features = data.get("features") if isinstance(data.get("features"), dict) else {}
+    lags = [lag for lag in features.get("lags") or [] if isinstance(lag, int)]
+    if lags and min(lags) < periods:
+        problems.append(
+            f"every lag must be >= the horizon ({periods} periods); features.lags has {min(lags)}"
+        )
+    return problems
 
 
 def _schema_problems(profile: Profile) -> list[str]:
@@ -498,10 +615,30 @@ def _mapping_problems(profile: Profile) -> list[str]:
                 f"{where} counts {' and '.join(COUNT_FIELDS)}, which the schema does not have "
                 f"(a {mapping.kind} mapping needs a schema with them, such as bikeshare_observation)"
             )
+        problems += _reshaping_problems(profile, where, mapping)
         if mapping.kind == "future" and not set(mapping.columns) & set(profile.known_covariates):
             readable = ", ".join(profile.known_covariates) or 'none (none is declared timing = "known")'
             problems.append(f"{where} reads no covariate known in advance; it may read {readable}")
     problems += _unread_covariates(profile)
+    return problems
+
+
+def _reshaping_problems(profile: Profile, where: str, mapping: ColumnMapping) -> list[str]:
+    """Mistakes in ``aggregate`` and ``time_of_day``: reducers for fields that are keys or not read,
+    reshaping a kind that does not hold one row per period, a time-of-day column read twice."""
+    problems = []
+    if (mapping.aggregate or mapping.time_of_day) and mapping.kind not in ("rows", "counts"):
+        problems.append(f"{where} sets aggregate or time_of_day, which only rows and counts mappings take")
+    keys = {GROUP_KEY, profile.entity_key, profile.time_column}
+    readable = [f for f in [*mapping.columns, *mapping.constants] if f not in keys]
+    problems += [
+        f"{where} aggregates {field!r}, which it does not read "
+        f"(it reads {', '.join(readable) or 'no values'})" + _did_you_mean(field, readable)
+        for field in mapping.aggregate
+        if field not in readable
+    ]
+    if mapping.time_of_day and mapping.time_of_day in mapping.columns.values():
+        problems.append(f"{where} reads column {mapping.time_of_day!r} as time_of_day and as a field")
     return problems
 
 
@@ -578,11 +715,16 @@ def parse_profile(text: str, source: str = "<profile>") -> Profile:
     """Parse and validate a TOML profile; raise :class:`ConfigError` naming the source and, one per
     line, every problem found."""
     try:
-        return Profile.model_validate(tomllib.loads(text))
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{source}: not valid TOML: {error}") from error
+    try:
+        return Profile.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(f"{source}: invalid profile:\n{_describe(error)}") from error
+        # Field errors stop the checks between sections: add those, so every mistake comes at once.
+        described = _describe(error)
+        extra = [f"  {p}" for p in consistency_problems(data) if p not in described]
+        raise ConfigError(f"{source}: invalid profile:\n" + "\n".join([described, *extra])) from error
 
 
 def _describe(error: ValidationError) -> str:

@@ -115,6 +115,21 @@ def new_token() -> tuple[str, str]:
     return token, hash_token(token)
 
 
+def grant(blobs: BlobStore, name: str, role: Role, entities: dict[str, list[str]] | None = None) -> str:
+    """Give ``name`` a new token in the bucket's map (``config/api_tokens.json``), replacing the
+    holder's old one; return the token (the map keeps only its digest)."""
+    try:
+        current = parse_token_map(blobs.read(layout.API_TOKENS), layout.API_TOKENS)
+    except NotFound:
+        current = TokenMap()
+    token, digest = new_token()
+    holder = Principal(sha256=digest, name=name, role=role, entities=entities or {})
+    kept = [p for p in current.tokens if p.name != name]
+    updated = TokenMap(tokens=[*kept, holder])
+    blobs.write(layout.API_TOKENS, json.dumps(updated.model_dump(mode="json"), indent=2).encode())
+    return token
+
+
 def parse_token_map(text: str | bytes, source: str = "token map") -> TokenMap:
     """Parse and validate a token map; raise :class:`TokenMapError` naming the source."""
     try:

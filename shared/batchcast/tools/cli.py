@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from batchcast.core import schemas
-from batchcast.core.config import Profile, comma_list, load_profile, profile_names
+from batchcast.core.config import Profile, comma_list, load_profile, parse_profile, profile_names
 from batchcast.core.errors import ConfigError
 from batchcast.core.messages import ScheduleTick, Topic
 from batchcast.core.obs import configure_logging
@@ -22,13 +25,22 @@ from batchcast.data import catalog, uploads
 from batchcast.entrypoints import job, runtime
 from batchcast.entrypoints.wiring import FUNCTIONS, route_for_subscription
 from batchcast.ops import status as status_report
+from batchcast.ops import tokens
 from batchcast.ports import FixedClock, SystemClock
+from batchcast.tools import profile_init, stack, synth
 from batchcast.tools import replay as replays
-from batchcast.tools import stack, synth
-from batchcast.tools.demo import DemoResult, prepare_root, run_demo
+from batchcast.tools.demo import DemoResult, forecast_entities, prepare_root, run_demo
 
 app = typer.Typer(help="batchcast: uploads in, fresh batch forecasts out.", no_args_is_help=True)
-console = Console()
+# Output that is not a terminal (a log, CI) gets no live spinners or timers and a wider page, so
+# table cells wrap whole words instead of being cut.
+console = Console() if sys.stdout.isatty() else Console(width=120)
+
+# Typer 0.29 prints a value type beside flags ("--json <bool>"); a flag takes no value: show none.
+_display_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = lambda self, ctx: (
+    None if self.is_flag else _display_type(self, ctx)
+)  # type: ignore[method-assign]
 
 RootOption = Annotated[
     Path | None,
@@ -79,6 +91,51 @@ EXIT_FAILED = 1  # a run failed, a message was dead-lettered or a training job f
 EXIT_USAGE = 2  # bad arguments (typer's own code)
 EXIT_FILE_REJECTED = 3  # nothing flowed: the file was rejected whole, or every row of it
 EXIT_ROWS_REJECTED = 4  # some rows were rejected; the others flowed
+
+
+@app.command()
+def init(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Your CSV file.")],
+    name: Annotated[str | None, typer.Option(help="Profile name (default: from the file name).")] = None,
+    entity: Annotated[str | None, typer.Option(help="Column naming the store/station.")] = None,
+    time: Annotated[str | None, typer.Option(help="Column holding the date or time.")] = None,
+    target: Annotated[str | None, typer.Option(help="Column to forecast (none: count rows).")] = None,
+    frequency: Annotated[str | None, typer.Option(help="daily or hourly (default: the file's step).")] = None,
+    city: Annotated[str | None, typer.Option(help="City of a file without a city column.")] = None,
+    country: Annotated[str | None, typer.Option(help="The city's country (holidays), e.g. US.")] = None,
+    timezone: Annotated[str | None, typer.Option(help="Time zone of the file's times.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Profile to write (default: profiles/<name>.toml).")
+    ] = None,
+    now: NowOption = None,
+) -> None:
+    """Inspect a CSV file, write a commented profile that reads it, and dry-run a partition of it.
+
+    Asks (at a terminal) only what the file cannot tell; pass the options to script it.
+    """
+    answers = profile_init.Answers(name, entity, time, target, frequency, city, country, timezone)
+    try:
+        found = profile_init.inspect_file(file, answers)
+        if sys.stdin.isatty():
+            asked = profile_init.ask(answers, found)
+            if asked.frequency != found.frequency:
+                found = profile_init.inspect_file(file, asked)
+            answers = asked
+        text = profile_init.profile_text(found, answers)
+    except profile_init.InitError as error:
+        raise typer.BadParameter(str(error)) from error
+    profile = parse_profile(text, "the generated profile")  # a ConfigError here is a bug in init
+    written = out or Path("profiles") / f"{profile.name}.toml"
+    written.parent.mkdir(parents=True, exist_ok=True)
+    written.write_text(text)
+    dry = profile_init.dry_partition(file, profile, job.aware(now) or datetime.now(UTC))
+    for line in profile_init.summary(found, written, dry):
+        console.print(line, markup=False, soft_wrap=True)
+    console.print(
+        f"next: BATCHCAST_PROFILE_DIR={written.parent} batchcast upload {file}", markup=False, soft_wrap=True
+    )
+    if dry.file_errors or not dry.rows_accepted:
+        raise typer.Exit(3)
 
 
 @app.command()
@@ -207,13 +264,22 @@ def demo(
 
 
 def _progress() -> Progress:
+    """Live runs per function at a terminal; elsewhere nothing live (the steps table has the times).
+    No elapsed column: a task's clock runs from its first run to the end, not the function's time."""
     return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
+        SpinnerColumn(), TextColumn("{task.description}"), console=console, disable=not console.is_terminal
     )
+
+
+@contextmanager
+def _working(text: str) -> Iterator[None]:
+    """A spinner at a terminal; one plain line elsewhere."""
+    if console.is_terminal:
+        with console.status(text):
+            yield
+    else:
+        console.print(text, markup=False)
+        yield
 
 
 def _drain_with_progress(deployment: runtime.Runtime) -> int:
@@ -221,13 +287,13 @@ def _drain_with_progress(deployment: runtime.Runtime) -> int:
     if not job.is_local(deployment):
         console.print("published; the deployment's functions take it from here (see batchcast status)")
         return 0
-    with console.status("running the pipeline…"):
+    with _working("running the pipeline…"):
         deployment.bus.drain()
     launched = deployment.ports.jobs.processes if deployment.ports.jobs else []
     if not launched:
         return 0
     # Training jobs are separate processes that run their cities' predictions themselves.
-    with console.status(f"waiting for {len(launched)} training job(s)…"):
+    with _working(f"waiting for {len(launched)} training job(s)…"):
         codes = deployment.ports.jobs.wait()
     console.print(f"training jobs finished with exit codes {codes}; logs in {runtime.STATE_DIR}/jobs/")
     return sum(1 for code in codes if code)
@@ -276,7 +342,16 @@ def _print_demo(result: DemoResult) -> None:
     )
     console.print(f"outputs: {result.root}/ (predictions/, results/, metrics/, models/, runs/, status/)")
     if result.chart:
-        console.print(f"chart:   {result.chart}")
+        console.print(f"chart:   {result.chart} (P50 and P10–P90 band against the backtest's actuals)")
+    if result.manager_token:
+        console.print(
+            f"managers' page: run   batchcast serve --root {result.root}\n"
+            f"                open  http://127.0.0.1:8080/#token={result.manager_token}\n"
+            f"                (token of demo-manager, who sees {', '.join(result.manager_entities)}; "
+            f"its digest is in {result.root}/config/api_tokens.json)",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _fmt(value: float | None) -> str:
@@ -418,6 +493,25 @@ def rerun(
         deployment.ports.bus.publish(Topic.SCHEDULE, tick)
         _drain_with_progress(deployment)
     _print_runs(deployment)
+
+
+@app.command()
+def grant(
+    name: Annotated[str, typer.Argument(help="Who gets the token (a manager's name).")],
+    dataset: Annotated[str, typer.Option(help="The dataset whose entities they may see.")],
+    entity: Annotated[
+        list[str] | None, typer.Option(help="An entity they may see (repeat; default: all with a forecast).")
+    ] = None,
+    root: RootOption = None,
+) -> None:
+    """Give a manager a token for the page; the bucket's token map keeps only its digest."""
+    blobs = job.deployment(root).ports.blobs
+    entities = entity or forecast_entities(blobs, dataset)
+    if not entities:
+        raise typer.BadParameter(f"dataset {dataset!r} has no forecasts yet: upload its data first")
+    token = tokens.grant(blobs, name, "manager", {dataset: entities})
+    console.print(f"{name} may see {len(entities)} of {dataset}: {', '.join(entities[:10])}", markup=False)
+    console.print(f"token: {token}\nopen:  http://127.0.0.1:8080/#token={token}  (after batchcast serve)")
 
 
 @app.command()

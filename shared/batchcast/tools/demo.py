@@ -15,11 +15,13 @@ from datetime import date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
 
+from batchcast.core import layout
 from batchcast.core.config import Profile
 from batchcast.core.messages import Topic
 from batchcast.data import uploads
 from batchcast.entrypoints import runtime
-from batchcast.ports import FixedClock
+from batchcast.ops import tokens
+from batchcast.ports import BlobStore, FixedClock
 from batchcast.tools import report, synth
 
 Progress = Callable[[str, int], None]  # (function, deliveries so far)
@@ -40,6 +42,8 @@ class DemoResult:
     step_runs: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
     chart: Path | None = None
+    manager_token: str = ""  # a demo manager's token for the page, and what it may see
+    manager_entities: list[str] = field(default_factory=list)
 
 
 def demo_clock(profile: Profile, last_day: date) -> datetime:
@@ -103,4 +107,19 @@ def run_demo(
     result.chart = report.plot_forecasts(
         deployment.ports.blobs, profile, root / f"forecast-{profile.name}.png"
     )
+    result.manager_token, result.manager_entities = grant_demo_manager(deployment.ports.blobs, profile)
     return result
+
+
+DEMO_MANAGER_ENTITIES = 5  # what the demo manager sees: the first entities with a forecast
+
+
+def grant_demo_manager(blobs: BlobStore, profile: Profile) -> tuple[str, list[str]]:
+    """Give ``demo-manager`` a token for the first entities with a forecast; return it and them."""
+    entities = forecast_entities(blobs, profile.name)[:DEMO_MANAGER_ENTITIES]
+    return tokens.grant(blobs, "demo-manager", "manager", {profile.name: entities}), entities
+
+
+def forecast_entities(blobs: BlobStore, dataset: str) -> list[str]:
+    """The ids of a dataset's entities that have a forecast in ``results/``, sorted."""
+    return sorted(layout.parse_results(info.name)[1] for info in blobs.list(layout.results_prefix(dataset)))
