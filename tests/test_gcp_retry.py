@@ -251,6 +251,19 @@ def test_an_upload_the_emulator_finishes_early_is_deleted_not_left_truncated(fau
     assert blobs.stat("o/cut.bin") is None
 
 
+@pytest.mark.parametrize("create_only", [True, False])
+def test_a_conditional_write_whose_answer_was_lost_finds_its_own_write_and_succeeds(faulty, create_only):
+    blobs, adapter = faulty
+    current = None if create_only else blobs.write("o/a.bin", b"v1")
+    adapter.inject([_lost_answer], _on("POST", r"/upload/"))
+    generation = blobs.write("o/a.bin", b"v2", if_generation_match=0 if create_only else current)
+    # The retry met 412 (the first try had written); the bytes there are its own, so it is done.
+    assert adapter.faults_met() == ["_lost_answer"]
+    assert blobs.read("o/a.bin") == b"v2" and blobs.stat("o/a.bin").generation == generation
+    with pytest.raises(PreconditionFailed):  # while a write that really lost still fails
+        blobs.write("o/a.bin", b"v3", if_generation_match=0 if create_only else current)
+
+
 def test_five_faults_in_a_row_give_up_with_a_transient_error_naming_the_object(faulty):
     blobs, adapter = faulty
     blobs.write("o/a.bin", DATA)

@@ -16,6 +16,7 @@ precondition, a missing object, a 403 — surfaces at once. Every call goes thro
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import io
 import itertools
@@ -176,19 +177,37 @@ class GcsBlobStore:
         metadata: dict[str, str] | None = None,
         content_type: str | None = None,
     ) -> int:
+        tries = 0
+
         def upload() -> int:
+            nonlocal tries
+            tries += 1
             blob = self._bucket.blob(name)
             if metadata:
                 blob.metadata = metadata
-            blob.upload_from_string(
-                data,
-                content_type=content_type or "application/octet-stream",
-                if_generation_match=if_generation_match,
-                retry=None,
-            )
+            try:
+                blob.upload_from_string(
+                    data,
+                    content_type=content_type or "application/octet-stream",
+                    if_generation_match=if_generation_match,
+                    retry=None,
+                )
+            except api.PreconditionFailed:
+                # A retry whose earlier try reached the server but lost its answer finds its own
+                # write there: the same bytes mean it is done, not that someone else won.
+                landed = self._generation_holding(name, data) if tries > 1 else None
+                if landed is None:
+                    raise
+                return landed
             return int(blob.generation)
 
         return self._call(upload, name)
+
+    def _generation_holding(self, name: str, data: bytes) -> int | None:
+        """The object's generation if it holds exactly ``data`` (by MD5), else None."""
+        blob = self._bucket.get_blob(name, retry=None)
+        digest = base64.b64encode(hashlib.md5(data).digest()).decode()
+        return int(blob.generation) if blob is not None and blob.md5_hash == digest else None
 
     def write_from(
         self,
