@@ -11,6 +11,7 @@ TransientError naming the object; permanent errors are raised at the first answe
 from __future__ import annotations
 
 import io
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -268,9 +269,29 @@ def test_five_faults_in_a_row_give_up_with_a_transient_error_naming_the_object(f
     blobs, adapter = faulty
     blobs.write("o/a.bin", DATA)
     adapter.inject([_status(500)] * RETRY.attempts, _on("GET", r"alt=media"))
-    with pytest.raises(TransientError, match=rf"gs://{blobs.bucket}/o/a\.bin: gave up after 5 attempts"):
-        blobs.read("o/a.bin")
+    lines = _RetryLines()
+    gcp.RETRY_LOG.addHandler(lines)
+    try:
+        with pytest.raises(TransientError, match=rf"gs://{blobs.bucket}/o/a\.bin: gave up after 5 attempts"):
+            blobs.read("o/a.bin")
+    finally:
+        gcp.RETRY_LOG.removeHandler(lines)
     assert len(adapter.faults_met()) == RETRY.attempts
+    # Each retry left a line an operator can count (the last attempt's failure is the error itself).
+    assert [r.fields["attempt"] for r in lines.records] == [1, 2, 3, 4]
+    assert all(
+        r.fields["metric"] == "batchcast_retry" and "InternalServerError" in r.getMessage()
+        for r in lines.records
+    )
+
+
+class _RetryLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ import http.client
 import io
 import itertools
 import json
+import logging
 import os
 import random
 import time
@@ -69,6 +70,7 @@ class RetryPolicy:
 
 
 RETRY = RetryPolicy()
+RETRY_LOG = logging.getLogger("batchcast.retry")
 
 # HTTP statuses and exceptions worth retrying: rate limits, server errors, the network.
 TRANSIENT_API_ERRORS = (
@@ -132,6 +134,10 @@ def with_retries(
                 raise
             if attempt == attempts:
                 raise TransientError(f"{what}: gave up after {attempts} attempts: {error}") from error
+            # One line per retry (metric "batchcast_retry"): an operator sees faults that retries hid.
+            fields = {"metric": "batchcast_retry", "call": what, "attempt": attempt}
+            message = f"{what}: retrying after {type(error).__name__}: {error}"
+            RETRY_LOG.warning(message, extra={"fields": fields})
             sleep(policy.delay(attempt))
     raise AssertionError("unreachable")
 
