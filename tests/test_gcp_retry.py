@@ -28,7 +28,7 @@ from google.pubsub_v1.services.publisher.transports import PublisherGrpcTranspor
 
 from batchcast.backends import gcp
 from batchcast.backends.gcp import RETRY, GcsBlobStore, PubSubBus, RetryPolicy
-from batchcast.core.messages import ScheduleTick
+from batchcast.core.messages import PredictRequest, ScheduleTick
 from batchcast.data import storage as blob_helpers
 from batchcast.ports import NotFound, PreconditionFailed, TransientError
 
@@ -366,10 +366,25 @@ TICK = ScheduleTick(dataset="retail", actions=["notify"], logical_time=datetime(
 C = grpc.StatusCode
 
 
-def test_publish_survives_four_faults_in_a_row(faulty_bus):
+# A city's messages carry an ordering key, which a failed publish pauses until it is resumed.
+REQUEST = PredictRequest(
+    dataset="retail",
+    city="berlin",
+    shard=0,
+    shards=1,
+    model_version="v0",
+    target_start=datetime(2026, 3, 3),
+    target_end=datetime(2026, 3, 4),
+    entities=["1"],
+    logical_time=datetime(2026, 3, 2, tzinfo=UTC),
+)
+
+
+@pytest.mark.parametrize("message", [TICK, REQUEST], ids=["no-ordering-key", "ordering-key"])
+def test_publish_survives_four_faults_in_a_row(faulty_bus, message):
     bus, interceptor, topic = faulty_bus
     interceptor.plan = [C.UNAVAILABLE, C.RESOURCE_EXHAUSTED, C.INTERNAL, C.DEADLINE_EXCEEDED]
-    assert bus.publish(topic, TICK)
+    assert bus.publish(topic, message)
     assert interceptor.publishes == 5 and interceptor.plan == []
 
 
