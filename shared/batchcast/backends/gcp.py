@@ -5,7 +5,7 @@ The same code talks to Google Cloud and to the local emulators: the clients hono
 credentials.
 
 Retries are ours, not the clients' (``retry=None`` on every storage and publish call), so exactly
-the failures :func:`is_transient` names are retried, with the backoff :data:`RETRY` sets: 429, 5xx,
+the failures :func:`is_transient` names are retried, with the backoff :data:`RETRY` sets: 408, 429, 5xx,
 connection errors (a reset halfway through a body too) and timeouts. Anything else — a failed
 precondition, a missing object, a 403 — surfaces at once. Every call goes through
 :func:`with_retries`, one request at a time: a streamed read re-requests the range it had reached
