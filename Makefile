@@ -33,11 +33,12 @@ demo: $(STAMP)
 demo-bikeshare: $(STAMP)
 	$(BIN)/batchcast demo --profile bikeshare --root demo-output-bikeshare
 
-# Lint, then every test. pytest's exit code 5 means it collected no test at all: that is a
-# broken test setup, never a pass.
+# Lint, check the import rules (pyproject's [tool.importlinter]), then every test. pytest's exit
+# code 5 means it collected no test at all: that is a broken test setup, never a pass.
 test: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
 	exit $$status

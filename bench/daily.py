@@ -75,7 +75,7 @@ from batchcast.data import catalog, dataset, storage, uploads
 from batchcast.entrypoints import runtime
 from batchcast.ops import training
 from batchcast.ports import FixedClock
-from batchcast.steps import RunContext, StepResult, partition, train_trigger
+from batchcast.steps import RunContext, partition
 from batchcast.tools import synth
 from batchcast.tools.counting import CountingBlobStore, Operation, Tally
 
@@ -438,9 +438,8 @@ def largest_shards(blobs: Any, profile: Profile, at: datetime, scale: float) -> 
         if not stores:
             continue
         copies = {f"copy-{i}": stores[i % len(stores)] for i in range(round(scale * len(stores)))}
-        planned = StepResult()
-        train_trigger.add_predict_requests(profile, city, "target", copies, tick, planned)
-        largest[city] = max(len(request.entities) for request in planned.messages)
+        planned = training.predict_requests(profile, city, "target", copies, tick)
+        largest[city] = max(len(request.entities) for request in planned)
     return largest
 
 
@@ -656,9 +655,8 @@ def run_bench(args: argparse.Namespace, days: list[int], scratch: Path, root: Pa
     if len(days) > 2:
         before = days[-2]
         print_ratios(
-            f"ratio day {last:,} / day {before:,}: training reads its {profile.training.window}-day window "
-            f"plus a {training.lookback(profile)}-day look-back, full from day "
-            f"{profile.training.window + training.lookback(profile):,} on",
+            f"ratio day {last:,} / day {before:,}: training reads its {profile.training.window}-day window, "
+            f"the backtest folds and the look-back, full from day {training.history_periods(profile):,} on",
             summaries[last],
             summaries[before],
             1.2,

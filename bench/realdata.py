@@ -145,12 +145,13 @@ def run_batchcast(csv: Path, profiles: Path, root: Path) -> dict:
     """Upload the user's CSV to an embedded deployment at the first midnight after the data and
     let everything run; return the trained model's metadata and its backtest points."""
     os.environ["BATCHCAST_PROFILE_DIR"] = str(profiles)
-    from batchcast.core import layout, schemas
+    from batchcast.core import layout
     from batchcast.core.config import load_profile
     from batchcast.core.obs import configure_logging
+    from batchcast.core.schemas.frames import read_frame
     from batchcast.data import uploads
     from batchcast.entrypoints import runtime
-    from batchcast.ops import training
+    from batchcast.ops import models
     from batchcast.ports import FixedClock
 
     configure_logging(open(root.parent / "batchcast-log.jsonl", "w"))  # noqa: SIM115 - lives with the process
@@ -162,12 +163,12 @@ def run_batchcast(csv: Path, profiles: Path, root: Path) -> dict:
     deployment.bus.drain()
     seconds = time.perf_counter() - started
     failed = {f: r.errors for f, r in deployment.results if r.status in ("failed", "partial")}
-    ref = training.latest(deployment.ports.blobs, profile, CITY)
+    ref = models.latest(deployment.ports.blobs, profile, CITY)
     if failed or ref is None:
         raise SystemExit(f"the pipeline did not train: {failed}")
     folder = layout.model_dir(PROFILE, CITY, ref.version)
-    metadata = training.read_metadata(deployment.ports.blobs, profile, CITY, ref.version)
-    points = schemas.read_frame(deployment.ports.blobs.read(folder + metadata["backtest_file"]), "backtest")
+    metadata = models.read_metadata(deployment.ports.blobs, profile, CITY, ref.version)
+    points = read_frame(deployment.ports.blobs.read(folder + metadata["backtest_file"]), "backtest")
     return {"metadata": metadata, "points": points, "seconds": seconds}
 
 

@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 
 from batchcast.core.config import Profile, load_profile
-from batchcast.core.obs import run_logger
 from batchcast.entrypoints import runtime
 from batchcast.ports import FixedClock
-from batchcast.steps import RunContext
 
 
 @pytest.fixture
@@ -27,11 +25,6 @@ def clock() -> FixedClock:
 @pytest.fixture
 def deployment(tmp_path: Path, clock: FixedClock) -> runtime.Runtime:
     return runtime.embedded(tmp_path / "bucket", clock=clock, backoff_seconds=0.001)
-
-
-@pytest.fixture
-def run_context() -> RunContext:
-    return RunContext("test-run", "test", run_logger("test", "test-run", None, None))
 
 
 @pytest.fixture(scope="module")

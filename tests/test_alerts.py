@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from factories import predict_request
 from typer.testing import CliRunner
 
 from batchcast.backends.smtp import SmtpMailer, SmtpRejected
@@ -28,7 +29,7 @@ from batchcast.core.messages import ScheduleTick, Topic
 from batchcast.core.obs import configure_logging
 from batchcast.data import uploads
 from batchcast.entrypoints import runtime
-from batchcast.ops import training
+from batchcast.ops import models, training
 from batchcast.ports import FixedClock, TransientError
 from batchcast.tools import synth
 from batchcast.tools.cli import app
@@ -354,8 +355,8 @@ def test_predict_failing_for_one_city_alerts_its_managers_once_and_shows_in_stat
 
     def corrupt_munich(delivery, error, seconds) -> None:
         if delivery.subscription.startswith("train-trigger") and not corrupted:
-            munich = training.latest(deployment.ports.blobs, profile, "munich")
-            metadata = training.read_metadata(deployment.ports.blobs, profile, "munich", munich.version)
+            munich = models.latest(deployment.ports.blobs, profile, "munich")
+            metadata = models.read_metadata(deployment.ports.blobs, profile, "munich", munich.version)
             name = layout.model_dir("retail", "munich", munich.version) + metadata["model_file"]
             corrupted[name] = deployment.ports.blobs.read(name)
             deployment.ports.blobs.write(name, corrupted[name][:-64] + b"\0" * 64)
@@ -507,21 +508,10 @@ def test_a_failed_first_training_is_the_reason_and_status_shows_it(tmp_path, mon
 
 
 def test_long_runs_are_kept_in_the_outcomes_and_reported(tmp_path):
-    from batchcast.core.messages import PredictRequest
     from batchcast.ops import outcomes, status
 
     deployment = _deployment(tmp_path, FixedClock(MIDNIGHT))
-    request = PredictRequest(
-        dataset="retail",
-        city="paris",
-        shard=0,
-        shards=1,
-        model_version="v1",
-        target_start=datetime(2026, 3, 2),
-        target_end=datetime(2026, 3, 3),
-        entities=["7"],
-        logical_time=MIDNIGHT,
-    )
+    request = predict_request(city="paris", shards=1, entities=["7"], logical_time=MIDNIGHT)
     for run_id, seconds in (("r1", 12.0), ("r2", 734.5)):
         record = {
             "run_id": run_id,

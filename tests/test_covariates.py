@@ -19,6 +19,7 @@ from batchcast.core import config, layout, schemas
 from batchcast.core.config import Profile, load_profile, parse_profile
 from batchcast.core.errors import ConfigError
 from batchcast.core.messages import ScheduleTick, Topic
+from batchcast.core.schemas.frames import read_frame, write_frame
 from batchcast.data import future, uploads
 from batchcast.data.validation import validate_upload
 from batchcast.entrypoints import runtime
@@ -129,31 +130,29 @@ def test_the_shipped_profiles_derive_exactly_their_shipped_schemas() -> None:
 
 def test_a_file_written_before_a_covariate_was_declared_reads_with_nulls() -> None:
     frame = _one_store_day()
-    older = schemas.write_frame("retail_observation", frame)
-    back = schemas.read_frame(older, schemas.observation(_retail_plus_humidity()))
+    older = write_frame("retail_observation", frame)
+    back = read_frame(older, schemas.observation(_retail_plus_humidity()))
     assert back.loc[0, "sales"] == 10.0 and back["humidity"].isna().all()
 
 
 def test_a_covariate_no_longer_declared_is_ignored_when_reading() -> None:
-    newer = schemas.write_frame(
-        schemas.observation(_retail_plus_humidity()), _one_store_day().assign(humidity=71.0)
-    )
-    back = schemas.read_frame(newer, schemas.observation(load_profile("retail")))
+    newer = write_frame(schemas.observation(_retail_plus_humidity()), _one_store_day().assign(humidity=71.0))
+    back = read_frame(newer, schemas.observation(load_profile("retail")))
     assert "humidity" not in back.columns and back.loc[0, "sales"] == 10.0
 
 
 def test_a_covariate_whose_type_changed_incompatibly_fails_loudly() -> None:
     as_number = parse_profile(shop(('type = "boolean"', 'type = "number"')))
-    data = schemas.write_frame(schemas.observation(as_number), _one_sku_day().assign(closed=0.5))
+    data = write_frame(schemas.observation(as_number), _one_sku_day().assign(closed=0.5))
     with pytest.raises(schemas.SchemaMismatch, match="incompatible"):
-        schemas.read_frame(data, schemas.observation(parse_profile(SHOP)))  # closed: number -> boolean
+        read_frame(data, schemas.observation(parse_profile(SHOP)))  # closed: number -> boolean
 
 
 def test_an_integer_covariate_declared_a_number_later_reads_promoted() -> None:
     as_integer = parse_profile(shop(('type = "boolean"', 'type = "integer"')))
-    data = schemas.write_frame(schemas.observation(as_integer), _one_sku_day().assign(closed=3))
+    data = write_frame(schemas.observation(as_integer), _one_sku_day().assign(closed=3))
     as_number = parse_profile(shop(('type = "boolean"', 'type = "number"')))
-    assert schemas.read_frame(data, schemas.observation(as_number)).loc[0, "closed"] == 3.0
+    assert read_frame(data, schemas.observation(as_number)).loc[0, "closed"] == 3.0
 
 
 def _retail_plus_humidity() -> Profile:

@@ -25,7 +25,7 @@ from batchcast.core.config import Profile
 from batchcast.core.messages import ScheduleTick, Topic
 from batchcast.data import catalog, dataset, uploads
 from batchcast.entrypoints import runtime
-from batchcast.ops import training
+from batchcast.ops import models, training
 from batchcast.ports import FixedClock
 from batchcast.tools import synth
 from batchcast.tools.cli import app
@@ -325,7 +325,7 @@ def test_racing_trainings_of_one_version_leave_a_model_that_matches_its_checksum
     city = "berlin" if catalog.read(blobs, profile, "berlin") else "munich"
     data = catalog.read(blobs, profile, city)
     at = deployment.ports.clock.now() + timedelta(hours=5)
-    ref = training.ModelRef(training.version_name(at, "f" * 64), "f" * 64, at.isoformat())
+    ref = models.ModelRef(models.version_name(at, "f" * 64), "f" * 64, at.isoformat())
     folder = layout.model_dir(profile.name, city, ref.version)
     # Training A writes its artifacts, then stalls until training B has finished and registered
     # the version; B trained with other settings, so their model bytes differ.
@@ -344,7 +344,7 @@ def test_racing_trainings_of_one_version_leave_a_model_that_matches_its_checksum
 
     def train(name: str, settings: Profile) -> None:
         training._train_and_store(blobs, settings, city, data, ref, folder)
-        written[name] = json.loads(blobs.read(folder + training.METADATA_FILE))["model_file"]
+        written[name] = json.loads(blobs.read(folder + models.METADATA_FILE))["model_file"]
         if name == "B":
             b_done.set()
 
@@ -354,7 +354,7 @@ def test_racing_trainings_of_one_version_leave_a_model_that_matches_its_checksum
     a.join()
     model_files = [i.name for i in blobs.list(folder) if "/model-" in i.name]
     assert len(model_files) == 2  # both trainings wrote their own model, neither overwrote the other
-    metadata = json.loads(blobs.read(folder + training.METADATA_FILE))
+    metadata = json.loads(blobs.read(folder + models.METADATA_FILE))
     training._loaded.clear()
     _, loaded = training.load_model(blobs, profile, city, ref.version)  # checksum verified
     assert loaded == metadata and written == {"A": metadata["model_file"], "B": metadata["model_file"]}

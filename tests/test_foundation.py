@@ -7,6 +7,7 @@ import json
 from datetime import UTC, date, datetime
 
 import pytest
+from factories import predict_request
 
 from batchcast.core import layout
 from batchcast.core.config import load_profile, parse_profile
@@ -15,16 +16,16 @@ from batchcast.core.events import PUBSUB_PUBLISHED, STORAGE_FINALIZED, message_f
 from batchcast.core.messages import (
     InvalidMessage,
     ObjectFinalized,
-    PredictRequest,
     ScheduleTick,
     Topic,
     decode,
     encode,
 )
+from batchcast.core.schemas.frames import read_frame, write_frame
 from batchcast.core.settings import Settings
 from batchcast.data import storage
 from batchcast.data.sharding import plan_shards
-from batchcast.ports import PreconditionFailed
+from batchcast.ports import PreconditionFailed, chunks_stream
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -84,23 +85,8 @@ def test_intraday_shards_carry_the_window_so_windows_never_collide():
 # -- messages --------------------------------------------------------------------------------------
 
 
-def _request(**changes) -> PredictRequest:
-    fields = dict(
-        dataset="retail",
-        city="berlin",
-        shard=0,
-        shards=2,
-        model_version="v1",
-        target_start=datetime(2026, 3, 2),
-        target_end=datetime(2026, 3, 3),
-        entities=["1", "2"],
-        logical_time=T0,
-    )
-    return PredictRequest(**(fields | changes))
-
-
 def test_messages_round_trip_with_attributes():
-    message = _request()
+    message = predict_request()
     data, attributes = encode(message)
     assert attributes["kind"] == "predict-request" and attributes["city"] == "berlin"
     assert json.loads(data)["schema_version"] == 1
@@ -108,8 +94,8 @@ def test_messages_round_trip_with_attributes():
 
 
 def test_idempotency_key_ignores_the_publisher_but_not_the_meaning():
-    assert _request(run_id="a").idempotency_key == _request(run_id="b").idempotency_key
-    assert _request().idempotency_key != _request(shard=1).idempotency_key
+    assert predict_request(run_id="a").idempotency_key == predict_request(run_id="b").idempotency_key
+    assert predict_request().idempotency_key != predict_request(shard=1).idempotency_key
 
 
 @pytest.mark.parametrize(
@@ -128,7 +114,7 @@ def test_bodies_that_break_the_contract_are_invalid(body):
 
 
 def test_attributes_that_disagree_with_the_body_are_invalid():
-    data, attributes = encode(_request())
+    data, attributes = encode(predict_request())
     with pytest.raises(InvalidMessage, match="disagrees"):
         decode(data, attributes | {"city": "munich"})
 
@@ -271,10 +257,10 @@ def test_streamed_writes_and_copies_keep_preconditions_and_content(deployment):
     seen = []
     blobs.on_finalize("rejected/", seen.append)
     data = b"x" * (3 << 20)
-    first = blobs.write_from("a/x.csv", storage.chunks_stream([data[:5], data[5:]]), if_generation_match=0)
+    first = blobs.write_from("a/x.csv", chunks_stream([data[:5], data[5:]]), if_generation_match=0)
     assert blobs.read("a/x.csv") == data and blobs.stat("a/x.csv").generation == first
     with pytest.raises(PreconditionFailed):
-        blobs.write_from("a/x.csv", storage.chunks_stream([b"other"]), if_generation_match=0)
+        blobs.write_from("a/x.csv", chunks_stream([b"other"]), if_generation_match=0)
     assert blobs.read("a/x.csv") == data and list(blobs.list("a/")) == [blobs.stat("a/x.csv")]  # no leftovers
     blobs.write("a/y.csv", b"y", metadata={"dataset": "retail"}, content_type="text/csv")
     blobs.copy("a/y.csv", "rejected/y.csv", if_generation_match=0)
@@ -287,10 +273,10 @@ def test_streamed_writes_and_copies_keep_preconditions_and_content(deployment):
     assert storage.copy_once(blobs, "a/y.csv", "rejected/y.csv") is False
     with pytest.raises(storage.ConflictingWrite):
         storage.copy_once(blobs, "a/x.csv", "rejected/y.csv")
-    assert storage.write_once_from(blobs, "b/z.csv", lambda: storage.chunks_stream([b"z"])) is True
-    assert storage.write_once_from(blobs, "b/z.csv", lambda: storage.chunks_stream([b"z"])) is False
+    assert storage.write_once_from(blobs, "b/z.csv", lambda: chunks_stream([b"z"])) is True
+    assert storage.write_once_from(blobs, "b/z.csv", lambda: chunks_stream([b"z"])) is False
     with pytest.raises(storage.ConflictingWrite):
-        storage.write_once_from(blobs, "b/z.csv", lambda: storage.chunks_stream([b"Z"]))
+        storage.write_once_from(blobs, "b/z.csv", lambda: chunks_stream([b"Z"]))
 
 
 def test_update_json_retries_when_someone_wrote_in_between(deployment):
@@ -371,15 +357,13 @@ def test_avro_files_declare_logical_types_for_external_readers():
     import fastavro
     import pandas as pd
 
-    from batchcast.core import schemas
-
     frame = pd.DataFrame(
         {"store_id": ["1"], "city": ["berlin"], "date": [pd.Timestamp("2026-03-01")], "sales": [10.0]}
     )
-    data = schemas.write_frame("retail_observation", frame)
+    data = write_frame("retail_observation", frame)
     header = {f["name"]: f["type"] for f in fastavro.reader(io.BytesIO(data)).writer_schema["fields"]}
     assert header["date"] == {"type": "int", "logicalType": "date"}  # BigQuery reads a DATE, not an INT
-    back = schemas.read_frame(data, "retail_observation")
+    back = read_frame(data, "retail_observation")
     assert back.loc[0, "date"] == pd.Timestamp("2026-03-01") and pd.isna(back.loc[0, "temp"])
 
 
@@ -410,7 +394,7 @@ def test_a_file_of_an_older_compatible_schema_version_reads_with_defaults():
             }
         ],
     )
-    frame = schemas.read_frame(buffer.getvalue(), "retail_observation")
+    frame = read_frame(buffer.getvalue(), "retail_observation")
     assert frame.loc[0, "sales"] == 5.0 and frame["temp"].isna().all() and frame["promo"].isna().all()
 
 
@@ -425,4 +409,4 @@ def test_a_file_of_an_incompatible_schema_is_refused():
     buffer = io.BytesIO()
     fastavro.writer(buffer, fastavro.parse_schema(other), [{"store_id": 1}])
     with pytest.raises(schemas.SchemaMismatch):
-        schemas.read_frame(buffer.getvalue(), "retail_observation")
+        read_frame(buffer.getvalue(), "retail_observation")

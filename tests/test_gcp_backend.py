@@ -18,7 +18,7 @@ from google.cloud import pubsub_v1
 from batchcast.backends.gcp import GcsBlobStore, PubSubBus, is_transient, storage_client, with_retries
 from batchcast.core.messages import ScheduleTick, Topic, decode
 from batchcast.data import storage
-from batchcast.ports import NotFound, PreconditionFailed, TransientError
+from batchcast.ports import NotFound, PreconditionFailed, TransientError, chunks_stream
 from batchcast.tools.stack import free_port
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -83,15 +83,13 @@ def test_open_streams_large_objects_and_list_is_in_name_order(blobs):
 def test_streamed_writes_and_copies_keep_preconditions_and_content(blobs):
     data = bytes(range(256)) * 50_000  # ~12 MB: more than one resumable-upload piece
     pieces = (data[i : i + 999_983] for i in range(0, len(data), 999_983))
-    first = blobs.write_from(
-        "big/x.csv", storage.chunks_stream(pieces), if_generation_match=0, metadata={"a": "1"}
-    )
+    first = blobs.write_from("big/x.csv", chunks_stream(pieces), if_generation_match=0, metadata={"a": "1"})
     assert blobs.read("big/x.csv") == data and blobs.stat("big/x.csv").generation == first
     # Content of one piece goes in one request (GCS checks a resumable upload's precondition when it
     # completes, which fake-gcs-server before 2026-07 skipped: the small case shows the promise here).
-    small = blobs.write_from("small/x.csv", storage.chunks_stream([b"a,", b"b\n"]), if_generation_match=0)
+    small = blobs.write_from("small/x.csv", chunks_stream([b"a,", b"b\n"]), if_generation_match=0)
     with pytest.raises(PreconditionFailed):
-        blobs.write_from("small/x.csv", storage.chunks_stream([b"other"]), if_generation_match=0)
+        blobs.write_from("small/x.csv", chunks_stream([b"other"]), if_generation_match=0)
     assert blobs.read("small/x.csv") == b"a,b\n" and blobs.stat("small/x.csv").generation == small
     # Copies are rewrites inside the bucket (fake-gcs-server does not check their preconditions).
     assert storage.copy_once(blobs, "big/x.csv", "rejected/x.csv") is True
@@ -104,9 +102,9 @@ def test_streamed_writes_and_copies_keep_preconditions_and_content(blobs):
     assert blobs.stat("rejected/x.csv").generation == generation
     with pytest.raises(storage.ConflictingWrite):
         storage.copy_once(blobs, "small/x.csv", "rejected/x.csv")
-    assert storage.write_once_from(blobs, "big/x.csv", lambda: storage.chunks_stream([data])) is False
+    assert storage.write_once_from(blobs, "big/x.csv", lambda: chunks_stream([data])) is False
     with pytest.raises(storage.ConflictingWrite):
-        storage.write_once_from(blobs, "big/x.csv", lambda: storage.chunks_stream([b"other"]))
+        storage.write_once_from(blobs, "big/x.csv", lambda: chunks_stream([b"other"]))
 
 
 def test_an_upload_validates_from_a_gcs_stream_reading_back_its_rejected_rows(blobs):

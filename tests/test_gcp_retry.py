@@ -30,7 +30,7 @@ from batchcast.backends import gcp
 from batchcast.backends.gcp import RETRY, GcsBlobStore, PubSubBus, RetryPolicy
 from batchcast.core.messages import PredictRequest, ScheduleTick
 from batchcast.data import storage as blob_helpers
-from batchcast.ports import NotFound, PreconditionFailed, TransientError
+from batchcast.ports import NotFound, PreconditionFailed, TransientError, chunks_stream
 
 PIECE = 256 * 1024  # the smallest resumable-upload piece: four of them make a 1 MiB object
 DATA = bytes(range(256)) * (4 * PIECE // 256)
@@ -227,7 +227,7 @@ def test_a_resumable_write_resumes_from_the_offset_the_server_confirms(faulty):
     pieces = (DATA[i : i + 100_000] for i in range(0, len(DATA), 100_000))
     # The first piece reaches the server but its answer is lost; then three more faults.
     adapter.inject([_lost_answer, _status(503), _reset, _status(429)], _on("PUT", r"upload_id="))
-    generation = blobs.write_from("o/stream.bin", blob_helpers.chunks_stream(pieces), metadata={"a": "1"})
+    generation = blobs.write_from("o/stream.bin", chunks_stream(pieces), metadata={"a": "1"})
     assert blobs.read("o/stream.bin") == DATA
     info = blobs.stat("o/stream.bin")
     assert info.generation == generation and info.metadata == {"a": "1"}
@@ -248,7 +248,7 @@ def test_an_upload_the_emulator_finishes_early_is_deleted_not_left_truncated(fau
     blobs, adapter = faulty  # the emulator's own answer to "how far did it get": it finalizes
     adapter.inject([_lost_answer], _on("PUT", r"upload_id="))
     with pytest.raises(TransientError, match=r"finished with 262144 of more bytes; the object was deleted"):
-        blobs.write_from("o/cut.bin", blob_helpers.chunks_stream([DATA]))
+        blobs.write_from("o/cut.bin", chunks_stream([DATA]))
     assert blobs.stat("o/cut.bin") is None
 
 

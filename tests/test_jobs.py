@@ -15,7 +15,7 @@ from batchcast.core.config import Profile
 from batchcast.core.messages import TrainRequest, decode
 from batchcast.data import catalog, uploads
 from batchcast.entrypoints import runtime
-from batchcast.ops import training
+from batchcast.ops import models, training
 from batchcast.ports import FixedClock
 from batchcast.tools import synth
 from batchcast.tools.cli import app
@@ -74,7 +74,7 @@ def test_job_mode_trains_in_a_separate_process_that_publishes_the_predictions(sm
     jobs = [r for r in runs if r["function"] == "train"]
     assert sorted(r["city"] for r in jobs) == ["berlin", "munich"]
     assert all(r["status"] == "succeeded" and r["counts"]["models_trained"] == 1 for r in jobs)
-    assert all(training.latest(deployment.ports.blobs, profile, c) for c in ("berlin", "munich"))
+    assert all(models.latest(deployment.ports.blobs, profile, c) for c in ("berlin", "munich"))
     results = _results(deployment, profile)
     assert len(results) == 6 and {r["city"] for r in results} == {"berlin", "munich"}
     assert sum(r["function"] == "predict" for r in runs) == 2  # run by the jobs, one shard per city
@@ -90,7 +90,7 @@ def test_train_command_trains_one_city_and_rejects_other_messages(small_retail, 
     done = cli.invoke(app, ["train", "--dataset", "manual", "--city", "munich", "--root", str(tmp_path)])
     assert done.exit_code == 0, done.output
     blobs = runtime.embedded(tmp_path).ports.blobs
-    assert training.latest(blobs, profile, "munich") is not None
+    assert models.latest(blobs, profile, "munich") is not None
     missing = cli.invoke(app, ["train", "--dataset", "manual", "--root", str(tmp_path)])
     assert missing.exit_code != 0 and "--city" in missing.output
     tick = json.dumps(

@@ -16,6 +16,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from batchcast.core import schemas
 from batchcast.core.config import Profile, parse_profile
+from batchcast.core.schemas.frames import read_frame, write_frame
 from batchcast.ml import (
     BacktestResult,
     ForecastModel,
@@ -307,7 +308,7 @@ def test_backtest_beats_seasonal_naive_with_sensible_intervals(retail_backtest: 
 def test_backtest_points_and_metrics_fit_their_formats(retail_backtest: BacktestResult) -> None:
     points, metrics = retail_backtest.points, retail_backtest.metrics
     assert list(points.columns) == list(schemas.fields("backtest"))
-    assert schemas.read_frame(schemas.write_frame("backtest", points), "backtest").shape == points.shape
+    assert read_frame(write_frame("backtest", points), "backtest").shape == points.shape
     json.dumps(metrics, allow_nan=False)
     assert (metrics["folds"], metrics["window"], metrics["season"]) == (6, 7, 7)
     assert [fold["fold"] for fold in metrics["per_fold"]] == [1, 2, 3, 4, 5, 6]

@@ -25,6 +25,7 @@ from batchcast.core import config, layout, schemas
 from batchcast.core.config import Profile
 from batchcast.core.messages import InvalidMessage, ObjectFinalized, PartitionsReady, ScheduleTick
 from batchcast.core.obs import run_logger
+from batchcast.core.schemas.frames import read_frame, records_to_frame
 from batchcast.core.settings import Settings
 from batchcast.data.validation import validate_upload
 from batchcast.entrypoints.runtime import Runtime, embedded
@@ -71,7 +72,7 @@ def partitions(rt: Runtime, dataset: str = "retail") -> dict[str, pd.DataFrame]:
     """Every batch_data file of ``dataset``, read back."""
     schema = schemas.observation(config.load_profile(dataset))
     return {
-        info.name: schemas.read_frame(rt.ports.blobs.read(info.name), schema)
+        info.name: read_frame(rt.ports.blobs.read(info.name), schema)
         for info in rt.ports.blobs.list(layout.batch_data_prefix(dataset))
     }
 
@@ -144,7 +145,7 @@ def test_good_rows_become_one_sorted_avro_file_per_store_with_metadata(rt: Runti
         "batchcast.raw_object": message.name,
         "batchcast.schema_version": "2",
     }
-    frame = schemas.records_to_frame(records, "retail_observation")
+    frame = records_to_frame(records, "retail_observation")
     assert frame["date"].tolist() == [pd.Timestamp("2026-02-27"), pd.Timestamp("2026-02-28")]  # sorted
     assert frame["sales"].tolist() == [100.0, 120.5]
     assert frame["open"].tolist() == [True, True] and frame["promo"].tolist() == [False, False]
@@ -187,7 +188,7 @@ def test_outputs_do_not_depend_on_the_process_hash_seed(tmp_path: Path) -> None:
         "import sys, hashlib; from datetime import datetime, UTC; import pandas as pd\n"
         "from batchcast import schemas; from batchcast.data.validation import validate_upload\n"
         "u = validate_upload(sys.stdin.buffer.read(), 'csv', logical_time=datetime(2026, 3, 2, tzinfo=UTC))\n"
-        "print(hashlib.sha256(schemas.write_frame('retail_observation', u.good)).hexdigest())\n"
+        "print(hashlib.sha256(write_frame('retail_observation', u.good)).hexdigest())\n"
     )
     data = (NATIVE + "1,berlin,2026-02-27,100,1,0,2.5,\n").encode()
     digests = {

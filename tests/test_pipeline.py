@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from batchcast.core import layout, schemas
+from batchcast.core import layout
 from batchcast.core.config import load_profile
 from batchcast.core.messages import ScheduleTick, Topic
+from batchcast.core.schemas.frames import read_frame
 from batchcast.data import uploads
 from batchcast.entrypoints import runtime
-from batchcast.ops import training
+from batchcast.ops import models, training
 from batchcast.ports import FixedClock
 from batchcast.tools import synth
 from batchcast.tools.cli import app
@@ -73,9 +74,7 @@ def test_predictions_are_avro_per_city_and_shard(retail_run):
     names = _names(retail_run, layout.PREDICTIONS)
     assert names and all(n.startswith("predictions/dataset=retail/dt=2026-03-02/city=") for n in names)
     rows = [
-        r
-        for n in names
-        for r in schemas.read_frame(retail_run.ports.blobs.read(n), "prediction").to_dict("records")
+        r for n in names for r in read_frame(retail_run.ports.blobs.read(n), "prediction").to_dict("records")
     ]
     assert sorted(r["entity_id"] for r in rows) == sorted(
         json.loads(retail_run.ports.blobs.read(n))["entity_id"]
@@ -85,8 +84,8 @@ def test_predictions_are_avro_per_city_and_shard(retail_run):
 
 def test_models_are_versioned_with_metadata_and_a_verified_checksum(retail_run):
     profile = load_profile("retail")
-    city = next(c for c in profile.cities if training.latest(retail_run.ports.blobs, profile, c))
-    ref = training.latest(retail_run.ports.blobs, profile, city)
+    city = next(c for c in profile.cities if models.latest(retail_run.ports.blobs, profile, c))
+    ref = models.latest(retail_run.ports.blobs, profile, city)
     _, metadata = training.load_model(retail_run.ports.blobs, profile, city, ref.version)
     for key in ("training_window", "rows", "features", "libraries", "metrics", "fingerprint", "model_sha256"):
         assert metadata[key], key
@@ -172,7 +171,7 @@ def test_a_burst_of_uploads_trains_each_city_once(tmp_path):
 
 def test_a_tick_without_new_data_predicts_without_retraining(retail_run, tmp_path):
     profile = load_profile("retail")
-    before = {c: training.latest(retail_run.ports.blobs, profile, c) for c in profile.cities}
+    before = {c: models.latest(retail_run.ports.blobs, profile, c) for c in profile.cities}
     next_midnight = demo_clock(profile, END) + timedelta(days=1)
     deployment = runtime.embedded(retail_run.ports.blobs.root, clock=FixedClock(next_midnight))
     deployment.ports.bus.publish(
@@ -180,7 +179,7 @@ def test_a_tick_without_new_data_predicts_without_retraining(retail_run, tmp_pat
         ScheduleTick(dataset="retail", actions=["train", "predict"], logical_time=next_midnight),
     )
     deployment.bus.drain()
-    assert {c: training.latest(deployment.ports.blobs, profile, c) for c in profile.cities} == before
+    assert {c: models.latest(deployment.ports.blobs, profile, c) for c in profile.cities} == before
     results = [_json(deployment, n) for n in _names(deployment, layout.results_prefix("retail"))]
     assert {r["target"]["start"] for r in results} == {"2026-03-03T00:00:00"}
 
@@ -207,8 +206,8 @@ def test_one_city_failing_to_predict_leaves_the_others_fresh(tmp_path, predict_f
 
 def test_training_failure_falls_back_to_the_previous_model(retail_run, monkeypatch):
     profile = load_profile("retail")
-    city = next(c for c in profile.cities if training.latest(retail_run.ports.blobs, profile, c))
-    previous = training.latest(retail_run.ports.blobs, profile, city)
+    city = next(c for c in profile.cities if models.latest(retail_run.ports.blobs, profile, c))
+    previous = models.latest(retail_run.ports.blobs, profile, city)
     monkeypatch.setattr(
         training, "_train_and_store", lambda *a, **k: (_ for _ in ()).throw(MemoryError("oom"))
     )
@@ -225,7 +224,7 @@ def test_training_failure_falls_back_to_the_previous_model(retail_run, monkeypat
     assert upload.counts.get("models_trained", 0) == 0 and len(per_city) == len(profile.cities)
     [trigger] = [r for r in per_city if city in r.errors]
     assert trigger.status == "partial" and "model training failed" in trigger.errors[city]
-    assert training.latest(deployment.ports.blobs, profile, city) == previous
+    assert models.latest(deployment.ports.blobs, profile, city) == previous
     fresh = [_json(deployment, n) for n in _names(deployment, layout.results_prefix("retail"))]
     assert {r["model_version"] for r in fresh if r["city"] == city} == {previous.version}
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from batchcast.core import layout, schemas
+from batchcast.core import layout
 from batchcast.core.config import load_profile
+from batchcast.core.schemas.frames import read_frame
 from batchcast.data.validation import validate_upload
 
 README = Path(__file__).parents[1] / "README.md"
@@ -69,7 +70,7 @@ def test_the_readme_example_forecast_follows_the_uploaded_weather(session: tuple
     p50 = {}
     for day in ("2025-09-01", "2025-09-02"):
         [part] = (folder / "bucket/predictions/dataset=kiosks" / f"dt={day}" / "city=hamburg").iterdir()
-        frame = schemas.read_frame(part.read_bytes(), "prediction")
+        frame = read_frame(part.read_bytes(), "prediction")
         p50[day] = dict(zip(frame["entity_id"], frame["p50"], strict=True))
     for kiosk in KIOSKS:  # hot and dry on Monday, cold, wet and windy on Tuesday
         assert p50["2025-09-01"][kiosk] > 1.5 * p50["2025-09-02"][kiosk], kiosk

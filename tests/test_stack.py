@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from factories import predict_request
 from google.cloud import storage
 from typer.testing import CliRunner
 
 from batchcast.backends.gcp import PubSubBus, storage_client
 from batchcast.core import layout
 from batchcast.core.config import load_profile
-from batchcast.core.messages import ObjectFinalized, PredictRequest, Topic
+from batchcast.core.messages import ObjectFinalized, Topic
 from batchcast.entrypoints.wiring import Route
 from batchcast.tools import stack, synth
 from batchcast.tools.cli import app
@@ -116,23 +117,10 @@ def test_a_bad_file_ends_in_rejected(stack_env, bucket):
     assert reasons  # it names why
 
 
-def _request(dataset: str, entity: str) -> PredictRequest:
-    return PredictRequest(
-        dataset=dataset,
-        city="berlin",
-        shard=0,
-        shards=1,
-        model_version="v0",
-        target_start=datetime(2026, 1, 1),
-        target_end=datetime(2026, 1, 2),
-        entities=[entity],
-        logical_time=datetime.now(UTC),
-    )
-
-
 def test_a_message_failing_on_every_delivery_is_dead_lettered_after_five_attempts(stack_env):
     bus = PubSubBus(stack_env.project)
-    poison = _request("retail", "outage-1")  # the stack's predict fails it on every delivery
+    # The stack's predict fails this entity on every delivery.
+    poison = predict_request(shards=1, entities=["outage-1"], logical_time=datetime.now(UTC))
     bus.publish(Topic.PREDICT_REQUESTS, poison)
     letters = _wait(
         "the poison message in predict-requests-dlq",
@@ -149,7 +137,8 @@ def test_a_message_failing_on_every_delivery_is_dead_lettered_after_five_attempt
 
 def test_a_permanent_error_is_recorded_and_acknowledged_not_retried(stack_env, bucket):
     bus = PubSubBus(stack_env.project)
-    ghost = _request("ghost", "x1")  # no such profile: no redelivery can fix that
+    # No such profile: no redelivery can fix that.
+    ghost = predict_request(dataset="ghost", shards=1, entities=["x1"], logical_time=datetime.now(UTC))
     bus.publish(Topic.PREDICT_REQUESTS, ghost)
 
     def failed_runs() -> list[dict]:

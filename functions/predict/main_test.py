@@ -2,8 +2,9 @@
 
 import json
 
-from batchcast.core import layout, schemas
+from batchcast.core import layout
 from batchcast.core.messages import PredictRequest, decode
+from batchcast.core.schemas.frames import read_frame
 
 
 def _requests(deployment, partitioned) -> list[PredictRequest]:
@@ -21,7 +22,7 @@ def test_a_predict_request_writes_its_shard_and_the_stores_results(
     assert serve("predict").post("/", headers=headers, data=body).status_code == 200
     [ready] = [e for e in deployment.bus.log() if e["topic"] == "predictions-ready"]
     message = decode(ready["data"], ready["attributes"])
-    rows = schemas.read_frame(deployment.ports.blobs.read(message.predictions_object), "prediction")
+    rows = read_frame(deployment.ports.blobs.read(message.predictions_object), "prediction")
     assert sorted(rows["entity_id"]) == sorted(request.entities)
     for entity in request.entities:
         result = json.loads(deployment.ports.blobs.read(layout.results_object("retail", "store_id", entity)))

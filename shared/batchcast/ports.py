@@ -6,12 +6,13 @@ Backends (``batchcast.backends``) implement these protocols; steps receive them 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from batchcast.core.errors import ConfigError
 from batchcast.core.messages import Message
@@ -205,3 +206,35 @@ class Ports:
     mailer: Mailer
     clock: Clock
     jobs: JobLauncher | None = None  # None: this deployment cannot start jobs
+
+
+def chunks_stream(chunks: Iterable[bytes]) -> BinaryIO:
+    """A stream for :meth:`BlobStore.write_from` over byte strings made on demand: ``read(n)``
+    returns ``n`` bytes until the end and ``tell()`` says how far it got, as resumable uploads
+    expect; it cannot seek."""
+    return io.BufferedReader(_Chunks(iter(chunks)), buffer_size=1 << 20)
+
+
+class _Chunks(io.RawIOBase):
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._current = memoryview(b"")
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def readinto(self, target: Any) -> int:
+        while not self._current:
+            piece = next(self._chunks, None)
+            if piece is None:
+                return 0
+            self._current = memoryview(piece)
+        size = min(len(target), len(self._current))
+        target[:size] = self._current[:size]
+        self._current = self._current[size:]
+        self._position += size
+        return size

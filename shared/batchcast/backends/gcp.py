@@ -42,8 +42,7 @@ from google.cloud.storage.exceptions import InvalidResponse
 from google.protobuf import timestamp_pb2
 
 from batchcast.core.messages import InvalidMessage, Message, Topic, decode, encode
-from batchcast.data.storage import chunks_stream as storage_chunks
-from batchcast.ports import BlobInfo, NotFound, PreconditionFailed, TransientError
+from batchcast.ports import BlobInfo, NotFound, PreconditionFailed, TransientError, chunks_stream
 
 T = TypeVar("T")
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # resumable uploads: a multiple of 256 KiB
@@ -142,11 +141,6 @@ def with_retries(
     raise AssertionError("unreachable")
 
 
-def on_emulator() -> bool:
-    """True when either standard emulator variable is set."""
-    return bool(os.environ.get("STORAGE_EMULATOR_HOST") or os.environ.get("PUBSUB_EMULATOR_HOST"))
-
-
 def storage_client(project: str | None) -> storage.Client:
     """A storage client; anonymous on the emulator (``STORAGE_EMULATOR_HOST``)."""
     if os.environ.get("STORAGE_EMULATOR_HOST"):
@@ -233,7 +227,7 @@ class GcsBlobStore:
                 metadata=metadata,
                 content_type=content_type,
             )
-        rest = storage_chunks(itertools.chain([head], iter(lambda: stream.read(UPLOAD_CHUNK_BYTES), b"")))
+        rest = chunks_stream(itertools.chain([head], iter(lambda: stream.read(UPLOAD_CHUNK_BYTES), b"")))
         resource = {"name": name, "contentType": content_type or "application/octet-stream"}
         if metadata:
             resource["metadata"] = metadata

@@ -571,11 +571,6 @@ def _next_window(local: datetime, windows: list[tuple[int, int]]) -> tuple[datet
     raise AssertionError("unreachable: a window starts within any 48 hours")
 
 
-def target_date(start: datetime) -> date:
-    """The ``dt=`` of a target period: the local date it starts on."""
-    return start.date()
-
-
 # -- loading ---------------------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 
 from batchcast.core import layout, schemas
 from batchcast.core.config import Profile
+from batchcast.core.schemas.frames import records_to_frame, write_frame
 from batchcast.data import catalog, storage
 from batchcast.data.catalog import CityData, DataFile, EntityData
 from batchcast.ports import BlobStore
@@ -69,9 +70,9 @@ def read_rows(
         records, metadata = schemas.read_records(content, schema)
         batch.extend(_with_bookkeeping(records, file, metadata))
         if len(batch) >= _BATCH_RECORDS:
-            frames.append(schemas.records_to_frame(batch, schema))
+            frames.append(records_to_frame(batch, schema))
             batch = []
-    frames.append(schemas.records_to_frame(batch, schema))
+    frames.append(records_to_frame(batch, schema))
     rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     time = profile.time_column
     if since is not None:
@@ -153,7 +154,7 @@ def _write_segment(
 ) -> DataFile:
     schema = schemas.observation(profile)
     metadata = {"batchcast.segment": span, "batchcast.schema_version": str(schemas.version(schema))}
-    content = schemas.write_frame(schema, rows, metadata=metadata)
+    content = write_frame(schema, rows, metadata=metadata)
     digest = hashlib.sha256(content).hexdigest()[:12]
     name = layout.segment_object(profile.name, city, profile.entity_key, entity, span, digest)
     file = describe(name, content, rows, profile, "segment")

@@ -27,6 +27,7 @@ import pandas as pd
 from batchcast.core import layout, schemas
 from batchcast.core.config import Profile
 from batchcast.core.schemas import GROUP_KEY
+from batchcast.core.schemas.frames import records_to_frame, write_frame
 from batchcast.data import storage
 from batchcast.ports import BlobInfo, BlobStore
 
@@ -57,7 +58,7 @@ def write(
         storage.write_once(
             blobs,
             layout.future_object(profile.name, str(city), day.date(), upload_id),
-            schemas.write_frame(schema, group, metadata=metadata),
+            write_frame(schema, group, metadata=metadata),
             metadata={"rows": str(len(group))},
             content_type="application/avro",
         )
@@ -134,7 +135,7 @@ def _is_file(name: str) -> bool:
 def _frame(content: bytes, profile: Profile) -> pd.DataFrame:
     schema = schemas.future(profile)
     records, _ = schemas.read_records(content, schema)
-    frame = schemas.records_to_frame(records, schema)
+    frame = records_to_frame(records, schema)
     for covariate in profile.known_covariates:  # booleans as 0/1 floats, nulls as NaN: model inputs
         frame[covariate] = frame[covariate].to_numpy(dtype="float64", na_value=np.nan)
     return frame

@@ -13,11 +13,10 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, TypeVar
 
@@ -92,37 +91,6 @@ def copy_once(blobs: BlobStore, source: str, destination: str) -> bool:
     if _stored_md5(blobs, destination) == _stored_md5(blobs, source):
         return False
     raise ConflictingWrite(f"{destination} exists with different content")
-
-
-def chunks_stream(chunks: Iterable[bytes]) -> BinaryIO:
-    """A readable stream over byte strings made on demand: ``read(n)`` returns ``n`` bytes until
-    the end and ``tell()`` says how far it got, as resumable uploads expect; it cannot seek."""
-    return io.BufferedReader(_Chunks(iter(chunks)), buffer_size=1 << 20)
-
-
-class _Chunks(io.RawIOBase):
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._current = memoryview(b"")
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def readinto(self, target: Any) -> int:
-        while not self._current:
-            piece = next(self._chunks, None)
-            if piece is None:
-                return 0
-            self._current = memoryview(piece)
-        size = min(len(target), len(self._current))
-        target[:size] = self._current[:size]
-        self._current = self._current[size:]
-        self._position += size
-        return size
 
 
 def _stored_md5(blobs: BlobStore, name: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -55,6 +56,12 @@ class Runtime:
     settings: Settings
     bus: Any = None  # the concrete bus, for drain/replay on the embedded backend
     results: list[tuple[str, StepResult]] = field(default_factory=list)
+
+    def on_delivery(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(function)`` after each message the embedded bus hands to a function (a
+        progress display); the embedded backend only, where this process runs the deliveries."""
+        functions = {route.subscription: route.function for route in ROUTES}
+        self.bus.listeners.append(lambda delivery, error, seconds: listener(functions[delivery.subscription]))
 
     def handle(self, function: str, message: Message, *, force: bool = False) -> StepResult:
         """Run ``function``'s step on ``message``: publish what it returns, write its run record.
@@ -193,6 +200,11 @@ class Runtime:
             if_generation_match=0,
             content_type="application/json",
         )
+
+
+def state_dir(root: Path | str) -> Path:
+    """The embedded backend's own folder in ``root`` (bus, logs, job logs): it marks a batchcast root."""
+    return Path(root) / STATE_DIR
 
 
 def embedded(

@@ -159,7 +159,24 @@ def covariate_feature(name: str, timing: str) -> str:
 
 
 def lookback(profile: Profile) -> int:
-    """How many periods before a target period its features reach back."""
+    """How many periods before a target period a forecast reads; predict, the sharding of predict
+    requests and training all read this much history before the periods they forecast or fit.
+
+    The features reach back to the furthest lag, and to the start of the rolling and scale windows,
+    which end ``min(lags)`` periods back (:func:`_reach`). Beyond that comes one more scale window:
+    when the latest one is empty or all zero, the scale falls back to the mean |y| of the history
+    read (see :func:`_scale`), so a store closed for a few weeks keeps its usual size.
+    """
+    return _reach(profile) + profile.features.scale_window
+
+
+def history_start(profile: Profile, target_start: datetime) -> datetime:
+    """The first period a forecast for ``target_start`` reads: :func:`lookback` periods before it."""
+    return target_start - profile.period * lookback(profile)
+
+
+def _reach(profile: Profile) -> int:
+    """How many periods before a target period its lag, rolling and scale features reach."""
     spec = profile.features
     origin = min(spec.lags)
     windows = [r.window for r in spec.rolling] + [spec.scale_window]
@@ -256,7 +273,7 @@ def make_features(
         return _assemble(target_ids, stamps, np.ones(0), columns, np.zeros(0))
 
     grid = _build_grid(
-        series, series_codes, target_codes, target_periods, len(names), lookback(profile), profile
+        series, series_codes, target_codes, target_periods, len(names), _reach(profile), profile
     )
     origin = min(profile.features.lags)
     scale, informative = _scale(grid, profile.features.scale_window, origin)

@@ -323,7 +323,8 @@ def training_targets(series: pd.DataFrame, profile: Profile) -> tuple[pd.DataFra
     if not known.any():
         return series.iloc[:0], series.iloc[:0][["entity_id", "ts"]]
     first = periods[known].max() - profile.training.window + 1
-    # Features reach back `lookback` periods: older history would only cost time.
+    # Predict reads `lookback` periods before its target; training rows get as much, so their
+    # features and scale are computed as a forecast's would be. Older history would only cost time.
     needed = periods >= first - lookback(profile)
     recent, recent_periods = series[needed], periods[needed]
     wanted = (recent_periods >= first) & known[needed]

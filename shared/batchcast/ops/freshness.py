@@ -16,7 +16,7 @@ from typing import Any
 from batchcast.core import layout
 from batchcast.core.config import Profile
 from batchcast.data import catalog, storage
-from batchcast.ops import outcomes, training
+from batchcast.ops import models, outcomes
 from batchcast.ports import BlobStore
 
 Status = dict[str, Any]  # city, as_of, forecast_for, expected, stale, reason, since
@@ -79,7 +79,7 @@ def _city_causes(blobs: BlobStore, profile: Profile, city: str, expected: dateti
     predict_failed = predict and (predict.get("target_start") or "") >= expected.isoformat()
     # Trainings run inline in train_trigger or, when long, in a ``train`` job.
     train = outcomes.latest_failure(document, "train") or outcomes.latest_failure(document, "train_trigger")
-    has_model = training.latest(blobs, profile, city) is not None
+    has_model = models.latest(blobs, profile, city) is not None
     return {
         "predict": f"predict failed for city {city}: {predict['error']}" if predict_failed else None,
         "train": _training_reason(city, train["error"], has_model) if train else None,

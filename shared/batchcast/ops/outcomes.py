@@ -13,7 +13,7 @@ minutes later) leaves the object untouched, so only the first shard of a run wri
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from batchcast.core import layout
 from batchcast.core.config import load_profile
@@ -21,7 +21,6 @@ from batchcast.core.errors import ConfigError
 from batchcast.core.messages import Message
 from batchcast.data import storage
 from batchcast.ports import BlobStore
-from batchcast.steps import StepResult
 
 SUCCESS_REFRESH = timedelta(minutes=10)  # a repeated success is recorded at most this often
 LONG_RUN_SECONDS = 600  # a push delivery's ack deadline at most; longer runs are worth a look
@@ -29,8 +28,17 @@ KEEP_LONG_RUNS = 5
 _RECORDED = ("succeeded", "partial", "failed", "rejected")  # "skipped" runs did nothing to report
 
 
+class RunResult(Protocol):
+    """What outcomes read of a step's result (:class:`batchcast.steps.StepResult`): the city the
+    run was about, if one, the messages it publishes and its per-city failures."""
+
+    city: str | None
+    messages: list[Message]
+    errors: dict[str, str]
+
+
 def city_outcomes(
-    record: dict[str, Any], message: Message, result: StepResult | None
+    record: dict[str, Any], message: Message, result: RunResult | None
 ) -> dict[str | None, str]:
     """What one run means per city: ``{city or None: error text, or "" for a success}``.
 
@@ -61,7 +69,7 @@ def city_outcomes(
     return outcomes
 
 
-def record_run(blobs: BlobStore, record: dict[str, Any], message: Message, result: StepResult | None) -> None:
+def record_run(blobs: BlobStore, record: dict[str, Any], message: Message, result: RunResult | None) -> None:
     """Fold one run (its run record, message and result) into the outcome documents it concerns."""
     if record["status"] not in _RECORDED or record["dataset"] == "unknown":
         return

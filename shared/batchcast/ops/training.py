@@ -1,37 +1,47 @@
-"""Training one (dataset, city) model and keeping the model registry under ``models/``.
+"""Training one (dataset, city) model, loading a registered one, and planning the predict requests
+that follow a training (the train_trigger step and the train job share these).
 
-A model version is named after the logical time it was trained for and the fingerprint of the
-data it saw. Its folder is written create-only: ``model-<sha256>.skops`` and
-``backtest-<sha256>.avro`` first, under names derived from their bytes, then ``metadata.json``, which
-names them (its presence means the version is complete). Two trainings of one version racing each
-write their own files and one ``metadata.json`` wins; it names files that are exactly what it
-describes, so a model can never disagree with its checksum. ``LATEST`` moves forward by
-compare-and-swap, so two trainings racing cannot move it backwards.
+A version's folder (see :mod:`batchcast.ops.models`, the registry) is written create-only:
+``model-<sha256>.skops`` and ``backtest-<sha256>.avro`` first, under names derived from their bytes,
+then ``metadata.json``, which names them. Two trainings of one version racing each write their own
+files and one ``metadata.json`` wins; it names files that are exactly what it describes, so a model
+can never disagree with its checksum.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from importlib.metadata import version as package_version
-from typing import Any
 
-from batchcast.core import layout, schemas
 from batchcast.core.config import Profile
 from batchcast.core.errors import PermanentError
+from batchcast.core.messages import PartitionsReady, PredictRequest, ScheduleTick, TrainRequest
+from batchcast.core.schemas.frames import write_frame
 from batchcast.data import catalog, dataset, storage
 from batchcast.data.catalog import CityData
+from batchcast.data.sharding import plan_shards
 from batchcast.ml.backtest import fit_and_backtest
-from batchcast.ml.features import to_series
+from batchcast.ml.features import history_start, lookback, to_series
 from batchcast.ml.model import ForecastModel
 from batchcast.ops import metrics
+from batchcast.ops.models import (
+    METADATA_FILE,
+    ModelRef,
+    advance_latest,
+    is_complete,
+    latest,
+    register,
+    version_folder,
+    version_name,
+)
 from batchcast.ports import BlobStore, NotFound
 
-METADATA_FILE = "metadata.json"
 _LIBRARIES = ("scikit-learn", "pandas", "numpy", "fastavro", "skops", "holidays")
 
 
@@ -39,52 +49,31 @@ class ModelIntegrityError(PermanentError, RuntimeError):
     """A stored model does not match the checksum recorded when it was trained."""
 
 
-@dataclass(frozen=True)
-class ModelRef:
-    """What ``LATEST`` points at."""
-
-    version: str
-    fingerprint: str
-    trained_for: str  # ISO logical time of the training run
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ModelRef:
-        return cls(data["version"], data["fingerprint"], data["trained_for"])
+class TrainingRefused(RuntimeError):
+    """Inline training would not finish within the event-driven function's time limit."""
 
 
-def latest(blobs: BlobStore, profile: Profile, city: str) -> ModelRef | None:
-    """The version predictions of ``city`` should use, if any model was trained."""
-    data = storage.read_json(blobs, layout.model_latest(profile.name, city))
-    return ModelRef.from_json(data) if data else None
+Trigger = PartitionsReady | ScheduleTick | TrainRequest
 
 
-def lookback(profile: Profile) -> int:
-    """How many periods before a target the features look at."""
-    rolling = max((r.window for r in profile.features.rolling), default=0)
-    return max(profile.features.lags) + rolling + profile.features.scale_window
-
-
-def history_start(profile: Profile, target_start: datetime) -> datetime:
-    """The first period a forecast for ``target_start`` reads (its features' look-back, plus one)."""
-    return target_start - profile.period * (lookback(profile) + 1)
+def history_periods(profile: Profile) -> int:
+    """How many periods before its logical time a training reads: the training window, the backtest
+    folds' origins before its end, and the features' look-back before the earliest fold's window."""
+    backtest = profile.backtest.folds * profile.backtest.window
+    return profile.training.window + backtest + lookback(profile)
 
 
 def estimate_seconds(profile: Profile, data: CityData) -> float:
     """How long training ``files`` would take: fits × (fixed cost + cost of the rows it reads).
 
-    Each entity contributes at most the training window plus the look-back the features need; the
+    Each entity contributes at most the periods a training reads (:func:`history_periods`); the
     per-fit and per-row costs come from the profile (calibrated on a 2-core machine).
     """
-    reach = profile.training.window + lookback(profile)
+    reach = history_periods(profile)
     rows = sum(min(entity.rows, reach) for entity in data.values())
     fits = len(profile.training.quantiles) * (1 + profile.backtest.folds)
     settings = profile.training
     return fits * (settings.seconds_per_fit + rows / 1e6 * settings.seconds_per_million_rows)
-
-
-def version_name(logical_time: datetime, fingerprint: str) -> str:
-    """``<UTC logical time>-<fingerprint prefix>``: sortable, and the same for a redelivery."""
-    return f"{logical_time.astimezone(UTC):%Y%m%dT%H%M%SZ}-{fingerprint[:10]}"
 
 
 def train_city(
@@ -106,9 +95,8 @@ def train_city(
     fingerprint = fingerprint or dataset.fingerprint(data, profile)
     trained_for = logical_time.astimezone(UTC).isoformat()
     ref = ModelRef(version_name(logical_time, fingerprint), fingerprint, trained_for)
-    folder = layout.model_dir(profile.name, city, ref.version)
-    if blobs.stat(folder + METADATA_FILE) is None:
-        _train_and_store(blobs, profile, city, data, ref, folder)
+    if not is_complete(blobs, profile, city, ref.version):
+        _train_and_store(blobs, profile, city, data, ref, version_folder(profile, city, ref.version))
     advance_latest(blobs, profile, city, ref)
     return ref
 
@@ -123,13 +111,13 @@ def _train_and_store(
 ) -> None:
     started = time.monotonic()
     now_local = datetime.fromisoformat(ref.trained_for).astimezone(profile.zone(city)).replace(tzinfo=None)
-    since = now_local - profile.period * (profile.training.window + lookback(profile))
+    since = now_local - profile.period * history_periods(profile)
     series = to_series(dataset.read_rows(blobs, profile, data, since=since), profile)
     model, result = fit_and_backtest(series, profile, city)
     model_bytes = model.dumps()
     model_file = _write_content_named(blobs, folder, "model", "skops", model_bytes)
     backtest_file = _write_content_named(
-        blobs, folder, "backtest", "avro", schemas.write_frame("backtest", result.points)
+        blobs, folder, "backtest", "avro", write_frame("backtest", result.points)
     )
     metadata = {
         "dataset": profile.name,
@@ -150,9 +138,7 @@ def _train_and_store(
         | {lib: package_version(lib) for lib in _LIBRARIES},
         "train_seconds": round(time.monotonic() - started, 3),
     }
-    try:
-        storage.write_once(blobs, folder + METADATA_FILE, storage.dumps(metadata))
-    except storage.ConflictingWrite:
+    if not register(blobs, profile, city, ref.version, metadata):
         return  # a concurrent training of the same data finished first; its model is as good
     # Timings stay in metadata.json: metrics must be byte-identical when a day is replayed.
     summary = {k: metadata[k] for k in ("trained_for", "rows", "entities", "metrics")}
@@ -170,28 +156,13 @@ def _write_content_named(blobs: BlobStore, folder: str, stem: str, extension: st
     return name
 
 
-def advance_latest(blobs: BlobStore, profile: Profile, city: str, ref: ModelRef) -> bool:
-    """Point LATEST at ``ref`` unless it already points at a newer training; True if it moved."""
-    pointer = dict(ref.__dict__)
-
-    def forward(current: dict | None) -> dict | None:
-        return pointer if current is None or current["trained_for"] < ref.trained_for else None
-
-    return storage.update_json(blobs, layout.model_latest(profile.name, city), forward) == pointer
-
-
-def read_metadata(blobs: BlobStore, profile: Profile, city: str, version: str) -> dict | None:
-    """A version's ``metadata.json`` (which names its model and backtest files), or None."""
-    return storage.read_json(blobs, layout.model_dir(profile.name, city, version) + METADATA_FILE)
-
-
 def load_model(blobs: BlobStore, profile: Profile, city: str, version: str) -> tuple[ForecastModel, dict]:
     """Load a registered model after checking its bytes against the recorded SHA-256.
 
     Versions are written once, so a loaded model is kept per (model file, object generation): the
     shards of one run, and a warm function instance's next requests, skip the skops load.
     """
-    folder = layout.model_dir(profile.name, city, version)
+    folder = version_folder(profile, city, version)
     try:
         metadata = json.loads(blobs.read(folder + METADATA_FILE))
         info = blobs.stat(folder + metadata["model_file"])
@@ -214,6 +185,80 @@ _CACHE_SIZE = 8
 _loaded: dict[tuple[str, int], tuple[ForecastModel, dict]] = {}
 
 
-def is_recent(ref: ModelRef, logical_time: datetime, minutes: int) -> bool:
-    """Was ``ref`` trained less than ``minutes`` before ``logical_time``? (data-trigger debounce)"""
-    return logical_time - datetime.fromisoformat(ref.trained_for) < timedelta(minutes=minutes)
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """The model a city predicts with after a training attempt, and why the attempt failed if it did."""
+
+    ref: ModelRef  # the new model, or the previous one when the training failed
+    error: str = ""  # empty when the training succeeded
+
+
+def train_with_fallback(
+    blobs: BlobStore,
+    profile: Profile,
+    city: str,
+    logical_time: datetime,
+    data: CityData,
+    log: logging.LoggerAdapter | logging.Logger,
+    *,
+    inline: bool = True,
+    fingerprint: str | None = None,
+) -> TrainingOutcome:
+    """Train ``city``'s model; on failure keep the previous model and say why the training failed.
+
+    ``inline`` trainings are refused when their size estimate exceeds the profile's limit.
+    ``fingerprint`` is the data's, when the caller already computed it.
+    Raises only when there is no previous model to fall back on.
+    """
+    try:
+        estimate = estimate_seconds(profile, data)
+        if inline and estimate > profile.training.max_inline_seconds:
+            raise TrainingRefused(
+                f"training {city} would take about {estimate:.0f} s, over "
+                f"training.max_inline_seconds={profile.training.max_inline_seconds}; "
+                'set training.mode = "job" in the profile'
+            )
+        return TrainingOutcome(train_city(blobs, profile, city, logical_time, data, fingerprint))
+    except Exception as error:
+        current = latest(blobs, profile, city)  # a failed training left LATEST as it was
+        if current is None:
+            raise
+        # Forecasts from the previous model beat no forecasts; the failure is still reported.
+        log.exception(f"{profile.name}/{city}: training failed, predicting with {current.version}")
+        return TrainingOutcome(current, f"model training failed: {type(error).__name__}: {error}")
+
+
+def predict_requests(
+    profile: Profile,
+    city: str,
+    version: str,
+    data: CityData,
+    message: Trigger,
+    *,
+    entities: list[str] | None = None,
+) -> list[PredictRequest]:
+    """One request per shard for the next target window after the message's logical time.
+
+    ``entities`` (an upload's) limits the requests to those; None means every entity of the city.
+    Shards are balanced by the rows each entity's forecast reads (its look-back), not its history.
+    """
+    start, end = profile.target_window(message.logical_time, city)
+    since = history_start(profile, start)
+    chosen = data if entities is None else {e: data[e] for e in entities if e in data}
+    weights = {entity: info.rows_reaching(since, start) for entity, info in chosen.items()}
+    shards = plan_shards(weights, profile.sharding.target_rows, profile.sharding.max_shards)
+    return [
+        PredictRequest(
+            dataset=profile.name,
+            city=city,
+            shard=index,
+            shards=len(shards),
+            model_version=version,
+            target_start=start,
+            target_end=end,
+            entities=shard,
+            logical_time=message.logical_time,
+            trigger="upload" if entities is not None else "schedule",
+        )
+        for index, shard in enumerate(shards)
+    ]

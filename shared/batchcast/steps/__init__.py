@@ -35,6 +35,23 @@ class StepResult:
         self.errors[where] = error
         self.status = "partial" if self.status in ("succeeded", "partial") else self.status
 
+    def count(self, name: str, increment: int | float = 1) -> None:
+        """Add ``increment`` to the count ``name`` (starting from zero)."""
+        self.counts[name] = self.counts.get(name, 0) + increment
+
+    def publish(self, messages: list[Message], counted_as: str) -> None:
+        """Queue ``messages`` for publishing and add their number (zero too) to the count ``counted_as``."""
+        self.messages.extend(messages)
+        self.count(counted_as, len(messages))
+
+    def record_training(self, city: str, error: str) -> None:
+        """Count a city's model as trained, or record why its training failed (it keeps its previous
+        model, so the run goes on as partial)."""
+        if error:
+            self.fail(city, error)
+        else:
+            self.count("models_trained")
+
 
 @dataclass
 class RunContext:

@@ -41,9 +41,10 @@ from batchcast.core import layout, schemas
 from batchcast.core.config import Profile
 from batchcast.core.messages import InvalidMessage, Message, ObjectFinalized, PartitionsReady
 from batchcast.core.schemas import GROUP_KEY
+from batchcast.core.schemas.frames import write_frame
 from batchcast.data import catalog, dataset, future, storage
 from batchcast.data.validation import Upload, ValidatedUpload, read_upload
-from batchcast.ports import Ports
+from batchcast.ports import Ports, chunks_stream
 from batchcast.steps import RunContext, Status, StepResult
 
 _WRITE_BATCH = 64  # partition files held in memory to be written at once (each one entity's rows)
@@ -133,7 +134,7 @@ def _write_partitions(
         rows = rows.dropna(axis=1, how="all").assign(
             ingested_at=message.logical_time.astimezone(UTC), upload_id=upload_id
         )
-        content = schemas.write_frame(schema, rows, metadata=metadata)
+        content = write_frame(schema, rows, metadata=metadata)
         file = dataset.describe(name, content, rows, profile, "upload")
         written.setdefault(city, {})[entity] = file
         batch.append((file, content))
@@ -200,7 +201,7 @@ def _write_rejected(
         storage.write_once_from(
             ports.blobs,
             quarantined,
-            lambda: storage.chunks_stream(upload.rejected_csv()),
+            lambda: chunks_stream(upload.rejected_csv()),
             content_type=CONTENT_TYPES["csv"],
         )
     else:

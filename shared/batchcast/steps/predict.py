@@ -17,11 +17,12 @@ from datetime import datetime
 
 import pandas as pd
 
-from batchcast.core import layout, schemas
+from batchcast.core import layout
 from batchcast.core.config import Profile, load_profile
 from batchcast.core.messages import InvalidMessage, Message, PredictionsReady, PredictRequest
+from batchcast.core.schemas.frames import write_frame
 from batchcast.data import catalog, dataset, future, storage
-from batchcast.ml.features import to_series
+from batchcast.ml.features import history_start, to_series
 from batchcast.ops import metrics, training
 from batchcast.ports import Ports
 from batchcast.steps import RunContext, StepResult
@@ -37,7 +38,7 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     city = message.city_
     model, _ = training.load_model(ports.blobs, profile, city, message.model_version)
     data = catalog.read(ports.blobs, profile, city, entities=message.entities)
-    since = training.history_start(profile, message.target_start)
+    since = _read_start(profile, message.target_start)
     until = message.target_start
     rows = dataset.read_rows(ports.blobs, profile, data, since=since, until=until)
     series = to_series(rows, profile, until=until)
@@ -76,6 +77,13 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     )
 
 
+def _read_start(profile: Profile, target_start: datetime) -> datetime:
+    """The first period predict reads: the model's look-back, or the actuals shown beside a result
+    (:data:`HISTORY_PERIODS`), whichever reaches further."""
+    chart = target_start - profile.period * HISTORY_PERIODS[profile.frequency]
+    return min(history_start(profile, target_start), chart)
+
+
 def _content_key(
     message: PredictRequest, data: catalog.CityData, since: datetime, until: datetime, plans: tuple[str, ...]
 ) -> str:
@@ -102,9 +110,7 @@ def _write_predictions(
         layout.shard_label(message.shard, message.target_start, intraday),
         key,
     )
-    data = schemas.write_frame(
-        "prediction", frame, metadata={"batchcast.model_version": message.model_version}
-    )
+    data = write_frame("prediction", frame, metadata={"batchcast.model_version": message.model_version})
     storage.write_once(ports.blobs, name, data, content_type="application/avro")
     return name
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from batchcast.core.config import load_profile
 from batchcast.core.messages import InvalidMessage, Message, TrainRequest
 from batchcast.data import catalog
+from batchcast.ops import training
 from batchcast.ports import Ports
 from batchcast.steps import RunContext, StepResult
-from batchcast.steps.train_trigger import add_predict_requests, train_with_fallback
 
 
 def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
@@ -25,7 +25,11 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     data = catalog.read(ports.blobs, profile, city)
     if not data:
         raise ValueError(f"no data for {profile.name}/{city}")
-    ref = train_with_fallback(ports, profile, city, message, data, result, run, inline=False)
-    if "predict" in message.actions and ref is not None:
-        add_predict_requests(profile, city, ref.version, data, message, result)
+    outcome = training.train_with_fallback(
+        ports.blobs, profile, city, message.logical_time, data, run.log, inline=False
+    )
+    result.record_training(city, outcome.error)
+    if "predict" in message.actions:
+        requests = training.predict_requests(profile, city, outcome.ref.version, data, message)
+        result.publish(requests, "predict_requests")
     return result

@@ -18,22 +18,13 @@ from batchcast.core.messages import (
     InvalidMessage,
     Message,
     PartitionsReady,
-    PredictRequest,
     ScheduleTick,
     TrainRequest,
 )
 from batchcast.data import catalog, dataset
-from batchcast.data.catalog import CityData
-from batchcast.data.sharding import plan_shards
-from batchcast.ops import training
+from batchcast.ops import models, training
 from batchcast.ports import Ports
 from batchcast.steps import RunContext, StepResult
-
-Trigger = PartitionsReady | ScheduleTick | TrainRequest
-
-
-class TrainingRefused(RuntimeError):
-    """Inline training would not finish within the event-driven function's time limit."""
 
 
 def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
@@ -88,7 +79,7 @@ def _one_city(
     run: RunContext,
 ) -> None:
     uploaded = message.entities.get(city) if isinstance(message, PartitionsReady) else None
-    current = training.latest(ports.blobs, profile, city)
+    current = models.latest(ports.blobs, profile, city)
     # Only a training needs the whole city (its fingerprint, its rows); an upload re-forecasting
     # its stores with the current model reads just their manifest parts.
     may_train = current is None or "train" in actions
@@ -102,9 +93,16 @@ def _one_city(
         if profile.training.mode == "job":
             _hand_to_job(ports, profile, city, message, actions, fingerprint, result)
             return  # the job publishes this city's predict requests when its model is ready
-        ref = train_with_fallback(ports, profile, city, message, data, result, run, fingerprint=fingerprint)
+        outcome = training.train_with_fallback(
+            ports.blobs, profile, city, message.logical_time, data, run.log, fingerprint=fingerprint
+        )
+        result.record_training(city, outcome.error)
+        ref = outcome.ref
     if "predict" in actions and ref is not None:
-        add_predict_requests(profile, city, ref.version, data, message, result, entities=uploaded)
+        result.publish(
+            training.predict_requests(profile, city, ref.version, data, message, entities=uploaded),
+            "predict_requests",
+        )
 
 
 def _should_train(
@@ -112,7 +110,7 @@ def _should_train(
     city: str,
     message: PartitionsReady | ScheduleTick,
     actions: set[str],
-    current: training.ModelRef | None,
+    current: models.ModelRef | None,
     fingerprint: str,
     result: StepResult,
 ) -> bool:
@@ -124,7 +122,7 @@ def _should_train(
     if "train" not in actions:
         return False
     debounce = profile.training.debounce_minutes
-    if isinstance(message, PartitionsReady) and training.is_recent(current, message.logical_time, debounce):
+    if isinstance(message, PartitionsReady) and models.is_recent(current, message.logical_time, debounce):
         result.notes.append(f"{city}: retrained less than {debounce} min ago; the next tick trains")
         return False
     return True
@@ -151,81 +149,4 @@ def _hand_to_job(
     )
     job_id = ports.jobs.launch(request)
     result.notes.append(f"{city}: training handed to job {job_id}")
-    result.counts["jobs_launched"] = result.counts.get("jobs_launched", 0) + 1
-
-
-def train_with_fallback(
-    ports: Ports,
-    profile: Profile,
-    city: str,
-    message: Trigger,
-    data: CityData,
-    result: StepResult,
-    run: RunContext,
-    *,
-    inline: bool = True,
-    fingerprint: str | None = None,
-) -> training.ModelRef | None:
-    """Train ``city``'s model; on failure keep the previous model and record the failure.
-
-    ``inline`` trainings are refused when their size estimate exceeds the profile's limit.
-    ``fingerprint`` is the data's, when the caller already computed it.
-    Raises only when there is no previous model to fall back on.
-    """
-    try:
-        estimate = training.estimate_seconds(profile, data)
-        if inline and estimate > profile.training.max_inline_seconds:
-            raise TrainingRefused(
-                f"training {city} would take about {estimate:.0f} s, over "
-                f"training.max_inline_seconds={profile.training.max_inline_seconds}; "
-                'set training.mode = "job" in the profile'
-            )
-        ref = training.train_city(ports.blobs, profile, city, message.logical_time, data, fingerprint)
-    except Exception as error:
-        current = training.latest(ports.blobs, profile, city)  # a failed training left LATEST as it was
-        if current is None:
-            raise
-        # Forecasts from the previous model beat no forecasts; the failure is still reported.
-        run.log.exception(f"{profile.name}/{city}: training failed, predicting with {current.version}")
-        result.fail(city, f"model training failed: {type(error).__name__}: {error}")
-        return current
-    result.counts["models_trained"] = result.counts.get("models_trained", 0) + 1
-    return ref
-
-
-def add_predict_requests(
-    profile: Profile,
-    city: str,
-    version: str,
-    data: CityData,
-    message: Trigger,
-    result: StepResult,
-    *,
-    entities: list[str] | None = None,
-) -> None:
-    """Add to ``result`` one request per shard for the next target window after the logical time.
-
-    ``entities`` (an upload's) limits the requests to those; None means every entity of the city.
-    Shards are balanced by the rows each entity's forecast reads (its look-back), not its history.
-    """
-    start, end = profile.target_window(message.logical_time, city)
-    since = training.history_start(profile, start)
-    chosen = data if entities is None else {e: data[e] for e in entities if e in data}
-    weights = {entity: info.rows_reaching(since, start) for entity, info in chosen.items()}
-    shards = plan_shards(weights, profile.sharding.target_rows, profile.sharding.max_shards)
-    result.messages.extend(
-        PredictRequest(
-            dataset=profile.name,
-            city=city,
-            shard=index,
-            shards=len(shards),
-            model_version=version,
-            target_start=start,
-            target_end=end,
-            entities=shard,
-            logical_time=message.logical_time,
-            trigger="upload" if entities is not None else "schedule",
-        )
-        for index, shard in enumerate(shards)
-    )
-    result.counts["predict_requests"] = result.counts.get("predict_requests", 0) + len(shards)
+    result.count("jobs_launched")

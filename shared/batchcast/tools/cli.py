@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from batchcast.backends.embedded import STATE_DIR
 from batchcast.core import schemas
 from batchcast.core.config import Profile, comma_list, load_profile, profile_names
 from batchcast.core.errors import ConfigError
@@ -162,7 +161,7 @@ def _upload_outcome(
     if dead_letters:
         failures.append(f"{dead_letters} message(s) dead-lettered (batchcast status lists them)")
     if jobs_failed:
-        failures.append(f"{jobs_failed} training job(s) failed (logs in {STATE_DIR}/jobs/)")
+        failures.append(f"{jobs_failed} training job(s) failed (logs in {runtime.STATE_DIR}/jobs/)")
     if failures:
         return EXIT_FAILED, "; ".join(failures)
     for function, result in deployment.results:
@@ -257,13 +256,13 @@ def _drain_with_progress(deployment: runtime.Runtime) -> int:
     # Training jobs are separate processes that run their cities' predictions themselves.
     with console.status(f"waiting for {len(launched)} training job(s)…"):
         codes = deployment.ports.jobs.wait()
-    console.print(f"training jobs finished with exit codes {codes}; logs in {STATE_DIR}/jobs/")
+    console.print(f"training jobs finished with exit codes {codes}; logs in {runtime.STATE_DIR}/jobs/")
     return sum(1 for code in codes if code)
 
 
 def _log_file(root: Path) -> TextIO:
     # JSON log lines go to a file so the terminal stays readable; functions log to stdout instead.
-    path = root / STATE_DIR / "logs" / "batchcast.jsonl"
+    path = runtime.state_dir(root) / "logs" / "batchcast.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path.open("a")
 
@@ -326,8 +325,8 @@ def status(
     """Per dataset and city: last success, last failure, stale entities, dead letters, long runs."""
     settings = Settings.from_env()
     root = root or settings.root
-    if settings.backend == "embedded" and not (root / STATE_DIR).is_dir():
-        raise typer.BadParameter(f"{root} is not a batchcast root (no {STATE_DIR}/ inside)")
+    if settings.backend == "embedded" and not runtime.state_dir(root).is_dir():
+        raise typer.BadParameter(f"{root} is not a batchcast root (no {runtime.STATE_DIR}/ inside)")
     deployment = _deployment(root)  # gcp: the bucket and the dead-letter subscriptions
     document = status_report.collect(deployment.ports.blobs, deployment.bus.dead_letters)
     if as_json:
@@ -518,7 +517,7 @@ def profiles(
 
 def _profile_summary(profile: Profile) -> list[str]:
     """What a user needs to write files for a profile: its schema, covariates and mappings."""
-    fields = [f for f in schemas.fields(schemas.observation(profile)) if f not in schemas.STATE_DIR]
+    fields = [f for f in schemas.fields(schemas.observation(profile)) if f not in schemas.BOOKKEEPING_FIELDS]
     covariates = [
         f"{n} ({c.type}, {c.timing}{'' if n in profile.model_covariates else ', not used by the model'})"
         for n, c in profile.covariates.items()
@@ -527,7 +526,7 @@ def _profile_summary(profile: Profile) -> list[str]:
     lines = [
         f"{profile.name}: {profile.description}",
         f"  {keys}, target {profile.target}",
-        f"  schema      {', '.join(fields)} (+ {', '.join(schemas.STATE_DIR)})",
+        f"  schema      {', '.join(fields)} (+ {', '.join(schemas.BOOKKEEPING_FIELDS)})",
         f"  covariates  {', '.join(covariates) or 'none'}",
     ]
     for name, mapping in profile.mappings.items():

@@ -15,7 +15,6 @@ from datetime import date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
 
-from batchcast.backends.embedded import STATE_DIR, Delivery
 from batchcast.core.config import Profile
 from batchcast.core.messages import Topic
 from batchcast.data import uploads
@@ -53,7 +52,7 @@ def demo_clock(profile: Profile, last_day: date) -> datetime:
 def prepare_root(root: Path) -> None:
     """Start from an empty root; refuse to wipe a directory batchcast did not create."""
     if root.exists() and any(root.iterdir()):
-        if not (root / STATE_DIR).is_dir():
+        if not runtime.state_dir(root).is_dir():
             raise FileExistsError(f"{root} is not empty and is not a batchcast root; choose another --root")
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -73,7 +72,7 @@ def run_demo(
     which the caller has prepared with :func:`prepare_root`)."""
     started = time.monotonic()
     frame = synth.generate(profile, entities, days, seed=seed, end=end)
-    source = root / STATE_DIR / "demo" / f"{profile.name}.csv"
+    source = runtime.state_dir(root) / "demo" / f"{profile.name}.csv"
     source.parent.mkdir(parents=True, exist_ok=True)
     synth.write_csv(frame, source)
     at = demo_clock(profile, end)
@@ -81,12 +80,11 @@ def run_demo(
     if progress:
         counts: Counter[str] = Counter()
 
-        def listen(delivery: Delivery, error: BaseException | None, seconds: float) -> None:
-            function = delivery.subscription.split("--")[0].replace("-", "_")
+        def listen(function: str) -> None:
             counts[function] += 1
             progress(function, counts[function])
 
-        deployment.bus.listeners.append(listen)
+        deployment.on_delivery(listen)
     name = uploads.store_upload(
         deployment.ports.blobs, source.read_bytes(), ext="csv", now=at, dataset=profile.name
     )

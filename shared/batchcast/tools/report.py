@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from batchcast.core import layout, schemas
+from batchcast.core import layout
 from batchcast.core.config import Profile
-from batchcast.data import storage
-from batchcast.ops import training
+from batchcast.core.schemas.frames import read_frame
+from batchcast.ops import models
 from batchcast.ports import BlobStore
 
 if TYPE_CHECKING:
@@ -46,12 +46,10 @@ def city_summaries(blobs: BlobStore, profile: Profile) -> list[CitySummary]:
         by_city[document["city"]].append(document)
     summaries = []
     for city in profile.cities:
-        ref = training.latest(blobs, profile, city)
+        ref = models.latest(blobs, profile, city)
         metrics = {}
         if ref:
-            metadata = storage.read_json(
-                blobs, layout.model_dir(profile.name, city, ref.version) + training.METADATA_FILE
-            )
+            metadata = models.read_metadata(blobs, profile, city, ref.version)
             metrics = (metadata or {}).get("metrics", {}).get("overall", {})
         documents = by_city.get(city, [])
         targets = sorted({d["target"]["start"] for d in documents})
@@ -136,11 +134,11 @@ def _plot_entity(axis: Axes, blobs: BlobStore, profile: Profile, document: dict)
 
 
 def _backtest_points(blobs: BlobStore, profile: Profile, document: dict) -> pd.DataFrame:
-    metadata = training.read_metadata(blobs, profile, document["city"], document["model_version"])
+    metadata = models.read_metadata(blobs, profile, document["city"], document["model_version"])
     if metadata is None:
         return pd.DataFrame()
     folder = layout.model_dir(profile.name, document["city"], document["model_version"])
-    points = schemas.read_frame(blobs.read(folder + metadata["backtest_file"]), "backtest")
+    points = read_frame(blobs.read(folder + metadata["backtest_file"]), "backtest")
     points = points[points["entity_id"] == document["entity_id"]]
     return points.sort_values("period_start")
 

@@ -9,9 +9,9 @@ bookkeeping fields (:data:`BOOKKEEPING_FIELDS`) come last.
 
 Writes are checked against the schema; reads resolve the file's writer schema against it, so a file
 written before a covariate was declared reads with nulls in it, a covariate no longer declared is
-ignored, and an incompatible change (a field's type) fails loudly. Logical types (``date``,
-``local-timestamp-millis``, ``timestamp-millis``) are converted column-wise with pandas rather than
-per record, which keeps million-row partitions fast.
+ignored, and an incompatible change (a field's type) fails loudly. DataFrames are read and written
+by :mod:`batchcast.core.schemas.frames`; this module does not import pandas, so what only needs
+the schemas (the profiles, notify) starts without it.
 """
 
 from __future__ import annotations
@@ -19,26 +19,20 @@ from __future__ import annotations
 import copy
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import fastavro
-import pandas as pd
 from fastavro.read import SchemaResolutionError
 
 from batchcast.core.errors import PermanentError
 
-if TYPE_CHECKING:  # config imports this module: only type checkers see the other direction
-    from batchcast.core.config import Profile
-
-EPOCH = pd.Timestamp("1970-01-01")
 # Avro files end blocks with a sync marker that writers usually draw at random; a fixed one makes
 # equal records give equal bytes, which create-only writes and byte-identical replays rely on.
 SYNC_MARKER = b"batchcast-sync01"
-MS_PER_DAY = 86_400_000
 # Fields of the observation schemas that the pipeline fills, never a user's column: which upload
 # carried a row and when it arrived, so readers can let the latest upload win per entity and period.
 BOOKKEEPING_FIELDS = ("ingested_at", "upload_id")
@@ -104,10 +98,6 @@ def shipped(name: str) -> bool:
     return name.isidentifier() and (resources.files("batchcast.core.schemas") / f"{name}.avsc").is_file()
 
 
-def _resolve(ref: SchemaRef) -> Schema:
-    return ref if isinstance(ref, Schema) else _shipped_schema(ref)
-
-
 @cache
 def _shipped_schema(name: str) -> Schema:
     return Schema(name, json.dumps(schema(name), sort_keys=True))
@@ -144,7 +134,28 @@ def fields(ref: SchemaRef) -> dict[str, dict[str, Any]]:
 # -- schemas derived from a profile ---------------------------------------------------------------
 
 
-def observation(profile: Profile) -> Schema:
+class CovariateDeclaration(Protocol):
+    """What a schema needs of a declared covariate (a profile's ``[covariates.<name>]``)."""
+
+    type: str
+    timing: str
+    description: str
+
+
+class Declarations(Protocol):
+    """What the derived schemas are made of: a profile's declarations. A
+    :class:`batchcast.core.config.Profile` is one; this module never imports the profile model,
+    which itself uses schemas to check its declarations."""
+
+    entity_key: str
+    time_column: str
+    target: str
+    frequency: str
+    base_schema: str | None
+    covariates: Mapping[str, CovariateDeclaration]
+
+
+def observation(profile: Declarations) -> Schema:
     """The schema of ``profile``'s partitioned rows (``batch_data/``); every reader and writer of
     them uses this, never the base ``.avsc`` alone.
 
@@ -187,7 +198,7 @@ def _observation(
     return _derived("observation", raw)
 
 
-def future(profile: Profile) -> Schema:
+def future(profile: Declarations) -> Schema:
     """The schema of ``profile``'s future values (``future/``): per entity, or per city when the
     entity is null, the values of its ``known`` covariates for one target period."""
     known = tuple(
@@ -258,74 +269,26 @@ def _sorted_keys(value: Any) -> Any:
 def write_records(
     name: SchemaRef, records: Iterable[dict[str, Any]], metadata: dict[str, str] | None = None
 ) -> bytes:
-    """Serialise records (Python values, logical types as Python objects) with schema ``name``."""
-    return _write(name, False, records, metadata)
-
-
-def write_frame(name: SchemaRef, frame: pd.DataFrame, metadata: dict[str, str] | None = None) -> bytes:
-    """Serialise a DataFrame whose columns are the schema's fields (missing nullable ones: null)."""
-    spec = fields(name)
-    missing = [f for f, s in spec.items() if f not in frame.columns and not s["nullable"]]
-    if missing:
-        raise SchemaMismatch(f"frame lacks required fields of {_label(name)}: {', '.join(missing)}")
-    columns: dict[str, list[Any]] = {}
-    for field, info in spec.items():
-        if field not in frame.columns:
-            columns[field] = [None] * len(frame)
-            continue
-        columns[field] = _to_avro_values(frame[field], info)
-    names = list(columns)
-    records = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-    # Values of logical types are already numbers (converted column-wise above, which is far faster
-    # than per record); fastavro passes numbers through, and the header keeps the logical types that
-    # readers such as BigQuery rely on.
-    return _write(name, False, records, metadata)
-
-
-def _write(
-    name: SchemaRef, raw_logical: bool, records: Iterable[dict[str, Any]], metadata: dict[str, str] | None
-) -> bytes:
+    """Serialise records with schema ``name``; values of logical types may be their raw numbers
+    (what :func:`batchcast.core.schemas.frames.write_frame` passes, converted column-wise)."""
     buffer = io.BytesIO()
     try:
         fastavro.writer(
             buffer,
-            _parsed(name, raw_logical),
+            _parsed(name, False),
             records,
             codec="deflate",
             metadata=metadata or {},
             sync_marker=SYNC_MARKER,
         )
     except (TypeError, ValueError, AttributeError) as error:
-        raise SchemaMismatch(f"data does not fit schema {_label(name)}: {error}") from error
+        raise SchemaMismatch(f"data does not fit schema {label(name)}: {error}") from error
     return buffer.getvalue()
 
 
-def _label(ref: SchemaRef) -> str:
+def label(ref: SchemaRef) -> str:
+    """The schema's name, for messages."""
     return ref if isinstance(ref, str) else ref.name
-
-
-def _to_avro_values(column: pd.Series, info: dict[str, Any]) -> list[Any]:
-    logical = info["logical"]
-    if logical == "date":
-        values = (pd.to_datetime(column) - EPOCH).dt.days
-    elif logical in ("local-timestamp-millis", "timestamp-millis"):
-        stamps = pd.to_datetime(column)
-        if stamps.dt.tz is not None:
-            stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
-        values = (stamps - EPOCH) // pd.Timedelta(milliseconds=1)
-        if stamps.hasnans:  # NaT makes the division float; Avro wants whole milliseconds or null
-            values = values.astype("Int64")
-    elif info["type"] in ("int", "long"):
-        values = column.astype("Int64") if info["nullable"] else column.astype("int64")
-    elif info["type"] in ("float", "double"):
-        values = column.astype("float64")
-    elif info["type"] == "boolean":
-        values = column.astype("boolean") if info["nullable"] else column.astype(bool)
-    else:
-        values = column.astype(object)
-    if not values.hasnans:
-        return values.tolist()
-    return values.to_numpy(dtype=object, na_value=None).tolist()
 
 
 def read_records(data: bytes | BinaryIO, name: SchemaRef) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -334,7 +297,7 @@ def read_records(data: bytes | BinaryIO, name: SchemaRef) -> tuple[list[dict[str
     Logical types come back as raw numbers, or as Python dates/datetimes when the file was written
     with exactly this schema version: resolving each record against a reader schema costs twice the
     time, so it is only done when the writer's fields differ (an older or newer compatible version).
-    :func:`records_to_frame` accepts both.
+    :func:`batchcast.core.schemas.frames.records_to_frame` accepts both.
     """
     stream = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
     try:
@@ -344,7 +307,7 @@ def read_records(data: bytes | BinaryIO, name: SchemaRef) -> tuple[list[dict[str
             reader = fastavro.reader(stream, reader_schema=_parsed(name, True))
         records = list(reader)
     except SchemaResolutionError as error:
-        raise SchemaMismatch(f"file's schema is incompatible with {_label(name)}: {error}") from error
+        raise SchemaMismatch(f"file's schema is incompatible with {label(name)}: {error}") from error
     except (ValueError, EOFError, StopIteration) as error:
         raise SchemaMismatch(f"not a readable Avro file: {error}") from error
     metadata = {k: v for k, v in reader.metadata.items() if not k.startswith("avro.")}
@@ -353,47 +316,3 @@ def read_records(data: bytes | BinaryIO, name: SchemaRef) -> tuple[list[dict[str
 
 def _field_types(parsed: dict[str, Any]) -> list[tuple[str, str]]:
     return [(f["name"], json.dumps(f["type"], sort_keys=True)) for f in parsed.get("fields", [])]
-
-
-def read_frame(data: bytes | BinaryIO, name: SchemaRef) -> pd.DataFrame:
-    """Read an Avro file written with (a compatible version of) schema ``name`` into a DataFrame."""
-    records, _ = read_records(data, name)
-    return records_to_frame(records, name)
-
-
-def records_to_frame(records: list[dict[str, Any]], name: SchemaRef) -> pd.DataFrame:
-    """Turn raw records of schema ``name`` into a typed DataFrame (logical types as datetimes)."""
-    spec = fields(name)
-    frame = pd.DataFrame.from_records(records, columns=list(spec))
-    for field, info in spec.items():
-        frame[field] = _from_avro_column(frame[field], info)
-    return frame
-
-
-def _from_avro_column(column: pd.Series, info: dict[str, Any]) -> pd.Series:
-    logical = info["logical"]
-    raw = pd.api.types.is_integer_dtype(column) or column.empty
-    if logical == "date":
-        return EPOCH + pd.to_timedelta(column.astype("int64"), unit="D") if raw else pd.to_datetime(column)
-    if logical == "local-timestamp-millis":
-        return EPOCH + pd.to_timedelta(column.astype("int64"), unit="ms") if raw else pd.to_datetime(column)
-    if logical == "timestamp-millis":
-        if raw:
-            return (EPOCH + pd.to_timedelta(column.astype("int64"), unit="ms")).dt.tz_localize("UTC")
-        return pd.to_datetime(column, utc=True)
-    if info["type"] in ("int", "long"):
-        return column.astype("Int64" if info["nullable"] else "int64")
-    if info["type"] in ("float", "double"):
-        return column.astype("float64")
-    if info["type"] == "boolean":
-        return column.astype("boolean")
-    if info["nullable"]:  # null stays missing (pandas 2 would turn it into the text "None")
-        return column.astype(str).where(column.notna(), None)
-    return column.astype(str)
-
-
-def reader_fields(data: bytes | BinaryIO) -> list[str]:
-    """The field names an arbitrary Avro file declares (for uploads in the user's own schema)."""
-    stream = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
-    reader = fastavro.reader(stream)
-    return [f["name"] for f in reader.writer_schema.get("fields", [])]
