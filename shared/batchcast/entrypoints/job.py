@@ -24,7 +24,7 @@ from batchcast.core.settings import Settings
 from batchcast.data import catalog
 from batchcast.data import dataset as datasets
 from batchcast.entrypoints import runtime
-from batchcast.ports import BlobStore, Clock, FixedClock, SystemClock
+from batchcast.ports import BlobStore, Clock
 from batchcast.steps import StepResult
 
 
@@ -47,7 +47,7 @@ def deployment(root: Path | None = None, clock: Clock | None = None) -> runtime.
     stack), else the embedded backend on ``root`` (or ``BATCHCAST_ROOT``), logging to its file."""
     settings = Settings.from_env()
     if clock is None:
-        clock = FixedClock(settings.now) if settings.now else SystemClock()
+        clock = runtime.clock_for(settings)
     if settings.backend == "gcp":
         configure_logging(sys.stderr)
         return runtime.gcp(settings, clock=clock)

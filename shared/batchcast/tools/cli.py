@@ -26,7 +26,7 @@ from batchcast.entrypoints import job, runtime
 from batchcast.entrypoints.wiring import FUNCTIONS, route_for_subscription
 from batchcast.ops import status as status_report
 from batchcast.ops import tokens
-from batchcast.ports import FixedClock, SystemClock
+from batchcast.ports import FixedClock
 from batchcast.tools import profile_init, stack, synth
 from batchcast.tools import replay as replays
 from batchcast.tools.demo import DemoResult, forecast_entities, prepare_root, run_demo
@@ -154,8 +154,8 @@ def upload(
     failed or a message was dead-lettered; 2 bad arguments; 3 nothing flowed (the file, or every
     row of it, was rejected); 4 some rows were rejected, the rest flowed. The last line says why.
     """
-    clock = FixedClock(job.aware(now)) if now else SystemClock()
-    deployment = job.deployment(root, clock)
+    deployment = job.deployment(root, FixedClock(job.aware(now)) if now else None)
+    clock = deployment.ports.clock
     ext = file.suffix.lstrip(".").lower()
     dead_before = _dead_letter_count(deployment)
     try:
@@ -476,7 +476,7 @@ def rerun(
 ) -> None:
     """Republish one day's scheduled work (train, predict, notify) so it runs again."""
     profile = _profile(dataset)
-    clock = FixedClock(job.aware(now)) if now else SystemClock()
+    clock = FixedClock(job.aware(now)) if now else None
     rerun_id = f"rerun-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
     try:
         ticks = replays.rerun_ticks(profile, day.date(), city or [], rerun_id)
@@ -628,6 +628,21 @@ def stack_down(directory: StackDir = Path(".batchcast-stack")) -> None:
     """Stop every process of the stack."""
     stopped = stack.down(directory)
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "no stack was running")
+
+
+@stack_app.command("clock")
+def stack_clock(
+    directory: StackDir = Path(".batchcast-stack"),
+    at: Annotated[
+        datetime | None, typer.Option(help="Pin the functions' clock here (UTC unless an offset is given).")
+    ] = None,
+) -> None:
+    """Set the time the stack's functions and jobs see; without --at, they follow the real clock."""
+    state = stack.load(directory.resolve())
+    if state is None:
+        raise typer.BadParameter(f"no stack at {directory}")
+    state.clock.set(job.aware(at))
+    console.print(f"stack clock: {state.clock.now().isoformat() if at else 'the real clock'}")
 
 
 @stack_app.command("status")
