@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from typer.testing import CliRunner
@@ -302,3 +303,31 @@ def test_a_backfill_over_days_and_one_city_lists_its_ticks_then_writes_no_second
 
 def _all_runs(blobs) -> list[dict]:
     return [json.loads(blobs.read(i.name)) for i in blobs.list(layout.RUNS)]
+
+
+def test_a_rerun_after_a_tick_sent_in_utc_writes_no_second_predictions(shop_run, shop):
+    # Cloud Scheduler's ticks carry UTC times, a rerun the profile's local ones: the same instants.
+    deployment, clock = shop_run
+    root, blobs = deployment.settings.root, deployment.ports.blobs
+    [(midnight, actions), *_] = shop.scheduled_ticks(DAY)
+    at = midnight.astimezone(UTC).isoformat()
+    ticked = _cli(root, "tick", "--dataset", "shop", "--actions", ",".join(actions), "--at", at)
+    assert ticked.exit_code == 0, ticked.output
+    day_prefix = f"{layout.PREDICTIONS}dataset=shop/dt={DAY}/"
+    before = sorted(i.name for i in blobs.list(day_prefix))
+    # The upload's forecast (its time local) and the tick's (UTC) are one request at one instant.
+    assert len([n for n in before if "city=munich/" in n]) == 1
+    rerun = _cli(
+        root, "rerun", "--dataset", "shop", "--date", DAY.isoformat(), "--now", clock.now().isoformat()
+    )
+    assert rerun.exit_code == 0, rerun.output
+    assert sorted(i.name for i in blobs.list(day_prefix)) == before
+
+
+def test_the_same_instant_written_with_another_offset_is_the_same_work():
+    utc = ScheduleTick(
+        dataset="retail", actions=["predict"], logical_time=datetime(2026, 3, 1, 23, tzinfo=UTC)
+    )
+    berlin = utc.model_copy(update={"logical_time": utc.logical_time.astimezone(ZoneInfo("Europe/Berlin"))})
+    assert berlin.logical_time.isoformat() != utc.logical_time.isoformat()
+    assert berlin.idempotency_key == utc.idempotency_key
