@@ -26,7 +26,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, TypeVar
@@ -70,6 +70,8 @@ class RetryPolicy:
 
 RETRY = RetryPolicy()
 RETRY_LOG = logging.getLogger("batchcast.retry")
+# Attributes Pub/Sub adds to a dead-lettered message (source subscription, delivery count, ...).
+DEAD_LETTER_ATTRIBUTES = "CloudPubSubDeadLetter"
 
 # HTTP statuses and exceptions worth retrying: rate limits, server errors, the network.
 TRANSIENT_API_ERRORS = (
@@ -504,6 +506,7 @@ class PubSubBus:
                 message, error = None, str(exc)
             entries.append(
                 {
+                    "id": raw.message_id,
                     "message_id": raw.message_id,
                     "publish_time": raw.publish_time.isoformat() if raw.publish_time else None,
                     "attributes": attributes,
@@ -514,13 +517,69 @@ class PubSubBus:
             )
             ack_ids.append(received.ack_id)
         if ack_ids and ack:
-            request = {"subscription": path, "ack_ids": ack_ids}
-            with_retries(lambda: self.subscriber.acknowledge(request=request, retry=None), what=f"ack {path}")
+            self._ack(path, ack_ids)
         elif ack_ids:
             request = {"subscription": path, "ack_ids": ack_ids, "ack_deadline_seconds": 0}
             release = self.subscriber.modify_ack_deadline
             with_retries(lambda: release(request=request, retry=None), what=f"release {path}")
         return entries
+
+    def redrive(self, topic: str, ids: Collection[str] | None = None) -> list[str]:
+        """Republish the dead letters ``ids`` (None: all) of ``topic`` to ``topic``, then acknowledge
+        them on its ``<topic>-dlq--hold`` subscription; return the ids redriven. Pub/Sub's own
+        dead-letter attributes are left off, so the redriven message is the original again."""
+
+        def republish(received: pubsub_v1.types.ReceivedMessage) -> None:
+            attributes = {
+                k: v
+                for k, v in received.message.attributes.items()
+                if not k.startswith(DEAD_LETTER_ATTRIBUTES)
+            }
+            self.publish_raw(topic, received.message.data, attributes)
+
+        return self._take_dead_letters(topic, ids, republish)
+
+    def discard(self, topic: str, ids: Collection[str] | None = None) -> list[str]:
+        """Acknowledge the dead letters ``ids`` (None: all) of ``topic`` without republishing them."""
+        return self._take_dead_letters(topic, ids, lambda received: None)
+
+    def _take_dead_letters(
+        self,
+        topic: str,
+        ids: Collection[str] | None,
+        handle: Callable[[pubsub_v1.types.ReceivedMessage], None],
+    ) -> list[str]:
+        """Pull the hold subscription until it is empty; hand each chosen letter to ``handle`` then
+        acknowledge it; release every other letter at the end (they stay for later)."""
+        path = self.subscription_path(Topic(topic).dead_letter_subscription)
+        taken: list[str] = []
+        held: list[str] = []
+        seen: set[str] = set()
+        try:
+            while True:
+                response = with_retries(lambda: self._peek(path, 100), what=f"pull {path}")
+                fresh = [r for r in response.received_messages if r.message.message_id not in seen]
+                if not fresh:  # empty, or only letters held here whose deadline ran out: all seen
+                    return taken
+                for received in fresh:
+                    seen.add(received.message.message_id)
+                    if ids is not None and received.message.message_id not in ids:
+                        held.append(received.ack_id)
+                        continue
+                    handle(received)
+                    self._ack(path, [received.ack_id])
+                    taken.append(received.message.message_id)
+                if ids is not None and set(ids) <= set(taken):
+                    return taken
+        finally:
+            if held:
+                request = {"subscription": path, "ack_ids": held, "ack_deadline_seconds": 0}
+                release = self.subscriber.modify_ack_deadline
+                with_retries(lambda: release(request=request, retry=None), what=f"release {path}")
+
+    def _ack(self, path: str, ack_ids: list[str]) -> None:
+        request = {"subscription": path, "ack_ids": ack_ids}
+        with_retries(lambda: self.subscriber.acknowledge(request=request, retry=None), what=f"ack {path}")
 
     def close(self) -> None:
         """Release the clients' channels."""

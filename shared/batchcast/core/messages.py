@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
@@ -22,6 +22,9 @@ from batchcast.core.errors import PermanentError
 
 SCHEMA_VERSION = 1
 CITY_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+
+
+UNKNOWN_DATASET = "unknown"  # the dataset of a message that cannot know it (a raw upload)
 
 
 class Topic(StrEnum):
@@ -85,7 +88,7 @@ class ObjectFinalized(_Message):
 
     kind: Literal["object-finalized"] = "object-finalized"
     topic: ClassVar[Topic] = Topic.RAW_OBJECTS
-    dataset: str = "unknown"  # a raw upload's dataset is not known until partition reads it
+    dataset: str = UNKNOWN_DATASET  # a raw upload's dataset is not known until partition reads it
     bucket: str
     name: str
     generation: int
@@ -128,12 +131,22 @@ class ScheduleTick(_Message):
 
     def identity(self) -> str:
         actions, cities = ",".join(sorted(self.actions)), ",".join(sorted(self.cities))
-        return f"schedule/{self.dataset}/{actions}/{self.logical_time.isoformat()}" + (
+        return f"schedule/{self.dataset}/{actions}/{instant(self.logical_time)}" + (
             f"/{cities}" if cities else ""
         )
 
 
 Trigger = Literal["schedule", "upload"]
+
+
+def instant(moment: datetime) -> str:
+    """A time as it goes into identities: the UTC instant, whatever offset it was written with.
+
+    Cloud Scheduler's ticks carry UTC times, ``batchcast rerun`` the profile's local ones: the same
+    instant must be the same work, or a rerun would write a second version of a day's predictions
+    (their file name digests the request's identity).
+    """
+    return moment.astimezone(UTC).isoformat()
 
 
 def digest(items: list[str]) -> str:
@@ -161,7 +174,7 @@ class _Targeted(_Message):
         return (
             f"{self.dataset}/{self.city_}/{self.target_start.isoformat()}/"
             f"{self.shard}-of-{self.shards}/{self.model_version}/"
-            f"{self.logical_time.isoformat()}/{digest(sorted(entities))}"
+            f"{instant(self.logical_time)}/{digest(sorted(entities))}"
         )
 
 
@@ -204,7 +217,7 @@ class TrainRequest(_Message):
 
     def identity(self) -> str:
         actions = ",".join(sorted(self.actions))
-        when = self.logical_time.isoformat()
+        when = instant(self.logical_time)
         return f"train-request/{self.dataset}/{self.city_}/{when}/{actions}/{self.fingerprint}"
 
 

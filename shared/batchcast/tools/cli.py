@@ -16,7 +16,14 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from batchcast.core import schemas
-from batchcast.core.config import Profile, comma_list, load_profile, parse_profile, profile_names
+from batchcast.core.config import (
+    Profile,
+    comma_list,
+    enabled_profiles,
+    load_profile,
+    parse_profile,
+    profile_problems,
+)
 from batchcast.core.errors import ConfigError
 from batchcast.core.messages import ScheduleTick, Topic
 from batchcast.core.obs import configure_logging
@@ -24,8 +31,8 @@ from batchcast.core.settings import Settings
 from batchcast.data import catalog, uploads
 from batchcast.entrypoints import job, runtime
 from batchcast.entrypoints.wiring import FUNCTIONS, route_for_subscription
+from batchcast.ops import deadletters, reruns, tokens
 from batchcast.ops import status as status_report
-from batchcast.ops import tokens
 from batchcast.ports import FixedClock
 from batchcast.tools import profile_init, stack, synth
 from batchcast.tools import replay as replays
@@ -369,7 +376,9 @@ def status(
     if settings.backend == "embedded" and not runtime.state_dir(root).is_dir():
         raise typer.BadParameter(f"{root} is not a batchcast root (no {runtime.STATE_DIR}/ inside)")
     deployment = job.deployment(root)  # gcp: the bucket and the dead-letter subscriptions
-    document = status_report.collect(deployment.ports.blobs, deployment.bus.dead_letters)
+    document = status_report.collect(
+        deployment.ports.blobs, deployment.bus.dead_letters, deployment.ports.clock.now()
+    )
     if as_json:
         typer.echo(json.dumps(document, indent=2, sort_keys=True))
         return
@@ -468,29 +477,44 @@ def replay(
 @app.command()
 def rerun(
     dataset: Annotated[str, typer.Option(help="Profile name.")],
-    day: Annotated[datetime, typer.Option("--date", formats=["%Y-%m-%d"], help="Local date to re-run.")],
+    day: Annotated[
+        datetime | None, typer.Option("--date", formats=["%Y-%m-%d"], help="One local date to re-run.")
+    ] = None,
+    first: Annotated[
+        datetime | None, typer.Option("--from", formats=["%Y-%m-%d"], help="First local date of a range.")
+    ] = None,
+    last: Annotated[
+        datetime | None, typer.Option("--to", formats=["%Y-%m-%d"], help="Last local date (default: --from).")
+    ] = None,
     city: Annotated[list[str] | None, typer.Option(help="Only this city (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option(help="Only list the ticks that would be republished.")] = False,
     now: NowOption = None,
     root: RootOption = None,
 ) -> None:
-    """Republish one day's scheduled work (train, predict, notify) so it runs again."""
+    """Republish the scheduled work (train, predict, notify) of a day or a range of days so it runs
+    again; what did not change writes nothing new."""
     profile = _profile(dataset)
+    start = day or first
+    if start is None or (day and (first or last)):
+        raise typer.BadParameter("give --date, or --from (and --to)")
+    end = last or start
     clock = FixedClock(job.aware(now)) if now else None
-    rerun_id = f"rerun-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
     try:
-        ticks = replays.rerun_ticks(profile, day.date(), city or [], rerun_id)
-    except ValueError as error:
+        planned = reruns.plan(
+            profile, start.date(), end.date(), city or [], reruns.new_rerun_id(datetime.now(UTC))
+        )
+    except reruns.RerunError as error:
         raise typer.BadParameter(str(error)) from error
-    verb = "would republish" if dry_run else f"republishing as {rerun_id}"
-    console.print(f"{verb} {len(ticks)} schedule tick(s) of {profile.name} on {day:%Y-%m-%d}:")
-    for tick in ticks:
-        console.print(f"  {tick.logical_time.isoformat()} {','.join(tick.actions)}")
+    verb = "would republish" if dry_run else f"republishing as {planned.rerun_id}"
+    span = f"{start:%Y-%m-%d}" + (f" to {end:%Y-%m-%d}" if end != start else "")
+    console.print(f"{verb} {len(planned.ticks)} schedule tick(s) of {profile.name} on {span}:")
+    for line in planned.lines():
+        console.print(f"  {line}", soft_wrap=True)
     if dry_run:
         return
     deployment = job.deployment(root, clock)
-    for tick in ticks:  # in time order: a day's training runs before the predictions that use it
-        deployment.ports.bus.publish(Topic.SCHEDULE, tick)
+    for tick in planned.ticks:  # in time order: a day's training runs before the predictions that use it
+        reruns.publish(deployment.ports.bus, [tick])
         _drain_with_progress(deployment)
     _print_runs(deployment)
 
@@ -546,15 +570,21 @@ def profiles(
     Every mistake in a profile is printed, one per line, and the command exits 1.
     """
     try:
-        chosen = [load_profile(name)] if name else [load_profile(known) for known in profile_names()]
+        chosen = [load_profile(name)] if name else enabled_profiles()
     except ConfigError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
+    # Listing all: the good ones are shown, each broken file is named with why, and the exit says so.
+    problems = {} if name else profile_problems()
     if as_json:
         typer.echo("\n".join(profile.model_dump_json(indent=2) for profile in chosen))
-        return
-    for profile in chosen:
-        typer.echo("\n".join(_profile_summary(profile)))
+    else:
+        for profile in chosen:
+            typer.echo("\n".join(_profile_summary(profile)))
+    for why in problems.values():
+        typer.echo(f"broken profile: {why}", err=True)
+    if problems:
+        raise typer.Exit(1)
 
 
 def _profile_summary(profile: Profile) -> list[str]:
@@ -577,6 +607,96 @@ def _profile_summary(profile: Profile) -> list[str]:
         reads += [f"{f} = {v!r}" for f, v in mapping.constants.items()]
         lines.append(f"  mapping     {name} ({mapping.kind}): {', '.join(reads)}")
     return [*lines, ""]
+
+
+deadletters_app = typer.Typer(help="Dead-lettered messages: list, redrive (republish) or discard them.")
+app.add_typer(deadletters_app, name="deadletters")
+TopicOption = Annotated[str | None, typer.Option(help="Only this topic (default: every topic).")]
+LetterIds = Annotated[list[str] | None, typer.Argument(help="Dead-letter ids (from list); none: all.")]
+YesOption = Annotated[bool, typer.Option("--yes", help="Do it without asking.")]
+
+
+@deadletters_app.command("list")
+def deadletters_list(
+    topic: TopicOption = None,
+    root: RootOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Every dead letter with its error, attempts, attributes and age."""
+    deployment = job.deployment(root)
+    letters = _letters(deployment, topic)
+    if as_json:
+        typer.echo(json.dumps(letters, indent=2, sort_keys=True, default=str))
+        return
+    table = Table("id", "topic", "kind", "dataset", "city", "attempts", "age", "error", title="dead letters")
+    for letter in letters:
+        age = f"{letter['age_seconds'] // 60} min" if letter["age_seconds"] is not None else "-"
+        cells = (letter["id"], letter["topic"], letter["kind"], letter["dataset"], letter["city"])
+        table.add_row(*(str(c or "-") for c in cells), str(letter["attempts"] or "-"), age, letter["error"])
+    console.print(table)
+
+
+@deadletters_app.command("redrive")
+def deadletters_redrive(
+    topic: Annotated[str, typer.Option(help="The topic the letters were dead-lettered from.")],
+    ids: LetterIds = None,
+    yes: YesOption = False,
+    root: RootOption = None,
+) -> None:
+    """Republish dead letters to their original topic (and run what they trigger, embedded)."""
+    deployment = job.deployment(root)
+    _confirm(deployment, topic, ids, "redrive", yes)
+    redriven = deadletters.redrive(deployment.ports.bus, topic, ids)
+    console.print(
+        f"redrove {len(redriven)} dead letter(s) to {topic}: {', '.join(redriven) or '-'}", soft_wrap=True
+    )
+    _missing_letters(ids, redriven)
+    _drain_with_progress(deployment)
+    if job.is_local(deployment):
+        _print_runs(deployment)
+
+
+@deadletters_app.command("discard")
+def deadletters_discard(
+    topic: Annotated[str, typer.Option(help="The topic the letters were dead-lettered from.")],
+    ids: LetterIds = None,
+    yes: YesOption = False,
+    root: RootOption = None,
+) -> None:
+    """Drop dead letters for good."""
+    deployment = job.deployment(root)
+    _confirm(deployment, topic, ids, "discard", yes)
+    dropped = deadletters.discard(deployment.ports.bus, topic, ids)
+    console.print(
+        f"discarded {len(dropped)} dead letter(s) of {topic}: {', '.join(dropped) or '-'}", soft_wrap=True
+    )
+    _missing_letters(ids, dropped)
+
+
+def _letters(deployment: runtime.Runtime, topic: str | None) -> list[dict]:
+    try:
+        return deadletters.list_letters(
+            deployment.ports.bus, deployment.ports.blobs, deployment.ports.clock.now(), topic
+        )
+    except deadletters.UnknownTopic as error:
+        raise typer.BadParameter(str(error)) from error
+
+
+def _confirm(deployment: runtime.Runtime, topic: str, ids: list[str] | None, verb: str, yes: bool) -> None:
+    """Name what the action touches and ask, unless --yes."""
+    letters = [letter for letter in _letters(deployment, topic) if not ids or letter["id"] in ids]
+    for letter in letters:
+        where = f"{letter['dataset']}/{letter['city'] or '*'}"
+        console.print(f"  {letter['id']}  {letter['kind']} {where}: {letter['error']}", soft_wrap=True)
+    if not yes and not typer.confirm(f"{verb} {len(letters)} dead letter(s) of {topic}?"):
+        raise typer.Abort()
+
+
+def _missing_letters(wanted: list[str] | None, done: list[str]) -> None:
+    missing = sorted(set(wanted or []) - set(done))
+    if missing:
+        console.print(f"not found (already handled?): {', '.join(missing)}", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 stack_app = typer.Typer(help="The local emulator stack: fake-gcs-server, Pub/Sub emulator, functions.")

@@ -99,6 +99,14 @@ def closest_history_mapping(header: list[str], profile: Profile) -> str:
     return f"mapping {name} (the file lacks {listing(missing)})" if missing else f"mapping {name}"
 
 
+def with_broken(reason: str, broken: dict[str, str]) -> str:
+    """A rejection's reason, plus the profiles that could not be loaded: the upload may be for one."""
+    if not broken:
+        return reason
+    names = "; ".join(" ".join(why.split()) for why in broken.values())
+    return f"{reason} (profiles that could not be loaded, so no upload fits them: {names})"
+
+
 def _missing_columns(header: list[str], profiles: list[Profile], name: str | None) -> str:
     """Name the closest mapping and exactly which of its columns the header lacks.
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from batchcast.core import config
 from batchcast.core.config import ColumnMapping, Profile
+from batchcast.core.errors import ConfigError
 from batchcast.core.schemas import GROUP_KEY
 from batchcast.data.spool import Spool
 from batchcast.data.validation.duplicates import (
@@ -31,6 +32,7 @@ from batchcast.data.validation.mapping import (
     closest_history_mapping,
     input_fields,
     source_of,
+    with_broken,
 )
 from batchcast.data.validation.reasons import CONFLICT, DUPLICATE, FileRejected, Reasons, Unreadable
 from batchcast.data.validation.rows import Context, is_blank, parse_field, periods_ahead, value_rules
@@ -277,8 +279,17 @@ class Upload:
             source = self._source = open_source(self._stream, ext, self._chunk_bytes)
             self._header = source.header
             try:
-                enabled = config.enabled_profiles() if profiles is None else profiles
-                profile, name, chosen = choose_mapping(source.header, enabled, dataset, mapping)
+                enabled, broken = (
+                    (profiles, {})
+                    if profiles is not None
+                    else (config.enabled_profiles(), config.profile_problems())
+                )
+                if dataset in broken:  # an upload for a broken profile fails; the other datasets' go on
+                    raise ConfigError(broken[dataset], dataset=dataset)
+                try:
+                    profile, name, chosen = choose_mapping(source.header, enabled, dataset, mapping)
+                except FileRejected as rejected:
+                    raise FileRejected(with_broken(str(rejected.args[0]), broken)) from None
                 result.profile, result.mapping, self._mapping = profile, name, chosen
                 result.warnings = check_columns(source.header, profile, name, chosen)
             except FileRejected:
