@@ -210,7 +210,7 @@ def test_a_stale_store_emails_its_managers_once_and_ops_one_digest(tmp_path, smt
         assert "as of: 2026-03-02 00:00 CET" in text  # the forecast they still see, local time
     assert smtp.inbox.to("bikes@example.com") == []
     [digest] = smtp.inbox.to("ops@example.com")
-    assert "4 stale" in digest["Subject"]
+    assert "4 stale stores" in digest["Subject"]  # retail's word for an entity (bike share: stations)
     assert all(s["store_id"] in _parts(digest)[0] for s in stores)  # the unmanaged store too
     assert len(smtp.inbox.received) == len(owners) + 1
 

@@ -340,7 +340,8 @@ def _episode_body(
 ) -> tuple[str, str, str]:
     city = episode["city"]
     link = store_link(mailing.public_url, profile.name, entity)
-    store = f"{profile.entity_key.replace('_id', '')} {entity} ({city})"
+    word = profile.entity_word  # the dataset's word: store, station
+    store = f"{word} {entity} ({city})"
     if what == "stale":
         subject = f"[batchcast] {profile.name} {entity}: forecast is stale"
         lines = [
@@ -358,16 +359,16 @@ def _episode_body(
             f"and covers: {local_time(profile, city, recovered['forecast_for'])}",
             f"(it had been stale since {local_time(profile, city, episode['since'])}: {episode['reason']})",
         ]
-    text = "\n".join([*lines, "", f"Store page: {link}", ""])
+    text = "\n".join([*lines, "", f"{word.capitalize()} page: {link}", ""])
     items = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
-    markup = f'<html><body>{items}<p><a href="{html.escape(link)}">Open the store page</a></p></body></html>'
+    markup = f'<html><body>{items}<p><a href="{html.escape(link)}">Open the {word} page</a></p></body></html>'
     return text, markup, subject
 
 
 def _digest_body(profile: Profile, mailing: Mailing, digest: dict) -> tuple[str, str, str]:
-    stores = digest["stores"]
-    subject = f"[batchcast] {profile.name}: {len(stores)} stale stores"
-    lines = [f"{len(stores)} {profile.name} stores are stale (checked {digest['checked_at']}):", ""]
+    stores, word = digest["stores"], profile.entity_word
+    subject = f"[batchcast] {profile.name}: {len(stores)} stale {word}s"
+    lines = [f"{len(stores)} {profile.name} {word}s are stale (checked {digest['checked_at']}):", ""]
     rows = []
     for store in stores:
         link = store_link(mailing.public_url, profile.name, store["entity"])
@@ -381,7 +382,7 @@ def _digest_body(profile: Profile, mailing: Mailing, digest: dict) -> tuple[str,
             + "".join(f"<td>{html.escape(c)}</td>" for c in cells[1:])
             + "</tr>"
         )
-    header = "".join(f"<th>{h}</th>" for h in ("store", "city", "stale since", "as of", "reason"))
+    header = "".join(f"<th>{h}</th>" for h in (word, "city", "stale since", "as of", "reason"))
     markup = (
         f"<html><body><p>{html.escape(lines[0])}</p>"
         f"<table><tr>{header}</tr>{''.join(rows)}</table></body></html>"
