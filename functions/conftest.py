@@ -6,7 +6,6 @@ code path ``functions-framework --target <name>`` uses) on the embedded backend 
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,7 +17,8 @@ from flask.testing import FlaskClient
 
 from batchcast.backends.embedded import finalize_event
 from batchcast.core.config import load_profile
-from batchcast.core.messages import Message, PartitionsReady, encode
+from batchcast.core.events import published_event_data
+from batchcast.core.messages import Message, PartitionsReady
 from batchcast.data import uploads
 from batchcast.entrypoints import runtime
 from batchcast.tools import synth
@@ -78,16 +78,7 @@ def structured_event(event_type: str, data: dict) -> tuple[dict, bytes]:
 
 def published(message: Message) -> dict:
     """The data of a messagePublished CloudEvent carrying ``message`` (a push subscription's shape)."""
-    body, attributes = encode(message)
-    return {
-        "message": {
-            "data": base64.b64encode(body).decode(),
-            "attributes": attributes,
-            "messageId": "m1",
-            "publishTime": NOW.isoformat(),
-        },
-        "subscription": "projects/p/subscriptions/s",
-    }
+    return published_event_data(message, NOW)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from batchcast.core.messages import InvalidMessage, Message, ObjectFinalized, decode
+from batchcast.core.messages import InvalidMessage, Message, ObjectFinalized, decode, encode
 
 STORAGE_FINALIZED = "google.cloud.storage.object.v1.finalized"
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
@@ -29,6 +29,21 @@ def message_from_event(event_type: str, data: Any, event_time: str | None = None
     if event_type == PUBSUB_PUBLISHED:
         return _published(data)
     raise InvalidMessage(f"unsupported event type {event_type!r}")
+
+
+def published_event_data(message: Message, publish_time: datetime) -> dict[str, Any]:
+    """The data of the ``messagePublished`` CloudEvent a push subscription sends for ``message``
+    (what :func:`message_from_event` reads back): tests and benchmarks build events with it."""
+    body, attributes = encode(message)
+    return {
+        "message": {
+            "data": base64.b64encode(body).decode(),
+            "attributes": attributes,
+            "messageId": "m1",
+            "publishTime": publish_time.isoformat(),
+        },
+        "subscription": "projects/p/subscriptions/s",
+    }
 
 
 def published_at(event_type: str, data: Any, event_time: str | None = None) -> datetime | None:
