@@ -1,0 +1,281 @@
+"""Benchmark: per-store daily uploads on the emulator stack, through a proxy that injects faults.
+
+    python bench/faults.py [--stores 200] [--days 3] [--reset 0.05] [--unavailable 0.02] [--latency 0.02]
+
+The same run twice, each on a fresh stack (``batchcast stack up``) with a mitmproxy reverse proxy
+(bench/fault_proxy.py, bench/fault_addon.py) between the functions and the emulators: once with no
+faults, once with faults. The proxy sits on
+
+* every GCS request of the functions (their ``STORAGE_EMULATOR_HOST`` is the proxy; answers that
+  name fake-gcs-server's own address are rewritten so streamed reads and resumable uploads stay on
+  the proxy too);
+* every Pub/Sub push (the push subscriptions' endpoints are the proxy): a 503 or a dropped
+  connection there is a failed delivery, which the emulator redelivers with backoff and counts
+  towards the dead-letter limit of 5 attempts.
+
+Publishing is gRPC (HTTP/2) to the Pub/Sub emulator and does not go through the proxy; the stores'
+own uploads do not either (the faults are between the functions and the emulators).
+
+The workload: one history file for every store (the cities' first training), then for each of
+``--days`` days every store uploads a one-day file of its own, all stores at once; each day's
+uploads must have re-forecast every store before the next day starts. Printed for each run:
+uploads, runs, faults injected, retries, runs failed finally, dead letters, stores with results,
+rows lost (rows uploaded that a reader of the dataset does not get back). Then the outputs of the
+two runs are compared: the dataset's rows, and each store's forecast (values, periods, intervals,
+actuals); timestamps taken from the wall clock (as-of, model versions) differ between two runs
+and are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import fault_proxy
+import pandas as pd
+from daily import bench_profile
+
+from batchcast.backends.gcp import GcsBlobStore, PubSubBus, storage_client
+from batchcast.core import layout
+from batchcast.core.config import Profile
+from batchcast.core.messages import Topic
+from batchcast.data import catalog, dataset
+from batchcast.entrypoints.wiring import FUNCTIONS
+from batchcast.tools import stack, synth
+
+PUSHED = [name for name in FUNCTIONS if name != "ingest"]  # ingest is HTTP, called by stores
+# Fields of a result that come from the wall clock of the run, not from the data.
+CLOCK_FIELDS = {"as_of", "model_version", "updated_at", "generated_at"}
+
+
+@dataclass
+class Outcome:
+    """What one run left: its counts and the outputs compared between runs."""
+
+    label: str
+    counts: dict[str, object]
+    rows: pd.DataFrame
+    forecasts: dict[str, object]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--stores", type=int, default=200)
+    parser.add_argument("--history-days", type=int, default=60)
+    parser.add_argument("--days", type=int, default=3, help="days of per-store uploads")
+    parser.add_argument("--reset", type=float, default=0.05, help="share of requests dropped")
+    parser.add_argument("--unavailable", type=float, default=0.02, help="share answered 503")
+    parser.add_argument("--latency", type=float, default=0.02, help="share delayed")
+    parser.add_argument("--latency-seconds", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for one day's forecasts")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="batchcast-bench-faults-") as scratch:
+        profile = bench_profile(Path(scratch), "cheap")
+        end = date.today() - timedelta(days=1)
+        frame = synth.generate(profile, args.stores, args.history_days + args.days, seed=args.seed, end=end)
+        frame["date"] = pd.to_datetime(frame["date"])
+        days = sorted(frame["date"].unique())[-args.days :]
+        print(
+            f"{profile.name}: {args.stores} stores, {args.history_days} days of history, "
+            f"then {args.days} days of per-store uploads ({len(frame):,} rows)"
+        )
+        faults = fault_proxy.FaultMix(
+            args.reset, args.unavailable, args.latency, args.latency_seconds, seed=args.seed
+        )
+        runs = [("no faults", fault_proxy.FaultMix()), ("faults", faults)]
+        outcomes = [
+            run(label, mix, Path(scratch) / label.replace(" ", "-"), profile, frame, days, args.timeout)
+            for label, mix in runs
+        ]
+    report(outcomes, faults)
+    if not all(_target_met(o, args.stores) for o in outcomes) or not _same_outputs(*outcomes):
+        sys.exit(1)
+
+
+def run(
+    label: str,
+    mix: fault_proxy.FaultMix,
+    directory: Path,
+    profile: Profile,
+    frame: pd.DataFrame,
+    days: list[pd.Timestamp],
+    timeout: float,
+) -> Outcome:
+    """One whole run on a fresh stack behind a proxy injecting ``mix``."""
+    gcs_port = stack.free_port()
+    function_ports = {name: stack.free_port() for name in FUNCTIONS}
+    gcs = f"http://{stack.HOST}:{gcs_port}"
+    upstreams = {"gcs": gcs} | {name: f"http://{stack.HOST}:{function_ports[name]}" for name in PUSHED}
+    proxy = fault_proxy.start(upstreams, directory / "proxy", mix, rewrite={gcs: "gcs"})
+    started = time.monotonic()
+    try:
+        state = stack.up(
+            directory / "stack",
+            gcs_port=gcs_port,
+            function_ports=function_ports,
+            extra_env={
+                "STORAGE_EMULATOR_HOST": proxy.url("gcs"),
+                "BATCHCAST_PROFILE_DIR": str(Path(str(directory)).parent),
+            },
+            push_endpoints={name: proxy.url(name) + "/" for name in PUSHED},
+        )
+        try:
+            with stack.environ(state.env()):
+                uploads = upload_all(state, profile, frame, days, timeout)
+                counts, rows, forecasts = collect(state, profile, frame)
+                counts = {"uploads": uploads, **counts}
+        finally:
+            stack.down(directory / "stack")
+    finally:
+        proxy.stop()
+    injected = proxy.injected()
+    counts["faults injected"] = ", ".join(f"{n} {kind}" for kind, n in sorted(injected.items())) or "0"
+    counts["seconds"] = round(time.monotonic() - started)
+    # Each dropped or refused request is retried: by the client (a GCS call) or by Pub/Sub (a push).
+    counts["retries"] = sum(n for kind, n in injected.items() if kind != "latency")
+    print(f"{label}: done in {counts['seconds']} s", flush=True)
+    return Outcome(label, counts, rows, forecasts)
+
+
+def upload_all(
+    state: stack.StackState, profile: Profile, frame: pd.DataFrame, days: list[pd.Timestamp], timeout: float
+) -> int:
+    """The history file, then each day every store's own file; wait for each step's forecasts.
+
+    Returns how many files were uploaded."""
+    bucket = storage_client(state.project).bucket(state.bucket)
+    today = datetime.now(UTC).date()
+    stores = sorted(frame["store_id"].astype(str).unique())
+
+    def upload(name: str, rows: pd.DataFrame) -> None:
+        data = rows.to_csv(index=False).encode()
+        blob = bucket.blob(f"{layout.RAW}dt={today}/{name}.csv")
+        blob.metadata = {"dataset": profile.name}  # retail's columns: say which dataset it is
+        blob.upload_from_string(data, content_type="text/csv", if_generation_match=0)
+
+    blobs = GcsBlobStore(state.bucket, state.project)
+    upload("history", frame[frame["date"] < days[0]])
+    uploads = 1
+    _wait("every store's first forecast", lambda: _forecast_through(blobs, profile, stores, None), timeout)
+    for day in days:
+        rows = frame[frame["date"] == day]
+        files = {s: group for s, group in rows.groupby(rows["store_id"].astype(str))}
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(upload, [f"{s}-{day:%Y%m%d}" for s in files], files.values()))
+        uploads += len(files)
+        # A store with no sales row that day (the data has gaps) uploads nothing that day.
+        _wait(
+            f"every uploading store's forecast after {day:%F}",
+            lambda d=day, uploaded=list(files): _forecast_through(blobs, profile, uploaded, d),
+            timeout,
+        )
+        print(f"  {day:%F}: {len(files)} uploads forecast", flush=True)
+    return uploads
+
+
+def _forecast_through(
+    blobs: GcsBlobStore, profile: Profile, stores: list[str], day: pd.Timestamp | None
+) -> bool:
+    """Every store has a result, and (with ``day``) its actuals include that day."""
+    names = {info.name for info in blobs.list(layout.results_prefix(profile.name))}
+    wanted = [layout.results_object(profile.name, profile.entity_key, s) for s in stores]
+    if not set(wanted) <= names:
+        return False
+    if day is None:
+        return True
+    stamp = f"{day:%Y-%m-%d}T00:00:00"
+    for name in wanted:
+        history = json.loads(blobs.read(name))["history"]
+        if not any(h["period_start"] == stamp and h["actual"] is not None for h in history):
+            return False
+    return True
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(3)
+
+
+def collect(
+    state: stack.StackState, profile: Profile, frame: pd.DataFrame
+) -> tuple[dict[str, object], pd.DataFrame, dict[str, object]]:
+    """Counts from the run records and dead-letter topics, the dataset's rows, each store's forecast."""
+    blobs = GcsBlobStore(state.bucket, state.project)
+    time.sleep(10)  # notify runs after the last result is written; let its record land
+    records = [json.loads(blobs.read(info.name)) for info in blobs.list(layout.RUNS)]
+    by_message: dict[tuple[str, str], list[str]] = {}
+    for record in records:
+        key = (record["function"], record["message"]["idempotency_key"])
+        by_message.setdefault(key, []).append(record["status"])
+    bus = PubSubBus(state.project)
+    letters = sum(len(bus.dead_letters(topic)) for topic in Topic)
+    bus.close()
+    rows = pd.concat(
+        dataset.read_rows(blobs, profile, catalog.read(blobs, profile, city)) for city in profile.cities
+    )
+    columns = ["store_id", "date", "sales"]
+    rows = rows[columns].assign(store_id=rows["store_id"].astype(str)).sort_values(columns[:2])
+    rows = rows.reset_index(drop=True)
+    uploaded = frame[columns].assign(store_id=frame["store_id"].astype(str))
+    merged = uploaded.merge(rows, on=columns, how="left", indicator=True)
+    forecasts = {}
+    for info in blobs.list(layout.results_prefix(profile.name)):
+        result = json.loads(blobs.read(info.name))
+        forecasts[info.name] = {k: v for k, v in result.items() if k not in CLOCK_FIELDS}
+    counts = {
+        "runs": len(records),
+        "runs failed (then redelivered)": sum(r["status"] == "failed" for r in records),
+        "runs failed finally": sum(all(s == "failed" for s in statuses) for statuses in by_message.values()),
+        "dead letters": letters,
+        "stores with results": len(forecasts),
+        "rows lost": int((merged["_merge"] == "left_only").sum()),
+    }
+    return counts, rows, forecasts
+
+
+def report(outcomes: list[Outcome], mix: fault_proxy.FaultMix) -> None:
+    """The counts side by side, then whether the outputs are the same."""
+    print(
+        f"\nfaults: {mix.reset:.0%} dropped connections, {mix.unavailable:.0%} 503 answers, "
+        f"{mix.latency:.0%} delayed {mix.latency_seconds:g} s (GCS requests and Pub/Sub pushes)"
+    )
+    names = list(outcomes[0].counts)
+    width = max(len(n) for n in names)
+    print(f"{'':{width}}  " + "  ".join(f"{o.label:>24}" for o in outcomes))
+    for name in names:
+        print(f"{name:{width}}  " + "  ".join(f"{o.counts[name]!s:>24}" for o in outcomes))
+    clean, faulty = outcomes
+    print(f"rows identical:      {clean.rows.equals(faulty.rows)} ({len(faulty.rows):,} rows)")
+    print(f"forecasts identical: {clean.forecasts == faulty.forecasts} ({len(faulty.forecasts)} stores)")
+
+
+def _target_met(outcome: Outcome, stores: int) -> bool:
+    counts = outcome.counts
+    return (
+        counts["runs failed finally"] == 0
+        and counts["dead letters"] == 0
+        and counts["stores with results"] == stores
+        and counts["rows lost"] == 0
+    )
+
+
+def _same_outputs(clean: Outcome, faulty: Outcome) -> bool:
+    return clean.rows.equals(faulty.rows) and clean.forecasts == faulty.forecasts
+
+
+if __name__ == "__main__":
+    main()
