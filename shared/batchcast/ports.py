@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from batchcast.core.errors import ConfigError
 from batchcast.core.messages import Message
 
 
@@ -122,7 +124,11 @@ class JobLauncher(Protocol):
 
 
 class Clock(Protocol):
-    """Tells the time; steps use it instead of ``datetime.now`` so tests and demos control time."""
+    """Tells the time; steps use it instead of ``datetime.now`` so tests and demos control time.
+
+    A clock that is ``pinned`` says a time it was told, not the real one: then an upload's logical
+    time is the clock's, not the object's update time (the entry point applies it).
+    """
 
     def now(self) -> datetime: ...
 
@@ -130,12 +136,16 @@ class Clock(Protocol):
 class SystemClock:
     """The real clock, in UTC."""
 
+    pinned = False
+
     def now(self) -> datetime:
         return datetime.now(UTC)
 
 
 class FixedClock:
-    """A clock that says what it is told; ``advance`` moves it."""
+    """A clock that says what it is told; ``set`` moves it."""
+
+    pinned = True
 
     def __init__(self, at: datetime) -> None:
         if at.tzinfo is None:
@@ -147,6 +157,43 @@ class FixedClock:
 
     def set(self, at: datetime) -> None:
         self._at = at
+
+
+class FileClock:
+    """The time written in a file (ISO 8601 with an offset), read at every ``now``; the real clock
+    while the file is absent. Long-running processes (the emulator stack's functions) share it, so
+    a scenario sets the time of each step by writing the file (``batchcast stack clock``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def pinned(self) -> bool:
+        return self.path.is_file()
+
+    def now(self) -> datetime:
+        try:
+            text = self.path.read_text().strip()
+        except FileNotFoundError:
+            return datetime.now(UTC)
+        try:
+            at = datetime.fromisoformat(text)
+        except ValueError as error:
+            raise ConfigError(f"clock file {self.path} holds {text!r}, not an ISO time: {error}") from error
+        if at.tzinfo is None:
+            raise ConfigError(f"clock file {self.path} holds {text!r}, a time without a UTC offset")
+        return at
+
+    def set(self, at: datetime | None) -> None:
+        """Pin the clock at ``at`` (aware); None lets it follow the real clock again."""
+        if at is None:
+            self.path.unlink(missing_ok=True)
+            return
+        if at.tzinfo is None:
+            raise ValueError("FileClock needs an aware datetime")
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        temporary.write_text(at.isoformat())
+        temporary.replace(self.path)  # readers never see a half-written time
 
 
 @dataclass

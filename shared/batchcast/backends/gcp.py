@@ -4,28 +4,39 @@ The same code talks to Google Cloud and to the local emulators: the clients hono
 ``STORAGE_EMULATOR_HOST`` / ``PUBSUB_EMULATOR_HOST`` variables, and on an emulator we use anonymous
 credentials.
 
-Retries are ours, not the clients' (``retry=None`` on every storage call), so exactly the failures
-:func:`is_transient` names are retried: 429, 5xx, connection errors and timeouts. Anything else —
-a failed precondition, a missing object, a 403 — surfaces at once.
+Retries are ours, not the clients' (``retry=None`` on every storage and publish call), so exactly
+the failures :func:`is_transient` names are retried, with the backoff :data:`RETRY` sets: 429, 5xx,
+connection errors (a reset halfway through a body too) and timeouts. Anything else — a failed
+precondition, a missing object, a 403 — surfaces at once. Every call goes through
+:func:`with_retries`, one request at a time: a streamed read re-requests the range it had reached
+(:class:`RangedReader`), a resumable upload asks the server how far it got and resumes there
+(:meth:`GcsBlobStore.write_from`), never from zero.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
+import io
 import itertools
+import json
 import os
 import random
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import requests
+import urllib3.exceptions
 from google.api_core import exceptions as api
 from google.auth.credentials import AnonymousCredentials
 from google.auth.exceptions import TransportError
 from google.cloud import pubsub_v1, storage
+from google.cloud.storage._media.requests import ResumableUpload  # what Blob.upload_from_file uses
+from google.cloud.storage.exceptions import InvalidResponse
 from google.protobuf import timestamp_pb2
 
 from batchcast.core.messages import InvalidMessage, Message, Topic, decode, encode
@@ -34,6 +45,29 @@ from batchcast.ports import BlobInfo, NotFound, PreconditionFailed, TransientErr
 
 T = TypeVar("T")
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # resumable uploads: a multiple of 256 KiB
+READ_CHUNK_BYTES = 8 * 1024 * 1024  # streamed reads: one ranged request per chunk
+FINISHED = (http.client.OK, http.client.CREATED)  # a resumable upload's last answer (308: go on)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a transient failure is tried again.
+
+    Attempt ``n`` (from 1) that fails waits ``min(base * 2**(n-1), max)`` seconds, jittered to 50-100 %
+    of that, before attempt ``n + 1``; after ``attempts`` failures the call raises TransientError.
+    The defaults: 5 attempts, waits of ~0.2, 0.4, 0.8, 1.6 s (at most ~3 s in all).
+    """
+
+    attempts: int = 5
+    base_seconds: float = 0.2
+    max_seconds: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        """The jittered wait after failed attempt ``attempt`` (1-based)."""
+        return min(self.base_seconds * 2 ** (attempt - 1), self.max_seconds) * (0.5 + random.random() / 2)
+
+
+RETRY = RetryPolicy()
 
 # HTTP statuses and exceptions worth retrying: rate limits, server errors, the network.
 TRANSIENT_API_ERRORS = (
@@ -48,35 +82,47 @@ TRANSIENT_API_ERRORS = (
 TRANSIENT_NETWORK_ERRORS = (
     requests.ConnectionError,
     requests.Timeout,
+    # A connection reset halfway through a response body surfaces as one of these, not as above.
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.TimeoutError,
+    http.client.IncompleteRead,
     TransportError,
     ConnectionError,
     TimeoutError,
 )
 
 
+def _transient_status(code: object) -> bool:
+    return isinstance(code, int) and (code == 429 or code == 408 or code >= 500)
+
+
 def is_transient(error: BaseException) -> bool:
-    """True for failures worth retrying: 429, 5xx, timeouts and connection errors; False otherwise."""
+    """True for failures worth retrying: 408, 429, 5xx, timeouts and connection errors; False otherwise.
+
+    The one place that says what is transient: the storage, upload and publish paths all ask it.
+    """
     if isinstance(error, TRANSIENT_API_ERRORS + TRANSIENT_NETWORK_ERRORS):
         return True
+    if isinstance(error, InvalidResponse):  # the resumable-upload layer's answer to a bad status
+        return _transient_status(getattr(error.response, "status_code", None))
     # Some paths raise a bare GoogleAPICallError carrying only the status code.
-    code = getattr(error, "code", None)
-    status_says_so = isinstance(code, int) and (code == 429 or code >= 500)
-    return isinstance(error, api.GoogleAPICallError) and status_says_so
+    return isinstance(error, api.GoogleAPICallError) and _transient_status(getattr(error, "code", None))
 
 
 def with_retries(
     call: Callable[[], T],
     *,
     what: str,
-    attempts: int = 5,
-    base_seconds: float = 0.2,
-    max_seconds: float = 5.0,
+    attempts: int | None = None,
+    policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Run ``call``; retry transient failures with jittered exponential backoff, then raise TransientError.
-
-    Non-transient errors propagate unchanged on the first occurrence.
+    """Run ``call``; retry transient failures as ``policy`` (default :data:`RETRY`) says, then raise
+    TransientError. Non-transient errors propagate unchanged on the first occurrence.
     """
+    policy = policy or RETRY
+    attempts = attempts or policy.attempts
     for attempt in range(1, attempts + 1):
         try:
             return call()
@@ -85,8 +131,7 @@ def with_retries(
                 raise
             if attempt == attempts:
                 raise TransientError(f"{what}: gave up after {attempts} attempts: {error}") from error
-            delay = min(base_seconds * 2 ** (attempt - 1), max_seconds)
-            sleep(delay * (0.5 + random.random() / 2))
+            sleep(policy.delay(attempt))
     raise AssertionError("unreachable")
 
 
@@ -115,11 +160,12 @@ class GcsBlobStore:
         return self._call(lambda: blob.download_as_bytes(retry=None), name)
 
     def open(self, name: str) -> BinaryIO:
-        # BlobReader fetches in chunks: a large raw file is never held twice in memory.
+        # One ranged request per chunk, each retried on its own from the offset it reached: a large
+        # raw file is never held twice in memory, and a reset costs one chunk, not the whole read.
         blob = self._call(lambda: self._bucket.get_blob(name, retry=None), name)
         if blob is None:
             raise NotFound(name)
-        return blob.open("rb", chunk_size=8 * 1024 * 1024, retry=None)
+        return io.BufferedReader(RangedReader(self, blob), buffer_size=READ_CHUNK_BYTES)
 
     def write(
         self,
@@ -163,23 +209,57 @@ class GcsBlobStore:
                 content_type=content_type,
             )
         rest = storage_chunks(itertools.chain([head], iter(lambda: stream.read(UPLOAD_CHUNK_BYTES), b"")))
+        resource = {"name": name, "contentType": content_type or "application/octet-stream"}
+        if metadata:
+            resource["metadata"] = metadata
+        return self._resumable_upload(name, ResendableStream(rest), resource, if_generation_match)
 
-        def upload() -> int:
-            # A resumable upload in 8 MiB pieces: the client holds one piece at a time. GCS checks
-            # the precondition when the upload completes (fake-gcs-server before 2026-07 did not).
-            blob = self._bucket.blob(name, chunk_size=UPLOAD_CHUNK_BYTES)
-            if metadata:
-                blob.metadata = metadata
-            blob.upload_from_file(
-                rest,
-                content_type=content_type or "application/octet-stream",
-                if_generation_match=if_generation_match,
-                retry=None,
+    def _resumable_upload(
+        self, name: str, source: ResendableStream, resource: dict, if_generation_match: int | None
+    ) -> int:
+        """Send ``source`` in pieces; after a failure, ask the server how much arrived and go on from
+        there. GCS checks the precondition when the upload completes (fake-gcs-server before 2026-07
+        did not). The client's crc32c check catches an object that ends up other than what was sent."""
+        upload = ResumableUpload(self._upload_url(if_generation_match), UPLOAD_CHUNK_BYTES, retry=None)
+        transport = self.client._http
+        self._call(
+            lambda: upload.initiate(transport, source, resource, resource["contentType"], stream_final=False),
+            name,
+        )
+        failed = False
+
+        def next_piece() -> requests.Response:
+            nonlocal failed
+            if failed:  # the last piece may have arrived in part or whole: ask, then go on from there
+                try:
+                    upload.recover(transport)
+                except InvalidResponse as error:
+                    if error.response.status_code in FINISHED:  # it had all arrived; the answer was lost
+                        return error.response
+                    raise
+            failed = True
+            response = upload.transmit_next_chunk(transport)
+            failed = False
+            return response
+
+        response = self._call(next_piece, name)
+        while response.status_code not in FINISHED:
+            response = self._call(next_piece, name)
+        stored = json.loads(response.content)
+        if upload.total_bytes is None or int(stored["size"]) != upload.total_bytes:
+            # Finished before every byte was sent: real GCS never does this, fake-gcs-server does when
+            # asked how far an upload got (its issue #2354). A truncated object must not stay.
+            self._call(lambda: self._bucket.blob(name).delete(if_generation_match=stored["generation"]), name)
+            raise TransientError(
+                f"gs://{self.bucket}/{name}: the upload finished with {stored['size']} of "
+                f"{upload.total_bytes or 'more'} bytes; the object was deleted, the step must run again"
             )
-            return int(blob.generation)
+        return int(stored["generation"])
 
-        # A stream read halfway cannot be sent again: one attempt; redelivery retries the step.
-        return self._call(upload, name, attempts=1)
+    def _upload_url(self, if_generation_match: int | None) -> str:
+        base = self.client._connection.API_BASE_URL  # the emulator's, under STORAGE_EMULATOR_HOST
+        url = f"{base}/upload/storage/v1/b/{self.bucket}/o?uploadType=resumable"
+        return url if if_generation_match is None else f"{url}&ifGenerationMatch={if_generation_match}"
 
     def copy(self, source: str, destination: str, *, if_generation_match: int | None = None) -> int:
         def rewrite() -> int:
@@ -209,13 +289,98 @@ class GcsBlobStore:
         for blob in sorted(blobs, key=lambda b: b.name):
             yield _info(blob)
 
-    def _call(self, call: Callable[[], T], name: str, attempts: int = 5) -> T:
+    def _call(self, call: Callable[[], T], name: str) -> T:
         try:
-            return with_retries(call, what=f"gs://{self.bucket}/{name}", attempts=attempts)
-        except api.NotFound as error:
-            raise NotFound(name) from error
-        except api.PreconditionFailed as error:
-            raise PreconditionFailed(f"{name}: {error.message}") from error
+            return with_retries(call, what=f"gs://{self.bucket}/{name}")
+        except InvalidResponse as error:  # the upload layer's bad status: the same errors as elsewhere
+            raise _port_error(api.from_http_response(error.response), name) from error
+        except (api.NotFound, api.PreconditionFailed) as error:
+            raise _port_error(error, name) from error
+
+
+def _port_error(error: api.GoogleAPICallError, name: str) -> Exception:
+    """The port's NotFound / PreconditionFailed for a 404 / 412; any other error as it is."""
+    if isinstance(error, api.NotFound):
+        return NotFound(name)
+    if isinstance(error, api.PreconditionFailed):
+        return PreconditionFailed(f"{name}: {error.message}")
+    return error
+
+
+class RangedReader(io.RawIOBase):
+    """An object's bytes, one ranged request per read, each through the retry policy.
+
+    A failed chunk is asked for again from the offset reached, never from zero; the generation is
+    pinned, so every chunk comes from the object as it was opened.
+    """
+
+    def __init__(self, store: GcsBlobStore, blob: storage.Blob) -> None:
+        self._store, self._blob = store, blob
+        self._size = int(blob.size or 0)
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seekable(self) -> bool:
+        return True  # a ranged request can start anywhere (validation reads rows back)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readall(self) -> bytes:
+        # io's default reads 8 KiB at a time: a request each. One chunk per request instead.
+        return b"".join(iter(lambda: self.read(READ_CHUNK_BYTES), b""))
+
+    def readinto(self, target: Any) -> int:
+        want = min(len(target), READ_CHUNK_BYTES, self._size - self._position)
+        if want <= 0:
+            return 0  # at the end: no request past it
+        start, end = self._position, self._position + want - 1
+        data = self._store._call(
+            lambda: self._blob.download_as_bytes(start=start, end=end, checksum=None, retry=None),
+            self._blob.name,
+        )
+        target[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+
+class ResendableStream:
+    """A read-once stream that can seek back into the piece it last returned.
+
+    A resumable upload that failed asks the server how much of the last piece arrived and seeks
+    there; everything before that piece was confirmed already, so one piece is all it keeps.
+    """
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self._piece, self._piece_start, self._position = b"", 0, 0
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        end = self._piece_start + len(self._piece)
+        if whence != io.SEEK_SET or not self._piece_start <= offset <= end:
+            raise io.UnsupportedOperation(f"can seek only within bytes {self._piece_start}-{end}")
+        self._position = offset
+        return offset
+
+    def read(self, size: int = -1) -> bytes:
+        held = self._piece[self._position - self._piece_start :]
+        if 0 <= size <= len(held):
+            data = held[:size]
+        else:
+            data = held + self._source.read(-1 if size < 0 else size - len(held))
+        self._piece, self._piece_start = data, self._position
+        self._position += len(data)
+        return data
 
 
 def _info(blob: storage.Blob) -> BlobInfo:
@@ -233,10 +398,11 @@ def _info(blob: storage.Blob) -> BlobInfo:
 class PubSubBus:
     """Pub/Sub topics of one project as a :class:`batchcast.ports.Bus`, plus seek and dead letters."""
 
-    def __init__(self, project: str) -> None:
+    def __init__(self, project: str, **publisher_arguments: Any) -> None:
+        """``publisher_arguments`` go to the PublisherClient (a test's fault-injecting transport)."""
         self.project = project
         options = pubsub_v1.types.PublisherOptions(enable_message_ordering=True)
-        self.publisher = pubsub_v1.PublisherClient(publisher_options=options)
+        self.publisher = pubsub_v1.PublisherClient(publisher_options=options, **publisher_arguments)
         self.subscriber = pubsub_v1.SubscriberClient()
 
     def topic_path(self, topic: str) -> str:
@@ -260,7 +426,8 @@ class PubSubBus:
         path = self.topic_path(topic)
 
         def send() -> str:
-            future = self.publisher.publish(path, data, ordering_key=ordering_key, **attributes)
+            # retry=None: the client's own retry would hide failures from the one policy (RETRY).
+            future = self.publisher.publish(path, data, ordering_key=ordering_key, retry=None, **attributes)
             try:
                 return future.result(timeout=60)
             except Exception:
@@ -279,7 +446,7 @@ class PubSubBus:
         stamp.FromDatetime(when.astimezone(UTC))
         path = self.subscription_path(subscription)
         with_retries(
-            lambda: self.subscriber.seek(request={"subscription": path, "time": stamp}),
+            lambda: self.subscriber.seek(request={"subscription": path, "time": stamp}, retry=None),
             what=f"seek {subscription}",
         )
 
@@ -292,6 +459,7 @@ class PubSubBus:
             return self.subscriber.pull(
                 request={"subscription": path, "max_messages": max_messages, "return_immediately": True},
                 timeout=30,
+                retry=None,
             )
 
     def dead_letters(self, topic: str, max_messages: int = 100, ack: bool = False) -> list[dict]:
@@ -326,13 +494,13 @@ class PubSubBus:
                 }
             )
             ack_ids.append(received.ack_id)
-        if ack_ids:
-            if ack:
-                self.subscriber.acknowledge(request={"subscription": path, "ack_ids": ack_ids})
-            else:
-                self.subscriber.modify_ack_deadline(
-                    request={"subscription": path, "ack_ids": ack_ids, "ack_deadline_seconds": 0}
-                )
+        if ack_ids and ack:
+            request = {"subscription": path, "ack_ids": ack_ids}
+            with_retries(lambda: self.subscriber.acknowledge(request=request, retry=None), what=f"ack {path}")
+        elif ack_ids:
+            request = {"subscription": path, "ack_ids": ack_ids, "ack_deadline_seconds": 0}
+            release = self.subscriber.modify_ack_deadline
+            with_retries(lambda: release(request=request, retry=None), what=f"release {path}")
         return entries
 
     def close(self) -> None:

@@ -39,6 +39,9 @@ class Settings(BaseModel):
     # (bench/partition_memory.py measures both).
     partition_chunk_bytes: int = Field(default=8 * 2**20, ge=1)
     now: AwareDatetime | None = None  # pin the clock (tests, demos, reruns); None: the real clock
+    # A file holding the time (batchcast.ports.FileClock), read at every look at the clock, so
+    # long-running functions (the emulator stack) follow a scenario over several days. Wins over now.
+    clock_file: Path | None = None
     # The bearer-token map's JSON (see batchcast.ops.tokens), injected from Secret Manager; when empty
     # the map is read from the bucket object config/api_tokens.json. It holds digests, never tokens.
     api_tokens: str = ""

@@ -35,7 +35,16 @@ from batchcast.core.settings import Settings
 from batchcast.data import storage
 from batchcast.entrypoints.wiring import ROUTES, step_for
 from batchcast.ops import outcomes
-from batchcast.ports import Clock, FixedClock, JobLauncher, Mailer, Ports, PreconditionFailed, SystemClock
+from batchcast.ports import (
+    Clock,
+    FileClock,
+    FixedClock,
+    JobLauncher,
+    Mailer,
+    Ports,
+    PreconditionFailed,
+    SystemClock,
+)
 from batchcast.steps import RunContext, StepResult
 
 
@@ -149,6 +158,10 @@ class Runtime:
         if isinstance(message, ObjectFinalized) and not message.name.startswith(layout.RAW):
             log.info(f"event ignored: {message.name} is not under {layout.RAW}")
             return None
+        if isinstance(message, ObjectFinalized) and getattr(self.ports.clock, "pinned", False):
+            # A pinned clock (BATCHCAST_NOW, BATCHCAST_CLOCK_FILE) says when the upload happened,
+            # as the embedded store's update times do; the emulator's are always real.
+            message = message.model_copy(update={"logical_time": self.ports.clock.now()})
         sent = published_at(event_type, data, event_time)
         limit = self.settings.max_event_age_seconds
         if sent is not None and (self.ports.clock.now() - sent).total_seconds() > limit:
@@ -239,7 +252,16 @@ def _job_environment(root: Path, clock: Clock, max_attempts: int) -> dict[str, s
     }
     if isinstance(clock, FixedClock):
         environment["BATCHCAST_NOW"] = clock.now().isoformat()
+    if isinstance(clock, FileClock):
+        environment["BATCHCAST_CLOCK_FILE"] = str(clock.path)
     return environment
+
+
+def clock_for(settings: Settings) -> Clock:
+    """The clock ``BATCHCAST_CLOCK_FILE`` or ``BATCHCAST_NOW`` asks for; else the real one."""
+    if settings.clock_file:
+        return FileClock(settings.clock_file)
+    return FixedClock(settings.now) if settings.now else SystemClock()
 
 
 def mailer_for(settings: Settings) -> Mailer:
@@ -260,7 +282,7 @@ def _deliver_to(runtime: Runtime, function: str):
 def from_env() -> Runtime:
     """The runtime a functions-framework process serves, from ``BATCHCAST_*`` settings."""
     settings = Settings.from_env()
-    clock = FixedClock(settings.now) if settings.now else SystemClock()
+    clock = clock_for(settings)
     if settings.backend == "embedded":
         runtime = embedded(settings.root, clock=clock, max_attempts=settings.max_attempts)
         runtime.settings = settings

@@ -25,7 +25,7 @@ from batchcast.data import dataset as datasets
 from batchcast.entrypoints import runtime
 from batchcast.entrypoints.wiring import FUNCTIONS, route_for_subscription
 from batchcast.ops import status as status_report
-from batchcast.ports import BlobStore, Clock, FixedClock, SystemClock
+from batchcast.ports import BlobStore, Clock, FixedClock
 from batchcast.tools import replay as replays
 from batchcast.tools import stack, synth
 from batchcast.tools.demo import DemoResult, prepare_root, run_demo
@@ -57,7 +57,7 @@ def _deployment(root: Path | None, clock: Clock | None = None) -> runtime.Runtim
     stack), else the embedded backend on ``root`` (or ``BATCHCAST_ROOT``), with its log file."""
     settings = Settings.from_env()
     if clock is None:
-        clock = FixedClock(settings.now) if settings.now else SystemClock()
+        clock = runtime.clock_for(settings)
     if settings.backend == "gcp":
         configure_logging(sys.stderr)
         return runtime.gcp(settings, clock=clock)
@@ -125,8 +125,8 @@ def upload(
     failed or a message was dead-lettered; 2 bad arguments; 3 nothing flowed (the file, or every
     row of it, was rejected); 4 some rows were rejected, the rest flowed. The last line says why.
     """
-    clock = FixedClock(_aware(now)) if now else SystemClock()
-    deployment = _deployment(root, clock)
+    deployment = _deployment(root, FixedClock(_aware(now)) if now else None)
+    clock = deployment.ports.clock
     ext = file.suffix.lstrip(".").lower()
     dead_before = _dead_letter_count(deployment)
     try:
@@ -454,7 +454,7 @@ def rerun(
 ) -> None:
     """Republish one day's scheduled work (train, predict, notify) so it runs again."""
     profile = _profile(dataset)
-    clock = FixedClock(_aware(now)) if now else SystemClock()
+    clock = FixedClock(_aware(now)) if now else None
     rerun_id = f"rerun-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
     try:
         ticks = replays.rerun_ticks(profile, day.date(), city or [], rerun_id)
@@ -587,6 +587,21 @@ def stack_down(directory: StackDir = Path(".batchcast-stack")) -> None:
     """Stop every process of the stack."""
     stopped = stack.down(directory)
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "no stack was running")
+
+
+@stack_app.command("clock")
+def stack_clock(
+    directory: StackDir = Path(".batchcast-stack"),
+    at: Annotated[
+        datetime | None, typer.Option(help="Pin the functions' clock here (UTC unless an offset is given).")
+    ] = None,
+) -> None:
+    """Set the time the stack's functions and jobs see; without --at, they follow the real clock."""
+    state = stack.load(directory.resolve())
+    if state is None:
+        raise typer.BadParameter(f"no stack at {directory}")
+    state.clock.set(_aware(at))
+    console.print(f"stack clock: {state.clock.now().isoformat() if at else 'the real clock'}")
 
 
 @stack_app.command("status")

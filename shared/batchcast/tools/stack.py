@@ -5,6 +5,8 @@
   prefix ``raw/``) to the ``raw-objects`` topic, as a bucket notification does in production;
 * the official Pub/Sub emulator from the Google Cloud CLI (Java);
 * one functions-framework server per function (``functions/<name>/main.py``; ingest is HTTP);
+* a clock the functions read at every look (``<dir>/clock``, ``batchcast stack clock``), so a
+  scenario over several days runs here as ``--now`` runs it on the embedded backend;
 * topics with their ``<topic>-dlq`` twins, push subscriptions from :data:`batchcast.entrypoints.wiring.ROUTES`
   (dead-letter policy after 5 attempts, acked messages retained for replay by seek, retry
   backoff), one pull subscription per dead-letter topic, and the bucket.
@@ -33,6 +35,7 @@ from pathlib import Path
 from batchcast.core import layout
 from batchcast.core.messages import Topic
 from batchcast.entrypoints.wiring import FUNCTIONS, ROUTES
+from batchcast.ports import FileClock
 
 HOST = "127.0.0.1"
 PROJECT = "batchcast-local"
@@ -41,6 +44,7 @@ MAX_DELIVERY_ATTEMPTS = 5
 REPO = Path(__file__).resolve().parents[3]
 STATE = "stack.json"
 ENV_FILE = "env.sh"
+CLOCK_FILE = "clock"  # absent: the real clock; else the time every function and job reads
 
 
 class StackError(RuntimeError):
@@ -79,6 +83,11 @@ class StackState:
     processes: list[Process] = field(default_factory=list)
 
     @property
+    def clock(self) -> FileClock:
+        """The clock of the stack's functions: ``clock.set(at)`` pins it, ``clock.set(None)`` frees it."""
+        return FileClock(Path(self.directory) / CLOCK_FILE)
+
+    @property
     def function_urls(self) -> dict[str, str]:
         """Each function's URL (``ingest`` is the HTTP upload endpoint)."""
         return {p.name: f"http://{HOST}:{p.port}/" for p in self.processes if p.name in FUNCTIONS}
@@ -96,6 +105,7 @@ class StackState:
             "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "True",
             "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE": f"{gcs}/",
             "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://{pubsub}/",
+            "BATCHCAST_CLOCK_FILE": str(self.clock.path),
         }
 
     def env_script(self) -> str:
