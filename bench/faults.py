@@ -20,10 +20,13 @@ The workload: one history file for every store (the cities' first training), the
 ``--days`` days every store uploads a one-day file of its own, all stores at once; each day's
 uploads must have re-forecast every store before the next day starts. Printed for each run:
 uploads, runs, faults injected, retries, runs failed finally, dead letters, stores with results,
-rows lost (rows uploaded that a reader of the dataset does not get back). Then the outputs of the
-two runs are compared: the dataset's rows, and each store's forecast (values, periods, intervals,
-actuals); timestamps taken from the wall clock (as-of, model versions) differ between two runs
-and are left out.
+rows lost (rows uploaded that a reader of the dataset does not get back).
+
+The stack's clock (``<dir>/clock``) is pinned to each day's 21:00, so both runs have the same
+logical times, and their outputs are compared byte for byte where the README promises it:
+``batch_data/``, ``manifests/``, ``predictions/``, ``results/`` and the models' backtests. (A
+model file's bytes differ between two trainings on the same data, and so does the training's
+duration recorded in metadata.json and metrics/; the version and every prediction are the same.)
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import fault_proxy
@@ -52,8 +55,8 @@ from batchcast.entrypoints.wiring import FUNCTIONS
 from batchcast.tools import stack, synth
 
 PUSHED = [name for name in FUNCTIONS if name != "ingest"]  # ingest is HTTP, called by stores
-# Fields of a result that come from the wall clock of the run, not from the data.
-CLOCK_FIELDS = {"as_of", "model_version", "updated_at", "generated_at"}
+END = date(2026, 3, 1)  # the last uploaded day; in the past, so no event is ever "too old"
+COMPARED = ("batch_data/", "manifests/", "predictions/", "results/", "models/")
 
 
 @dataclass
@@ -63,7 +66,7 @@ class Outcome:
     label: str
     counts: dict[str, object]
     rows: pd.DataFrame
-    forecasts: dict[str, object]
+    outputs: dict[str, bytes]
 
 
 def main() -> None:
@@ -82,8 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="batchcast-bench-faults-") as scratch:
         profile = bench_profile(Path(scratch), "cheap")
-        end = date.today() - timedelta(days=1)
-        frame = synth.generate(profile, args.stores, args.history_days + args.days, seed=args.seed, end=end)
+        frame = synth.generate(profile, args.stores, args.history_days + args.days, seed=args.seed, end=END)
         frame["date"] = pd.to_datetime(frame["date"])
         days = sorted(frame["date"].unique())[-args.days :]
         print(
@@ -133,7 +135,7 @@ def run(
         try:
             with stack.environ(state.env()):
                 uploads = upload_all(state, profile, frame, days, timeout)
-                counts, rows, forecasts = collect(state, profile, frame)
+                counts, rows, outputs = collect(state, profile, frame)
                 counts = {"uploads": uploads, **counts}
         finally:
             stack.down(directory / "stack")
@@ -145,7 +147,7 @@ def run(
     # Each dropped or refused request is retried: by the client (a GCS call) or by Pub/Sub (a push).
     counts["retries"] = sum(n for kind, n in injected.items() if kind != "latency")
     print(f"{label}: done in {counts['seconds']} s", flush=True)
-    return Outcome(label, counts, rows, forecasts)
+    return Outcome(label, counts, rows, outputs)
 
 
 def upload_all(
@@ -155,22 +157,23 @@ def upload_all(
 
     Returns how many files were uploaded."""
     bucket = storage_client(state.project).bucket(state.bucket)
-    today = datetime.now(UTC).date()
     stores = sorted(frame["store_id"].astype(str).unique())
 
     def upload(name: str, rows: pd.DataFrame) -> None:
         data = rows.to_csv(index=False).encode()
-        blob = bucket.blob(f"{layout.RAW}dt={today}/{name}.csv")
+        blob = bucket.blob(f"{layout.RAW}dt={state.clock.now().date()}/{name}.csv")
         blob.metadata = {"dataset": profile.name}  # retail's columns: say which dataset it is
         blob.upload_from_string(data, content_type="text/csv", if_generation_match=0)
 
     blobs = GcsBlobStore(state.bucket, state.project)
+    state.clock.set(_evening(profile, days[0] - pd.Timedelta(days=1)))
     upload("history", frame[frame["date"] < days[0]])
     uploads = 1
     _wait("every store's first forecast", lambda: _forecast_through(blobs, profile, stores, None), timeout)
     for day in days:
         rows = frame[frame["date"] == day]
         files = {s: group for s, group in rows.groupby(rows["store_id"].astype(str))}
+        state.clock.set(_evening(profile, day))  # each store uploads its day at 21:00
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(upload, [f"{s}-{day:%Y%m%d}" for s in files], files.values()))
         uploads += len(files)
@@ -182,6 +185,10 @@ def upload_all(
         )
         print(f"  {day:%F}: {len(files)} uploads forecast", flush=True)
     return uploads
+
+
+def _evening(profile: Profile, day: pd.Timestamp) -> datetime:
+    return datetime.combine(day.date(), datetime.min.time(), profile.zone()) + timedelta(hours=21)
 
 
 def _forecast_through(
@@ -232,19 +239,19 @@ def collect(
     rows = rows.reset_index(drop=True)
     uploaded = frame[columns].assign(store_id=frame["store_id"].astype(str))
     merged = uploaded.merge(rows, on=columns, how="left", indicator=True)
-    forecasts = {}
-    for info in blobs.list(layout.results_prefix(profile.name)):
-        result = json.loads(blobs.read(info.name))
-        forecasts[info.name] = {k: v for k, v in result.items() if k not in CLOCK_FIELDS}
+    names = [i.name for prefix in COMPARED for i in blobs.list(f"{prefix}dataset={profile.name}/")]
+    names = [n for n in names if not Path(n).name.startswith(("model-", "metadata.json"))]
+    outputs = {name: blobs.read(name) for name in names}
+    stores = {n for n in names if n.startswith(layout.results_prefix(profile.name))}
     counts = {
         "runs": len(records),
         "runs failed (then redelivered)": sum(r["status"] == "failed" for r in records),
         "runs failed finally": sum(all(s == "failed" for s in statuses) for statuses in by_message.values()),
         "dead letters": letters,
-        "stores with results": len(forecasts),
+        "stores with results": len(stores),
         "rows lost": int((merged["_merge"] == "left_only").sum()),
     }
-    return counts, rows, forecasts
+    return counts, rows, outputs
 
 
 def report(outcomes: list[Outcome], mix: fault_proxy.FaultMix) -> None:
@@ -259,8 +266,16 @@ def report(outcomes: list[Outcome], mix: fault_proxy.FaultMix) -> None:
     for name in names:
         print(f"{name:{width}}  " + "  ".join(f"{o.counts[name]!s:>24}" for o in outcomes))
     clean, faulty = outcomes
-    print(f"rows identical:      {clean.rows.equals(faulty.rows)} ({len(faulty.rows):,} rows)")
-    print(f"forecasts identical: {clean.forecasts == faulty.forecasts} ({len(faulty.forecasts)} stores)")
+    print(f"rows read back identical: {clean.rows.equals(faulty.rows)} ({len(faulty.rows):,} rows)")
+    differ = sorted(set(clean.outputs) ^ set(faulty.outputs))
+    differ += sorted(
+        n for n in set(clean.outputs) & set(faulty.outputs) if clean.outputs[n] != faulty.outputs[n]
+    )
+    print(
+        f"outputs byte-identical: {not differ} ({len(clean.outputs):,} objects under {', '.join(COMPARED)})"
+    )
+    for name in differ[:10]:
+        print(f"  differs: {name}")
 
 
 def _target_met(outcome: Outcome, stores: int) -> bool:
@@ -274,7 +289,7 @@ def _target_met(outcome: Outcome, stores: int) -> bool:
 
 
 def _same_outputs(clean: Outcome, faulty: Outcome) -> bool:
-    return clean.rows.equals(faulty.rows) and clean.forecasts == faulty.forecasts
+    return clean.rows.equals(faulty.rows) and clean.outputs == faulty.outputs
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ except ImportError:  # pragma: no cover - the test extra installs it
         raise RuntimeError("aiosmtpd is missing: `pip install -e '.[test]'` installs it") from None
     pytest.skip("aiosmtpd is not installed", allow_module_level=True)
 
+pytestmark = pytest.mark.slow
+
 FLOW = Path(__file__).parent / "crash_targets" / "embedded_flow.py"
 ZONE = load_profile("retail").zone()
 DATASET = "crashretail"
@@ -135,7 +137,7 @@ def _run_flow(root: Path, plan: Path, smtp: Controller, crash_at: list[str]) -> 
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
 
 
@@ -148,6 +150,7 @@ def _outputs(root: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.timeout(900)  # two whole runs and six restarts: about three minutes on 2 idle cores
 def test_a_killed_process_recovers_by_redelivery_with_a_clean_runs_outputs(tmp_path, plan, smtp):
     clean = _run_flow(tmp_path / "clean", plan, smtp, [])
     assert clean.returncode == 0, clean.stderr[-3000:]
@@ -209,6 +212,7 @@ def crashing_stack(tmp_path_factory, emulator_prerequisites):
         stack.down(directory)
 
 
+@pytest.mark.timeout(900)  # a stack of its own, redeliveries after 1-10 s backoffs
 def test_a_function_killed_on_the_stack_is_redelivered_and_ends_as_a_clean_run(
     crashing_stack, profile_writer, tmp_path, monkeypatch
 ):
