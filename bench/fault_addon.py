@@ -9,9 +9,10 @@ mitmproxy's own interpreter, so it imports nothing from batchcast. Per request, 
 * ``faults_unavailable`` — the proxy answers 503 itself, the server never sees the request;
 * ``faults_latency`` — the request waits ``faults_latency_seconds`` before it is forwarded.
 
-Each injected fault is one JSON line in ``faults_log``. ``faults_rewrite`` ("from=to,...") replaces
-the server's own address by the proxy's in answers (fake-gcs-server puts its external URL into
-``mediaLink`` and resumable-upload ``Location`` headers; without it, reads would bypass the proxy).
+Each injected fault is one JSON line in ``faults_log``, naming its route (``faults_routes``).
+``faults_rewrite`` ("from=to,...") replaces the server's own address by the proxy's in answers
+(fake-gcs-server puts its external URL into ``mediaLink`` and resumable-upload ``Location``
+headers; without it, reads would bypass the proxy).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Faults:
     def __init__(self) -> None:
         self.rng = random.Random(0)
         self.shares: dict[str, float] = {}
+        self.routes: dict[int, str] = {}
         self.rewrites: list[tuple[bytes, bytes]] = []
 
     def load(self, loader) -> None:
@@ -42,6 +44,7 @@ class Faults:
         loader.add_option("faults_seed", int, 0, "seed of the draws")
         loader.add_option("faults_log", str, "", "JSON-lines file: one line per injected fault")
         loader.add_option("faults_rewrite", str, "", "from=to,...: addresses replaced in answers")
+        loader.add_option("faults_routes", str, "", "port=name,...: each listening port's route name")
 
     def configure(self, updated) -> None:
         # mitmproxy options have no float type: shares and seconds arrive as text.
@@ -52,6 +55,8 @@ class Faults:
         self.rng = random.Random(ctx.options.faults_seed)
         pairs = [p.split("=", 1) for p in ctx.options.faults_rewrite.split(",") if "=" in p]
         self.rewrites = [(old.encode(), new.encode()) for old, new in pairs]
+        routes = [p.split("=", 1) for p in ctx.options.faults_routes.split(",") if "=" in p]
+        self.routes = {int(port): name for port, name in routes}
 
     async def request(self, flow: http.HTTPFlow) -> None:
         draw = self.rng.random()
@@ -92,6 +97,7 @@ class Faults:
         line = {
             "at": time.time(),
             "fault": fault,
+            "route": self.routes.get(flow.client_conn.sockname[1], "?"),
             "upstream": f"{flow.request.host}:{flow.request.port}",
             "method": flow.request.method,
             "path": flow.request.path.split("?")[0],

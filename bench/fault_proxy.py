@@ -47,11 +47,12 @@ class FaultProxy:
         """``http://127.0.0.1:<port>`` of one route."""
         return f"http://{HOST}:{self.ports[route]}"
 
-    def injected(self) -> Counter:
-        """How many faults of each kind were injected so far."""
+    def injected(self, route: str | None = None) -> Counter:
+        """How many faults of each kind were injected so far (on one route, or on all)."""
         if not self.log.is_file():
             return Counter()
-        return Counter(json.loads(line)["fault"] for line in self.log.read_text().splitlines() if line)
+        lines = [json.loads(line) for line in self.log.read_text().splitlines() if line]
+        return Counter(line["fault"] for line in lines if route is None or line["route"] == route)
 
     def stop(self) -> None:
         """Stop mitmdump (its own process group)."""
@@ -97,6 +98,7 @@ def start(
     log.unlink(missing_ok=True)
     replaced = ",".join(f"{old}=http://{HOST}:{ports[name]}" for old, name in (rewrite or {}).items())
     command = [mitmdump(), "--quiet", "--listen-host", HOST, "-s", str(ADDON)]
+    routes = ",".join(f"{port}={name}" for name, port in ports.items())
     for name, upstream in upstreams.items():
         command += ["--mode", f"reverse:{upstream}@{ports[name]}"]
     settings = {
@@ -107,6 +109,7 @@ def start(
         "faults_seed": mix.seed,
         "faults_log": log,
         "faults_rewrite": replaced,
+        "faults_routes": routes,
         # Bodies pass through whole; a connection to an emulator is kept open between requests.
         "connection_strategy": "lazy",
     }

@@ -19,8 +19,9 @@ own uploads do not either (the faults are between the functions and the emulator
 The workload: one history file for every store (the cities' first training), then for each of
 ``--days`` days every store uploads a one-day file of its own, all stores at once; each day's
 uploads must have re-forecast every store before the next day starts. Printed for each run:
-uploads, runs, faults injected, retries, runs failed finally, dead letters, stores with results,
-rows lost (rows uploaded that a reader of the dataset does not get back).
+uploads, runs, faults injected, retries (the functions' logged in-call retries, metric
+``batchcast_retry``, and the pushes Pub/Sub delivered again), runs failed finally, dead letters,
+stores with results, rows lost (rows uploaded that a reader of the dataset does not get back).
 
 The stack's clock (``<dir>/clock``) is pinned to each day's 21:00, so both runs have the same
 logical times, and their outputs are compared byte for byte where the README promises it:
@@ -143,9 +144,10 @@ def run(
         proxy.stop()
     injected = proxy.injected()
     counts["faults injected"] = ", ".join(f"{n} {kind}" for kind, n in sorted(injected.items())) or "0"
+    # A dropped or refused push is a failed delivery: Pub/Sub delivers it again.
+    pushes = sum(n for name in PUSHED for kind, n in proxy.injected(name).items() if kind != "latency")
+    counts["retries"] = f"{counts.pop('retries logged')} in calls, {pushes} redelivered pushes"
     counts["seconds"] = round(time.monotonic() - started)
-    # Each dropped or refused request is retried: by the client (a GCS call) or by Pub/Sub (a push).
-    counts["retries"] = sum(n for kind, n in injected.items() if kind != "latency")
     print(f"{label}: done in {counts['seconds']} s", flush=True)
     return Outcome(label, counts, rows, outputs)
 
@@ -223,6 +225,12 @@ def collect(
     """Counts from the run records and dead-letter topics, the dataset's rows, each store's forecast."""
     blobs = GcsBlobStore(state.bucket, state.project)
     time.sleep(10)  # notify runs after the last result is written; let its record land
+    logs = Path(state.directory) / "logs"
+    retries = sum(
+        line.count('"metric": "batchcast_retry"')
+        for f in logs.glob("*.log")
+        for line in f.open(errors="replace")
+    )
     records = [json.loads(blobs.read(info.name)) for info in blobs.list(layout.RUNS)]
     by_message: dict[tuple[str, str], list[str]] = {}
     for record in records:
@@ -250,6 +258,7 @@ def collect(
         "dead letters": letters,
         "stores with results": len(stores),
         "rows lost": int((merged["_merge"] == "left_only").sum()),
+        "retries logged": retries,
     }
     return counts, rows, outputs
 
