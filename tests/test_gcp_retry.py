@@ -11,6 +11,7 @@ TransientError naming the object; permanent errors are raised at the first answe
 from __future__ import annotations
 
 import io
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from google.pubsub_v1.services.publisher.transports import PublisherGrpcTranspor
 
 from batchcast.backends import gcp
 from batchcast.backends.gcp import RETRY, GcsBlobStore, PubSubBus, RetryPolicy
-from batchcast.core.messages import ScheduleTick
+from batchcast.core.messages import PredictRequest, ScheduleTick
 from batchcast.data import storage as blob_helpers
 from batchcast.ports import NotFound, PreconditionFailed, TransientError
 
@@ -251,13 +252,46 @@ def test_an_upload_the_emulator_finishes_early_is_deleted_not_left_truncated(fau
     assert blobs.stat("o/cut.bin") is None
 
 
+@pytest.mark.parametrize("create_only", [True, False])
+def test_a_conditional_write_whose_answer_was_lost_finds_its_own_write_and_succeeds(faulty, create_only):
+    blobs, adapter = faulty
+    current = None if create_only else blobs.write("o/a.bin", b"v1")
+    adapter.inject([_lost_answer], _on("POST", r"/upload/"))
+    generation = blobs.write("o/a.bin", b"v2", if_generation_match=0 if create_only else current)
+    # The retry met 412 (the first try had written); the bytes there are its own, so it is done.
+    assert adapter.faults_met() == ["_lost_answer"]
+    assert blobs.read("o/a.bin") == b"v2" and blobs.stat("o/a.bin").generation == generation
+    with pytest.raises(PreconditionFailed):  # while a write that really lost still fails
+        blobs.write("o/a.bin", b"v3", if_generation_match=0 if create_only else current)
+
+
 def test_five_faults_in_a_row_give_up_with_a_transient_error_naming_the_object(faulty):
     blobs, adapter = faulty
     blobs.write("o/a.bin", DATA)
     adapter.inject([_status(500)] * RETRY.attempts, _on("GET", r"alt=media"))
-    with pytest.raises(TransientError, match=rf"gs://{blobs.bucket}/o/a\.bin: gave up after 5 attempts"):
-        blobs.read("o/a.bin")
+    lines = _RetryLines()
+    gcp.RETRY_LOG.addHandler(lines)
+    try:
+        with pytest.raises(TransientError, match=rf"gs://{blobs.bucket}/o/a\.bin: gave up after 5 attempts"):
+            blobs.read("o/a.bin")
+    finally:
+        gcp.RETRY_LOG.removeHandler(lines)
     assert len(adapter.faults_met()) == RETRY.attempts
+    # Each retry left a line an operator can count (the last attempt's failure is the error itself).
+    assert [r.fields["attempt"] for r in lines.records] == [1, 2, 3, 4]
+    assert all(
+        r.fields["metric"] == "batchcast_retry" and "InternalServerError" in r.getMessage()
+        for r in lines.records
+    )
+
+
+class _RetryLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 @pytest.mark.parametrize(
@@ -332,10 +366,25 @@ TICK = ScheduleTick(dataset="retail", actions=["notify"], logical_time=datetime(
 C = grpc.StatusCode
 
 
-def test_publish_survives_four_faults_in_a_row(faulty_bus):
+# A city's messages carry an ordering key, which a failed publish pauses until it is resumed.
+REQUEST = PredictRequest(
+    dataset="retail",
+    city="berlin",
+    shard=0,
+    shards=1,
+    model_version="v0",
+    target_start=datetime(2026, 3, 3),
+    target_end=datetime(2026, 3, 4),
+    entities=["1"],
+    logical_time=datetime(2026, 3, 2, tzinfo=UTC),
+)
+
+
+@pytest.mark.parametrize("message", [TICK, REQUEST], ids=["no-ordering-key", "ordering-key"])
+def test_publish_survives_four_faults_in_a_row(faulty_bus, message):
     bus, interceptor, topic = faulty_bus
     interceptor.plan = [C.UNAVAILABLE, C.RESOURCE_EXHAUSTED, C.INTERNAL, C.DEADLINE_EXCEEDED]
-    assert bus.publish(topic, TICK)
+    assert bus.publish(topic, message)
     assert interceptor.publishes == 5 and interceptor.plan == []
 
 

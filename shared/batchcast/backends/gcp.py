@@ -5,7 +5,7 @@ The same code talks to Google Cloud and to the local emulators: the clients hono
 credentials.
 
 Retries are ours, not the clients' (``retry=None`` on every storage and publish call), so exactly
-the failures :func:`is_transient` names are retried, with the backoff :data:`RETRY` sets: 429, 5xx,
+the failures :func:`is_transient` names are retried, with the backoff :data:`RETRY` sets: 408, 429, 5xx,
 connection errors (a reset halfway through a body too) and timeouts. Anything else — a failed
 precondition, a missing object, a 403 — surfaces at once. Every call goes through
 :func:`with_retries`, one request at a time: a streamed read re-requests the range it had reached
@@ -16,10 +16,12 @@ precondition, a missing object, a 403 — surfaces at once. Every call goes thro
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import io
 import itertools
 import json
+import logging
 import os
 import random
 import time
@@ -68,6 +70,7 @@ class RetryPolicy:
 
 
 RETRY = RetryPolicy()
+RETRY_LOG = logging.getLogger("batchcast.retry")
 
 # HTTP statuses and exceptions worth retrying: rate limits, server errors, the network.
 TRANSIENT_API_ERRORS = (
@@ -131,6 +134,10 @@ def with_retries(
                 raise
             if attempt == attempts:
                 raise TransientError(f"{what}: gave up after {attempts} attempts: {error}") from error
+            # One line per retry (metric "batchcast_retry"): an operator sees faults that retries hid.
+            fields = {"metric": "batchcast_retry", "call": what, "attempt": attempt}
+            message = f"{what}: retrying after {type(error).__name__}: {error}"
+            RETRY_LOG.warning(message, extra={"fields": fields})
             sleep(policy.delay(attempt))
     raise AssertionError("unreachable")
 
@@ -176,19 +183,37 @@ class GcsBlobStore:
         metadata: dict[str, str] | None = None,
         content_type: str | None = None,
     ) -> int:
+        tries = 0
+
         def upload() -> int:
+            nonlocal tries
+            tries += 1
             blob = self._bucket.blob(name)
             if metadata:
                 blob.metadata = metadata
-            blob.upload_from_string(
-                data,
-                content_type=content_type or "application/octet-stream",
-                if_generation_match=if_generation_match,
-                retry=None,
-            )
+            try:
+                blob.upload_from_string(
+                    data,
+                    content_type=content_type or "application/octet-stream",
+                    if_generation_match=if_generation_match,
+                    retry=None,
+                )
+            except api.PreconditionFailed:
+                # A retry whose earlier try reached the server but lost its answer finds its own
+                # write there: the same bytes mean it is done, not that someone else won.
+                landed = self._generation_holding(name, data) if tries > 1 else None
+                if landed is None:
+                    raise
+                return landed
             return int(blob.generation)
 
         return self._call(upload, name)
+
+    def _generation_holding(self, name: str, data: bytes) -> int | None:
+        """The object's generation if it holds exactly ``data`` (by MD5), else None."""
+        blob = self._bucket.get_blob(name, retry=None)
+        digest = base64.b64encode(hashlib.md5(data).digest()).decode()
+        return int(blob.generation) if blob is not None and blob.md5_hash == digest else None
 
     def write_from(
         self,
