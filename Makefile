@@ -9,8 +9,12 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 CHECKOV_VERSION := 3.3.30
+# mitmproxy (the fault-injecting proxy of bench/faults.py) pins its own dependencies: a venv of its own.
+MITMPROXY_VENV := .venv-mitmproxy
+MITMPROXY_STAMP := $(MITMPROXY_VENV)/.installed
+MITMPROXY_VERSION := 11.0.2
 
-.PHONY: demo demo-bikeshare test test-unit lint lock bench bench-stack bench-api bench-partition bench-realdata bench-daily bench-coldstart clean functions
+.PHONY: demo demo-bikeshare test test-unit lint lock bench bench-stack bench-api bench-partition bench-realdata bench-daily bench-coldstart bench-faults clean functions
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +34,11 @@ lock: $(STAMP)
 	$(BIN)/pip install --quiet 'uv>=0.4'
 	$(BIN)/uv pip compile pyproject.toml --extra ml --extra gcp --extra api --generate-hashes \
 		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --quiet -o requirements/deploy.txt
+
+$(MITMPROXY_STAMP):
+	$(PYTHON) -m venv $(MITMPROXY_VENV)
+	$(MITMPROXY_VENV)/bin/pip install --quiet 'mitmproxy==$(MITMPROXY_VERSION)'
+	touch $(MITMPROXY_STAMP)
 
 # Cloud Functions source archives for Terraform: dist/functions/<name>.zip.
 functions: $(STAMP)
@@ -85,6 +94,11 @@ bench-daily: $(STAMP)
 bench-coldstart: $(STAMP)
 	$(BIN)/python bench/coldstart.py
 
+# Per-store daily uploads of 200 stores on the emulator stack through a proxy injecting connection
+# drops, 503 answers and latency, against the same run without faults.
+bench-faults: $(STAMP) $(MITMPROXY_STAMP)
+	$(BIN)/python bench/faults.py
+
 # The results API under load: 200 authenticated requests/s for 30 s over 1,000 stores, on loopback.
 bench-api: $(STAMP)
 	$(BIN)/python bench/api.py
@@ -95,4 +109,4 @@ bench-partition: $(STAMP)
 	$(BIN)/python bench/partition_memory.py
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) dist demo-output demo-output-bikeshare batchcast-data .batchcast-stack
+	rm -rf $(VENV) $(CHECKOV_VENV) $(MITMPROXY_VENV) $(MITMPROXY_VENV) dist demo-output demo-output-bikeshare batchcast-data .batchcast-stack

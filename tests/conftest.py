@@ -138,6 +138,12 @@ def require_emulators() -> None:
 
 
 @pytest.fixture(scope="session")
+def emulator_prerequisites() -> None:
+    """For a test that starts a stack of its own: skip without the prerequisites (fail under CI=true)."""
+    require_emulators()
+
+
+@pytest.fixture(scope="session")
 def emulator_stack(tmp_path_factory: pytest.TempPathFactory):
     """One emulator stack for the session; its predict fails the first delivery of every message."""
     from batchcast.tools import stack

@@ -25,6 +25,7 @@ import pandas as pd
 
 from batchcast.core import layout, schemas
 from batchcast.core.config import Profile
+from batchcast.core.crashpoints import COMPACTION, crash_point
 from batchcast.core.schemas.frames import records_to_frame, write_frame
 from batchcast.data import catalog, storage
 from batchcast.data.catalog import CityData, DataFile, EntityData
@@ -130,6 +131,7 @@ def compact(
     for (entity, span), group in rows.groupby([profile.entity_key, spans], sort=True):
         segments[entity].append(_write_segment(blobs, profile, city, entity, span, group))
     swaps = {e: (list(inputs[e].files), segments[e]) for e in due}
+    crash_point(COMPACTION, city)
     return len(catalog.replace(blobs, profile, city, swaps))
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, TypeVar
 
+from batchcast.core.crashpoints import COMPARE_AND_SWAP, crash_point
 from batchcast.core.errors import PermanentError
 from batchcast.ports import BlobStore, NotFound, PreconditionFailed
 
@@ -146,6 +147,7 @@ def update_json(
         new = change(current)
         if new is None or (current is not None and dumps(new) == dumps(current)):
             return current
+        crash_point(COMPARE_AND_SWAP, name)
         try:
             blobs.write(
                 name,

@@ -27,6 +27,7 @@ from batchcast.backends.embedded import (
 from batchcast.backends.jobs import CloudRunJobLauncher, ProcessJobLauncher
 from batchcast.backends.smtp import SmtpMailer
 from batchcast.core import layout
+from batchcast.core.crashpoints import BEFORE_PUBLISH, crash_point
 from batchcast.core.errors import ConfigError, PermanentError
 from batchcast.core.events import message_from_event, published_at
 from batchcast.core.messages import (
@@ -96,6 +97,7 @@ class Runtime:
         error: BaseException | None = None
         try:
             result = step_for(function)(self.ports, message, RunContext(run_id, function, log, self.settings))
+            crash_point(BEFORE_PUBLISH, function)
             for outgoing in result.messages:
                 self.ports.bus.publish(outgoing.topic, with_lineage(outgoing, run_id, message))
             self._mark_processed(marker, run_id, message)

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from batchcast.core import layout
 from batchcast.core.config import Profile
+from batchcast.core.crashpoints import ALERT_CLAIMED, ALERT_SENT, crash_point
 from batchcast.core.errors import ConfigError
 from batchcast.data import storage
 from batchcast.ops.freshness import Status
@@ -212,6 +213,7 @@ def deliver(ports: Ports, profile: Profile, mailing: Mailing, run_id: str) -> De
     delivery = Delivery()
     if not claimed:
         return delivery
+    crash_point(ALERT_CLAIMED, profile.name)
     done: dict[str, tuple[str, str | None]] = {}  # key -> (new state, error), written in batches
     for index, key in enumerate(claimed):
         email = _compose(profile, mailing, directory, document, key)
@@ -228,6 +230,7 @@ def deliver(ports: Ports, profile: Profile, mailing: Mailing, run_id: str) -> De
             delivery.error = f"{key}: {reason}"
             done |= {left: ("pending", reason) for left in claimed[index:]}
             break
+        crash_point(ALERT_SENT, profile.name)
         done[key] = ("sent", None)
         delivery.sent.append(key)
         if len(done) >= MARK_EVERY:

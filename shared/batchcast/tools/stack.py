@@ -192,6 +192,7 @@ def up(
     function_ports: dict[str, int] | None = None,
     sources: dict[str, Path] | None = None,
     extra_env: dict[str, str] | None = None,
+    push_endpoints: dict[str, str] | None = None,
     min_backoff_seconds: int = 1,
     max_backoff_seconds: int = 10,
     pubsub_emulator: str | None = None,
@@ -201,6 +202,8 @@ def up(
     """Start the stack (port 0: a free port) and return its state; on failure, stop what started.
 
     ``sources`` replaces a function's ``main.py`` (tests serve a wrapper that fails on purpose).
+    ``push_endpoints`` replaces a function's URL in its push subscriptions, and ``extra_env`` may
+    replace ``STORAGE_EMULATOR_HOST`` for the functions: a fault-injecting proxy goes in between.
     ``external_pubsub``: a Pub/Sub emulator already listens on ``127.0.0.1:<pubsub_port>`` (e.g. the
     ``google-cloud-cli:emulators`` container run with ``--network host``); it is used, not started.
     """
@@ -259,7 +262,8 @@ def up(
         for process in state.processes:
             _wait_for_port(process, timeout)
         with environ(state.env()):
-            _create_subscriptions(state, min_backoff_seconds, max_backoff_seconds)
+            endpoints = {**state.function_urls, **(push_endpoints or {})}
+            _create_subscriptions(state, endpoints, min_backoff_seconds, max_backoff_seconds)
     except BaseException:
         down(directory)
         raise
@@ -395,12 +399,13 @@ def _create_topics(state: StackState) -> None:
             publisher.create_topic(request={"name": publisher.topic_path(state.project, name)})
 
 
-def _create_subscriptions(state: StackState, min_backoff: int, max_backoff: int) -> None:
+def _create_subscriptions(
+    state: StackState, endpoints: dict[str, str], min_backoff: int, max_backoff: int
+) -> None:
     from google.cloud import pubsub_v1
     from google.protobuf.duration_pb2 import Duration
 
     subscriber = pubsub_v1.SubscriberClient()
-    urls = state.function_urls
     week = Duration()
     week.FromTimedelta(timedelta(days=7))
     for route in ROUTES:
@@ -408,7 +413,7 @@ def _create_subscriptions(state: StackState, min_backoff: int, max_backoff: int)
             request={
                 "name": subscriber.subscription_path(state.project, route.subscription),
                 "topic": subscriber.topic_path(state.project, route.topic.value),
-                "push_config": {"push_endpoint": urls[route.function]},
+                "push_config": {"push_endpoint": endpoints[route.function]},
                 # A push must finish within the ack deadline (600 s at most) or it is redelivered.
                 "ack_deadline_seconds": 600,
                 "retain_acked_messages": True,  # replay by seek needs what was acked
