@@ -109,4 +109,4 @@ bench-partition: $(STAMP)
 	$(BIN)/python bench/partition_memory.py
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) $(MITMPROXY_VENV) $(MITMPROXY_VENV) dist demo-output demo-output-bikeshare batchcast-data .batchcast-stack
+	rm -rf $(VENV) $(CHECKOV_VENV) $(MITMPROXY_VENV) dist demo-output demo-output-bikeshare batchcast-data .batchcast-stack
