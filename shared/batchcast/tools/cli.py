@@ -489,7 +489,7 @@ def serve(
     from batchcast_api.app import create_app
 
     # --root serves a local bucket directly; otherwise the deployment's settings pick the backend.
-    served = create_app(blobs=runtime.embedded(root).ports.blobs) if root else from_env_app
+    served = create_app(deployment=runtime.embedded(root)) if root else from_env_app
     uvicorn.run(served, host=host, port=port, log_level="info")
 
 
