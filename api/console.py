@@ -8,20 +8,22 @@ bucket (``audit/dt=<day>/``).
 """
 
 import dataclasses
+import json
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel
 
 from batchcast.core import layout
 from batchcast.core.config import Profile
 from batchcast.core.errors import ConfigError
 from batchcast.data import storage
-from batchcast.ops import alerts, audit, views
+from batchcast.ops import alerts, audit, deadletters, runs, uploads_view, views
 from batchcast.ops.tokens import Principal
 from batchcast.ports import NotFound, Ports
 
@@ -49,6 +51,55 @@ def console_router(backend: Any, caller: Callable[..., Principal]) -> APIRouter:
         if found is None:
             raise HTTPException(404, f"unknown dataset {dataset!r}")
         return found
+
+    def acting_operator(request: Request, principal: Annotated[Principal, Depends(caller)]) -> Principal:
+        # A refused action is audited too: someone with a valid token tried it.
+        if principal.role != "operator":
+            detail = f"{principal.name} is a {principal.role}: the console is for operators"
+            audit.record(
+                backend.blobs,
+                who=principal.name,
+                action=request.url.path.rsplit("/", 1)[-1],
+                target={"path": request.url.path},
+                outcome="refused",
+                at=ports().clock.now(),
+                detail=detail,
+            )
+            raise HTTPException(403, detail)
+        return principal
+
+    Acting = Annotated[Principal, Depends(acting_operator)]
+
+    def perform(
+        principal: Principal, action: str, target: dict[str, Any], confirmed: bool, work: Callable[[], Any]
+    ) -> dict[str, Any]:
+        """Run one confirmed action and audit it (refused when unconfirmed, failed when it raised)."""
+        at = ports().clock.now()
+
+        def note(outcome: str, detail: str) -> dict[str, Any]:
+            return audit.record(
+                backend.blobs,
+                who=principal.name,
+                action=action,
+                target=target,
+                outcome=outcome,
+                at=at,
+                detail=detail,
+            )
+
+        if not confirmed:
+            note("refused", "not confirmed")
+            raise HTTPException(400, f'{action} needs "confirm": true in the request body')
+        try:
+            result = work()
+        except (ConfigError, ValueError, LookupError) as error:
+            note("failed", f"{type(error).__name__}: {error}")
+            raise HTTPException(422, f"{action} failed: {type(error).__name__}: {error}") from error
+        except Exception as error:
+            note("failed", f"{type(error).__name__}: {error}")
+            raise
+        entry = note("ok", json.dumps(result, default=str)[:2000])
+        return {"action": action, "audit_id": entry["id"], "result": result}
 
     @router.get("/console", include_in_schema=False)
     def page() -> FileResponse:
@@ -84,8 +135,6 @@ def console_router(backend: Any, caller: Callable[..., Principal]) -> APIRouter:
     @router.get("/api/ops/runs", tags=["ops"])
     def run_grid(principal: Operator, days: DaysQuery = 14, end: date | None = None) -> dict[str, Any]:
         """Days × (dataset, function, city): each cell's worst outcome, run count, duration, error."""
-        from batchcast.ops import runs  # the run index (written with every run)
-
         wanted = day_range(end or ports().clock.now().date(), days)
         cells = runs.grid(runs.runs_for_days(backend.blobs, wanted, now=ports().clock.now()))
         keys = sorted({key for row in cells.values() for key in row})
@@ -112,12 +161,45 @@ def console_router(backend: Any, caller: Callable[..., Principal]) -> APIRouter:
     @router.get("/api/ops/runs/{run_id}", tags=["ops"])
     def run_page(principal: Operator, run_id: str) -> dict[str, Any]:
         """One run: its record (message, outputs, error) and its log lines."""
-        from batchcast.ops import runs
-
         detail = runs.run_detail(backend.blobs, _safe(run_id, "run id"))
         if detail is None:
             raise HTTPException(404, f"no run {run_id}")
         return detail | {"log_url": _log_url(backend.deployment.settings, run_id)}
+
+    @router.get("/api/ops/uploads/{dataset}", tags=["ops"])
+    def uploads(principal: Operator, dataset: str, days: DaysQuery = 7) -> dict[str, Any]:
+        """The dataset's latest uploads (accepted / rejected rows, report, rejected rows) and the
+        stores expected to upload that have not."""
+        chosen = profile(dataset)
+        now = ports().clock.now()
+        found = uploads_view.latest_uploads(
+            backend.blobs, day_range(now.date(), days), now=now, dataset=dataset
+        )
+        missing = uploads_view.missing_stores(backend.blobs, chosen, now)
+        return {
+            "dataset": dataset,
+            "uploads": [_upload_row(upload) for upload in found],
+            "missing": [
+                {
+                    "entity": m["entity"],
+                    "city": city,
+                    "last_data": m["last_data"],
+                    "needed_from": m["needed_from"],
+                }
+                for city, late in sorted(missing.items())
+                for m in late
+            ],
+        }
+
+    @router.get("/api/ops/uploads/{dataset}/stores/{entity}", tags=["ops"])
+    def store_uploads(principal: Operator, dataset: str, entity: str) -> dict[str, Any]:
+        """One store's upload history: its data files, newest data first."""
+        chosen = profile(dataset)
+        known = backend.results.entities(dataset).get(_safe(entity, chosen.entity_key))
+        if known is None or not known.get("city"):
+            raise HTTPException(404, f"no store {dataset}/{entity}")
+        history = uploads_view.store_history(backend.blobs, chosen, known["city"], entity)
+        return {"dataset": dataset, "entity": entity, "city": known["city"], "files": history}
 
     @router.get("/api/ops/uploads/{day}/{upload_id}/report", tags=["ops"])
     def upload_report(principal: Operator, day: date, upload_id: str) -> Response:
@@ -142,7 +224,49 @@ def console_router(backend: Any, caller: Callable[..., Principal]) -> APIRouter:
         media = "text/csv" if ext == "csv" else "application/octet-stream"
         return Response(data, media_type=media, headers={"Content-Disposition": disposition})
 
+    @router.get("/api/ops/deadletters", tags=["ops"])
+    def dead_letters(principal: Operator) -> dict[str, Any]:
+        """Every dead letter of every topic: error, attempts, attributes and age."""
+        letters = deadletters.list_letters(backend.deployment.ports.bus, backend.blobs, ports().clock.now())
+        return {"letters": letters}
+
+    @router.post("/api/ops/deadletters/{what}", tags=["ops"])
+    def dead_letter_action(principal: Acting, what: LetterAction, body: LettersBody) -> dict[str, Any]:
+        """Redrive (republish to the original topic) or discard the chosen dead letters, or all."""
+        target = {"topic": body.topic or "all", "ids": body.ids if body.ids is not None else "all"}
+        done = perform(
+            principal,
+            what,
+            target,
+            body.confirm,
+            lambda: _act_on_letters(backend.deployment, what, body.topic, body.ids),
+        )
+        return done | {"done": done["result"]["done"]}
+
     return router
+
+
+LetterAction = Literal["redrive", "discard"]
+
+
+class LettersBody(BaseModel):
+    """Which dead letters to act on (``topic``/``ids`` None: all) and the explicit confirmation."""
+
+    topic: str | None = None
+    ids: list[str] | None = None
+    confirm: bool = False
+
+
+def _upload_row(upload: dict[str, Any]) -> dict[str, Any]:
+    """A partition run as the uploads table shows it, with what the report and rows links need."""
+    rejected = upload.get("rejected_rows")
+    report = upload.get("report")
+    day = (report or rejected or upload.get("raw_object") or "").split("dt=", 1)[-1][:10] or None
+    return upload | {
+        "day": day,
+        "has_report": bool(report),
+        "rejected_ext": rejected.rsplit(".", 1)[-1] if rejected else None,
+    }
 
 
 def _log_url(settings: Any, run_id: str) -> str | None:
@@ -168,3 +292,17 @@ def day_range(end: date, days: int) -> list[date]:
 
 
 DaysQuery = Annotated[int, Query(description=f"how many days back (1 to {MAX_DAYS})")]
+
+
+# -- the dead-letters service (batchcast.ops.deadletters), in one place --------------------------
+
+
+def _act_on_letters(
+    deployment: Any, what: str, topic: str | None, ids: list[str] | None
+) -> dict[str, Any]:
+    """Redrive or discard ``ids`` (None: all) of ``topic`` (None: every topic); the ids done."""
+    act = deadletters.redrive if what == "redrive" else deadletters.discard
+    done = [letter for chosen in deadletters.topics(topic) for letter in act(deployment.ports.bus, chosen.value, ids)]
+    if what == "redrive" and hasattr(deployment.bus, "drain"):
+        deployment.bus.drain()  # the embedded bus delivers only when drained; Pub/Sub pushes by itself
+    return {"done": len(done), "ids": done}

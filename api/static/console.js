@@ -187,24 +187,24 @@ async function uploadsView() {
   const dataset = params.get("dataset") || Object.keys(datasets)[0];
   const data = await api(`/api/ops/uploads/${dataset}?days=${params.get("days") || "7"}`);
   const rows = data.uploads.map((u) => [
-    when(u.at),
-    u.upload_id,
+    when(u.started_at),
+    link({ view: "run", run: u.run_id }, u.upload_id || u.run_id),
     el("span", { class: `pill ${u.status}` }, u.status),
-    u.accepted ?? "–",
-    u.rejected ?? "–",
-    (u.entities || []).slice(0, 5).map((e) => link({ view: "store", dataset, entity: e }, e)).reduce((all, a) => [...all, a, " "], []),
-    u.report ? link({ view: "report", day: u.day, upload: u.upload_id }, "error report") : "",
+    u.rows_accepted,
+    u.rows_rejected,
+    el("span", { class: "reason" }, u.error || ""),
+    u.has_report ? link({ view: "report", day: u.day, upload: u.upload_id }, "error report") : "",
     u.rejected_ext
       ? el("button", { type: "button", class: "link", onclick: () => download(`/api/ops/uploads/${u.day}/${u.upload_id}/rejected?ext=${u.rejected_ext}`, `${u.upload_id}.rejected.${u.rejected_ext}`).catch(handle) }, "rejected rows")
       : "",
   ]);
-  const missing = data.missing.map((m) => [link({ view: "store", dataset, entity: m.entity }, m.entity), m.city, when(m.last_upload)]);
+  const missing = data.missing.map((m) => [link({ view: "store", dataset, entity: m.entity }, m.entity), m.city, when(m.last_data), when(m.needed_from)]);
   show(
     datasetPicker(dataset, "uploads"),
     el("h2", {}, `Latest uploads of ${dataset}`),
-    table(["at", "upload", "status", "accepted rows", "rejected rows", "stores", "report", "rejected"], rows, { id: "uploads" }),
+    table(["at", "upload", "status", "accepted rows", "rejected rows", "error", "report", "rejected"], rows, { id: "uploads" }),
     el("h2", {}, `Expected but not uploaded (${missing.length})`),
-    table(["store", "city", "last upload"], missing, { id: "missing" }),
+    table(["store", "city", "data until", "needed from"], missing, { id: "missing" }),
   );
 }
 
@@ -218,17 +218,22 @@ async function storeView() {
   const entity = params.get("entity");
   const data = await api(`/api/ops/uploads/${dataset}/stores/${entity}`);
   show(
-    el("h2", {}, `Uploads of ${dataset} store ${entity}`),
-    table(["at", "upload", "status", "accepted rows", "rejected rows"], data.uploads.map((u) => [when(u.at), u.upload_id, u.status, u.accepted ?? "–", u.rejected ?? "–"]), { id: "store-uploads" }),
+    el("h2", {}, `Uploads of ${dataset} store ${entity} (${data.city})`),
+    table(
+      ["upload", "kind", "first period", "last period", "rows"],
+      data.files.map((f) => [f.upload_id || "(compacted)", f.kind, when(f.first), when(f.last), f.rows]),
+      { id: "store-uploads" },
+    ),
   );
 }
 
 async function deadLettersView() {
   const data = await api("/api/ops/deadletters");
-  const act = (what, letters) => {
-    const ids = letters.map((l) => l.id);
-    confirmBox(`${what === "redrive" ? "Republish to the original topic" : "Discard for good"}: ${ids.length} dead letter(s)?`, async () => {
-      const result = await post(`/api/ops/deadletters/${what}`, { ids, confirm: true });
+  // One letter: its topic and id; all: no topic and no ids (the server takes every one).
+  const act = (what, letters, all) => {
+    const body = all ? { topic: null, ids: null, confirm: true } : { topic: letters[0].topic, ids: [letters[0].id], confirm: true };
+    confirmBox(`${what === "redrive" ? "Republish to the original topic" : "Discard for good"}: ${letters.length} dead letter(s)?`, async () => {
+      const result = await post(`/api/ops/deadletters/${what}`, body);
       say(`${what}: ${result.done} message(s) done.`);
       await deadLettersView();
     });
@@ -236,7 +241,7 @@ async function deadLettersView() {
   const rows = data.letters.map((l) => [
     l.topic,
     l.attributes?.kind || "–",
-    [l.attributes?.dataset, l.attributes?.city].filter(Boolean).join(" / ") || "–",
+    [l.dataset, l.city].filter(Boolean).join(" / ") || "–",
     el("span", { class: "reason" }, l.error || "–"),
     l.attempts ?? "–",
     `${Math.round((l.age_seconds || 0) / 60)} min`,
@@ -247,9 +252,9 @@ async function deadLettersView() {
   ]);
   const all = data.letters.length
     ? el("p", {},
-      el("button", { type: "button", id: "redrive-all", onclick: () => act("redrive", data.letters) }, `Redrive all ${data.letters.length}`),
+      el("button", { type: "button", id: "redrive-all", onclick: () => act("redrive", data.letters, true) }, `Redrive all ${data.letters.length}`),
       " ",
-      el("button", { type: "button", id: "discard-all", onclick: () => act("discard", data.letters) }, `Discard all ${data.letters.length}`))
+      el("button", { type: "button", id: "discard-all", onclick: () => act("discard", data.letters, true) }, `Discard all ${data.letters.length}`))
     : el("p", { class: "hint" }, "No dead letters.");
   show(el("h2", {}, `Dead letters (${data.letters.length})`), all, table(["topic", "kind", "dataset / city", "error", "attempts", "age", "attributes", ""], rows, { id: "dead-letters" }));
 }

@@ -7,6 +7,7 @@ stale, which is what managers see when the pipeline stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -150,20 +151,11 @@ def client(blobs: CountingBlobStore) -> Iterator[TestClient]:
         yield test_client
 
 
-@pytest.fixture(scope="session")
-def server(stale_bucket: Path, token_map_json: str) -> Iterator[str]:
-    """``batchcast serve --port 0 --root <stale bucket>`` in its own process; yields its base URL."""
+@contextlib.contextmanager
+def serving(root: Path, token_map_json: str) -> Iterator[str]:
+    """``batchcast serve --port 0 --root <root>`` in its own process; yields its base URL."""
     env = os.environ | {"BATCHCAST_API_TOKENS": token_map_json}
-    command = [
-        sys.executable,
-        "-m",
-        "batchcast.tools.cli",
-        "serve",
-        "--port",
-        "0",
-        "--root",
-        str(stale_bucket),
-    ]
+    command = [sys.executable, "-m", "batchcast.tools.cli", "serve", "--port", "0", "--root", str(root)]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -191,3 +183,10 @@ def server(stale_bucket: Path, token_map_json: str) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def server(stale_bucket: Path, token_map_json: str) -> Iterator[str]:
+    """``batchcast serve`` over the stale bucket; yields its base URL."""
+    with serving(stale_bucket, token_map_json) as base:
+        yield base

@@ -7,6 +7,7 @@ in ``status/alerts/dataset=<d>.json`` and the manager directory. Nothing here li
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 
 from batchcast.core import layout
@@ -20,24 +21,41 @@ KEEP_VERSIONS = 20  # versions shown per city, newest first
 
 
 def models(blobs: BlobStore, profile: Profile, keep: int = KEEP_VERSIONS) -> list[dict[str, Any]]:
-    """Per city of ``profile``: its model versions (newest first) with their backtests, and LATEST."""
+    """Per city of ``profile``: its recent model versions (newest first) with their backtests, and
+    which one LATEST names."""
     cities = []
     for city in profile.cities:
         latest = training.latest(blobs, profile, city)
-        folders = sorted(
-            (
-                info.name.removesuffix(training.METADATA_FILE)
-                for info in blobs.list(layout.model_prefix(profile.name, city))
-                if info.name.endswith("/" + training.METADATA_FILE)
-            ),
-            reverse=True,  # versions start with the logical time they were trained for
-        )[:keep]
+        folders = _recent_versions(blobs, profile.name, city, latest)[:keep]
         documents = storage.concurrently(
             lambda folder: storage.read_json(blobs, folder + training.METADATA_FILE), folders
         )
         versions = [_version_row(d, latest) for d in documents if d]
         cities.append({"city": city, "latest": latest.version if latest else None, "versions": versions})
     return cities
+
+
+def _recent_versions(
+    blobs: BlobStore, dataset: str, city: str, latest: training.ModelRef | None
+) -> list[str]:
+    """The folders of versions trained in LATEST's month and the month before, newest first.
+
+    Version names start with the time they were trained for, so two prefix listings find them
+    however many years of daily trainings the registry keeps.
+    """
+    if latest is None:
+        return []
+    month = date.fromisoformat(latest.version[:4] + "-" + latest.version[4:6] + "-01")
+    before = (month - timedelta(days=1)).replace(day=1)
+    folders = set()
+    for start in (month, before):
+        prefix = f"{layout.model_prefix(dataset, city)}version={start:%Y%m}"
+        folders |= {
+            info.name.removesuffix(training.METADATA_FILE)
+            for info in blobs.list(prefix)
+            if info.name.endswith("/" + training.METADATA_FILE)
+        }
+    return sorted(folders, reverse=True)
 
 
 def _version_row(metadata: dict[str, Any], latest: training.ModelRef | None) -> dict[str, Any]:
