@@ -6,7 +6,7 @@ Backends (``batchcast.backends``) implement these protocols; steps receive them 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -100,10 +100,30 @@ class BlobStore(Protocol):
 
 
 class Bus(Protocol):
-    """Publishes pipeline messages to topics; delivery to consumers is the backend's job."""
+    """Publishes pipeline messages to topics; delivery to consumers is the backend's job.
+
+    A message a consumer keeps failing is dead-lettered by the backend; the dead-letter methods let
+    operators see, redrive or discard it. Each dead letter is a dict with ``id`` (what redrive and
+    discard take), ``message_id``, ``attributes`` (the message's, so ``kind``/``dataset``/``city``),
+    ``data`` (text), ``error`` (when the backend knows it), and the backend's own time and attempt
+    fields (:mod:`batchcast.ops.deadletters` reads them all alike).
+    """
 
     def publish(self, topic: str, message: Message) -> str:
         """Publish and return the message id."""
+        ...
+
+    def dead_letters(self, topic: str) -> list[dict]:
+        """The messages dead-lettered from ``topic``, left in place."""
+        ...
+
+    def redrive(self, topic: str, ids: Collection[str] | None = None) -> list[str]:
+        """Publish the dead letters ``ids`` (None: all) to ``topic`` again and remove them; return
+        the ids redriven."""
+        ...
+
+    def discard(self, topic: str, ids: Collection[str] | None = None) -> list[str]:
+        """Remove the dead letters ``ids`` (None: all) without publishing them; return their ids."""
         ...
 
 

@@ -20,7 +20,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -371,16 +371,51 @@ class EmbeddedBus:
         )
 
     def dead_letters(self, topic: str) -> list[dict]:
-        """The messages dead-lettered from ``topic``."""
-        return _read_jsonl(self.bus_dir / f"{topic}-dlq.jsonl")
+        """The messages dead-lettered from ``topic``, oldest first, each with its ``id``
+        (``<message_id>.<subscription>``: one message may fail on two subscriptions of a topic)."""
+        return [entry | {"id": _letter_id(entry)} for entry in _read_jsonl(self._dead_letter_file(topic))]
+
+    def redrive(self, topic: str, ids: Collection[str] | None = None) -> list[str]:
+        """Publish the dead letters ``ids`` (None: all) of ``topic`` to ``topic`` again, then drop
+        them from the dead-letter file; return the ids redriven. Published before dropped, so a
+        crash in between leaves a letter to redrive again, never a lost one."""
+        chosen = [e for e in self.dead_letters(topic) if ids is None or e["id"] in ids]
+        for entry in chosen:
+            self.publish_raw(topic, entry["data"].encode(), dict(entry["attributes"]))
+        return self._drop_dead_letters(topic, {e["id"] for e in chosen})
+
+    def discard(self, topic: str, ids: Collection[str] | None = None) -> list[str]:
+        """Drop the dead letters ``ids`` (None: all) of ``topic`` for good; return the ids dropped."""
+        return self._drop_dead_letters(topic, None if ids is None else set(ids))
+
+    def _dead_letter_file(self, topic: str) -> Path:
+        return self.bus_dir / f"{topic}-dlq.jsonl"
+
+    def _drop_dead_letters(self, topic: str, ids: set[str] | None) -> list[str]:
+        path = self._dead_letter_file(topic)
+        with self._lock, (self.bus_dir / "dlq.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            entries = _read_jsonl(path)
+            dropped = [e for e in entries if ids is None or _letter_id(e) in ids]
+            kept = [e for e in entries if e not in dropped]
+            text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in kept)
+            _atomic_write(path, text.encode())
+        return [_letter_id(e) for e in dropped]
 
     def log(self) -> list[dict]:
         """Every message ever published, oldest first (what ``replay`` re-delivers from)."""
         return _read_jsonl(self.bus_dir / "log.jsonl")
 
     def _append_log(self, file_name: str, entry: dict) -> None:
-        with (self.bus_dir / file_name).open("a") as out:
-            out.write(json.dumps(entry, sort_keys=True) + "\n")
+        # Under the lock dead letters are dropped with, so an append never lands in a replaced file.
+        with (self.bus_dir / "dlq.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with (self.bus_dir / file_name).open("a") as out:
+                out.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def _letter_id(entry: dict) -> str:
+    return f"{entry['message_id']}.{entry['subscription']}"
 
 
 def _read_jsonl(path: Path) -> list[dict]:

@@ -17,7 +17,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from typing import BinaryIO, TypeVar
 
@@ -33,7 +33,9 @@ from batchcast.data.storage import chunks_stream as storage_chunks
 from batchcast.ports import BlobInfo, NotFound, PreconditionFailed, TransientError
 
 T = TypeVar("T")
-UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # resumable uploads: a multiple of 256 KiB
+UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
+# Attributes Pub/Sub adds to a dead-lettered message (source subscription, delivery count, ...).
+DEAD_LETTER_ATTRIBUTES = "CloudPubSubDeadLetter"  # resumable uploads: a multiple of 256 KiB
 
 # HTTP statuses and exceptions worth retrying: rate limits, server errors, the network.
 TRANSIENT_API_ERRORS = (
@@ -317,6 +319,7 @@ class PubSubBus:
                 message, error = None, str(exc)
             entries.append(
                 {
+                    "id": raw.message_id,
                     "message_id": raw.message_id,
                     "publish_time": raw.publish_time.isoformat() if raw.publish_time else None,
                     "attributes": attributes,
@@ -334,6 +337,59 @@ class PubSubBus:
                     request={"subscription": path, "ack_ids": ack_ids, "ack_deadline_seconds": 0}
                 )
         return entries
+
+    def redrive(self, topic: str, ids: Collection[str] | None = None) -> list[str]:
+        """Republish the dead letters ``ids`` (None: all) of ``topic`` to ``topic``, then acknowledge
+        them on its ``<topic>-dlq--hold`` subscription; return the ids redriven. Pub/Sub's own
+        dead-letter attributes are left off, so the redriven message is the original again."""
+
+        def republish(received: pubsub_v1.types.ReceivedMessage) -> None:
+            attributes = {
+                k: v
+                for k, v in received.message.attributes.items()
+                if not k.startswith(DEAD_LETTER_ATTRIBUTES)
+            }
+            self.publish_raw(topic, received.message.data, attributes)
+
+        return self._take_dead_letters(topic, ids, republish)
+
+    def discard(self, topic: str, ids: Collection[str] | None = None) -> list[str]:
+        """Acknowledge the dead letters ``ids`` (None: all) of ``topic`` without republishing them."""
+        return self._take_dead_letters(topic, ids, lambda received: None)
+
+    def _take_dead_letters(
+        self,
+        topic: str,
+        ids: Collection[str] | None,
+        handle: Callable[[pubsub_v1.types.ReceivedMessage], None],
+    ) -> list[str]:
+        """Pull the hold subscription until it is empty; hand each chosen letter to ``handle`` then
+        acknowledge it; release every other letter at the end (they stay for later)."""
+        path = self.subscription_path(Topic(topic).dead_letter_subscription)
+        taken: list[str] = []
+        held: list[str] = []
+        seen: set[str] = set()
+        try:
+            while True:
+                response = with_retries(lambda: self._peek(path, 100), what=f"pull {path}")
+                fresh = [r for r in response.received_messages if r.message.message_id not in seen]
+                if not fresh:  # empty, or only letters held here whose deadline ran out: all seen
+                    return taken
+                for received in fresh:
+                    seen.add(received.message.message_id)
+                    if ids is not None and received.message.message_id not in ids:
+                        held.append(received.ack_id)
+                        continue
+                    handle(received)
+                    self.subscriber.acknowledge(request={"subscription": path, "ack_ids": [received.ack_id]})
+                    taken.append(received.message.message_id)
+                if ids is not None and set(ids) <= set(taken):
+                    return taken
+        finally:
+            if held:
+                self.subscriber.modify_ack_deadline(
+                    request={"subscription": path, "ack_ids": held, "ack_deadline_seconds": 0}
+                )
 
     def close(self) -> None:
         """Release the clients' channels."""

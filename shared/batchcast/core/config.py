@@ -662,10 +662,33 @@ def comma_list(text: str) -> list[str]:
 
 
 def enabled_profiles() -> list[Profile]:
-    """The profiles this deployment serves (``BATCHCAST_PROFILES``, default: all known)."""
-    wanted = os.environ.get("BATCHCAST_PROFILES", "")
-    names = comma_list(wanted) or profile_names()
-    return [load_profile(name) for name in names]
+    """The profiles this deployment serves (``BATCHCAST_PROFILES``, default: all known) that load.
+
+    A broken profile is left out rather than failing the others: every upload reads this list, and
+    one invalid file must not stop every other dataset. :func:`profile_problems` says what is broken.
+    """
+    return _load_enabled()[0]
+
+
+def profile_problems() -> dict[str, str]:
+    """Each enabled profile that cannot be loaded (by name, or by file when no name can be read) ->
+    why, naming its file: what ``batchcast profiles`` and ``batchcast status`` report."""
+    return _load_enabled()[1]
+
+
+def _load_enabled() -> tuple[list[Profile], dict[str, str]]:
+    wanted = comma_list(os.environ.get("BATCHCAST_PROFILES", ""))
+    loaded: list[Profile] = []
+    problems: dict[str, str] = {}
+    for name in wanted or profile_names():
+        try:
+            loaded.append(load_profile(name))
+        except ConfigError as error:
+            problems[name] = str(error)
+    if not wanted:  # files whose name could not even be read belong to no name: report them by file
+        unreadable = _profile_files()[1]
+        problems |= {str(path): f"{path}: not a readable profile: {why}" for path, why in unreadable.items()}
+    return loaded, problems
 
 
 def _profile_dirs() -> list[Path]:

@@ -12,7 +12,16 @@ from __future__ import annotations
 
 
 class PermanentError(Exception):
-    """A failure that retrying the same message cannot fix."""
+    """A failure that retrying the same message cannot fix.
+
+    ``dataset`` and ``city`` say whom it concerns when the message alone does not (an upload's
+    dataset is unknown until its profile is chosen), so the run record is never anonymous.
+    """
+
+    def __init__(self, *args: object, dataset: str | None = None, city: str | None = None) -> None:
+        super().__init__(*args)
+        self.dataset = dataset
+        self.city = city
 
 
 class ConfigError(PermanentError, ValueError):

@@ -15,6 +15,8 @@ The layout is a contract (users, the API and BigQuery external tables read it)::
     results/dataset=<profile>/<entity>=<id>.json
     metrics/dataset=<profile>/dt=YYYY-MM-DD/city=<city>.json
     runs/dt=YYYY-MM-DD/<run_id>.json
+    logs/dt=YYYY-MM-DD/<run_id>.jsonl
+    status/runs/dt=YYYY-MM-DD/<run_id>.json  and  .../_day.json
     status/freshness.json
     status/processed/<function>/<idempotency_key>.json
     status/outcomes/dataset=<profile>/city=<city>.json  and  .../_dataset.json
@@ -28,7 +30,13 @@ so readers never list ``batch_data/``, whose size grows with every upload.
 
 ``status/outcomes/`` holds each (dataset, city)'s last success and failure per function (the run
 records stay the full history; this is what freshness and ``batchcast status`` read without listing
-every run). ``status/alerts/`` holds the email episodes of one dataset. ``config/`` is read-only
+every run). ``status/runs/`` is the run history's index: one small summary per run (function, dataset, city,
+status, duration, error) under its UTC start date, its fields also in the object's metadata, so a
+day's runs are one listing of that day whatever the bucket's age, and concurrent runs never write
+the same object. Once a day is closed its summaries are rolled up into ``_day.json`` (one read).
+``logs/`` keeps each run's log lines beside nothing else, read by a run's detail page.
+
+``status/alerts/`` holds the email episodes of one dataset. ``config/`` is read-only
 configuration: nothing triggers on it.
 
 ``future/`` holds future values (covariates known in advance: weather forecasts, planned promos and
@@ -58,6 +66,8 @@ PREDICTIONS = "predictions/"
 RESULTS = "results/"
 METRICS = "metrics/"
 RUNS = "runs/"
+LOGS = "logs/"
+RUN_INDEX = "status/runs/"
 AUDIT = "audit/"  # one record per operator action (who, what, when, outcome), by UTC day
 STATUS = "status/"
 FRESHNESS = "status/freshness.json"
@@ -271,6 +281,26 @@ def metrics_object(dataset: str, dt: date, city: str) -> str:
 def run_record(dt: date, run_id: str) -> str:
     """The record of one invocation."""
     return f"{RUNS}dt={dt.isoformat()}/{check_id(run_id, 'run id')}.json"
+
+
+def run_log(dt: date, run_id: str) -> str:
+    """The log lines of one invocation (JSON lines, as they went to stdout)."""
+    return f"{LOGS}dt={dt.isoformat()}/{check_id(run_id, 'run id')}.jsonl"
+
+
+def run_index_prefix(dt: date) -> str:
+    """The index entries of every run started on UTC date ``dt``."""
+    return f"{RUN_INDEX}dt={dt.isoformat()}/"
+
+
+def run_index_entry(dt: date, run_id: str) -> str:
+    """One run's summary in the run-history index."""
+    return f"{run_index_prefix(dt)}{check_id(run_id, 'run id')}.json"
+
+
+def run_index_rollup(dt: date) -> str:
+    """Every summary of a closed day in one object (``_`` sorts apart from run ids)."""
+    return f"{run_index_prefix(dt)}_day.json"
 
 
 def processed_marker(function: str, idempotency_key: str) -> str:

@@ -24,6 +24,9 @@ SCHEMA_VERSION = 1
 CITY_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 
 
+UNKNOWN_DATASET = "unknown"  # the dataset of a message that cannot know it (a raw upload)
+
+
 class Topic(StrEnum):
     """Every topic of the system; each has a dead-letter twin named ``<topic>-dlq``, whose messages
     wait in the pull subscription ``<topic>-dlq--hold``."""
@@ -85,7 +88,7 @@ class ObjectFinalized(_Message):
 
     kind: Literal["object-finalized"] = "object-finalized"
     topic: ClassVar[Topic] = Topic.RAW_OBJECTS
-    dataset: str = "unknown"  # a raw upload's dataset is not known until partition reads it
+    dataset: str = UNKNOWN_DATASET  # a raw upload's dataset is not known until partition reads it
     bucket: str
     name: str
     generation: int

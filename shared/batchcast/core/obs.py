@@ -56,8 +56,31 @@ def configure_logging(stream: Any = None, level: int = logging.INFO) -> None:
     logger.propagate = False
 
 
+MAX_KEPT_LINES = 500  # a run's log kept in the bucket: enough for any step, bounded for a runaway one
+
+
 class RunLogger(logging.LoggerAdapter):
-    """A logger that stamps every line with the run's labels."""
+    """A logger that stamps every line with the run's labels and keeps the run's lines (``lines``),
+    so the runtime can store them beside the run record."""
+
+    def __init__(self, logger: logging.Logger, extra: dict[str, Any]) -> None:
+        super().__init__(logger, extra)
+        self.lines: list[dict[str, Any]] = []
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """Log as usual, and keep the line (its severity, time, text and any error) for the run."""
+        if level >= logging.INFO and len(self.lines) < MAX_KEPT_LINES:
+            line: dict[str, Any] = {
+                "severity": _SEVERITY.get(level, "DEFAULT"),
+                "time": datetime.now().astimezone().isoformat(),
+                "message": str(msg) % args if args else str(msg),
+            }
+            error = kwargs.get("exc_info")
+            error = sys.exc_info()[1] if error is True else error
+            if isinstance(error, BaseException):
+                line["error"] = f"{type(error).__name__}: {error}"
+            self.lines.append(line)
+        super().log(level, msg, *args, **kwargs)
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = kwargs.setdefault("extra", {})

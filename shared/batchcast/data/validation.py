@@ -71,6 +71,7 @@ import pandas as pd
 
 from batchcast.core import config, layout, schemas
 from batchcast.core.config import ColumnMapping, Profile
+from batchcast.core.errors import ConfigError
 from batchcast.core.schemas import GROUP_KEY
 from batchcast.data.spool import Spool
 
@@ -356,8 +357,17 @@ class Upload:
             source = self._source = _open_source(self._stream, ext, self._chunk_bytes)
             self._header = source.header
             try:
-                enabled = config.enabled_profiles() if profiles is None else profiles
-                profile, name, chosen = _choose_mapping(source.header, enabled, dataset, mapping)
+                enabled, broken = (
+                    (profiles, {})
+                    if profiles is not None
+                    else (config.enabled_profiles(), config.profile_problems())
+                )
+                if dataset in broken:  # an upload for a broken profile fails; the other datasets' go on
+                    raise ConfigError(broken[dataset], dataset=dataset)
+                try:
+                    profile, name, chosen = _choose_mapping(source.header, enabled, dataset, mapping)
+                except _FileRejected as rejected:
+                    raise _FileRejected(_with_broken(str(rejected.args[0]), broken)) from None
                 result.profile, result.mapping, self._mapping = profile, name, chosen
                 result.warnings = _check_columns(source.header, profile, name, chosen)
             except _FileRejected:
@@ -1000,6 +1010,14 @@ def _choose_mapping(
             f"ambiguous header: it fits {options} equally; set the object metadata 'dataset' to choose"
         )
     return tied[0]
+
+
+def _with_broken(reason: str, broken: dict[str, str]) -> str:
+    """A rejection's reason, plus the profiles that could not be loaded: the upload may be for one."""
+    if not broken:
+        return reason
+    names = "; ".join(" ".join(why.split()) for why in broken.values())
+    return f"{reason} (profiles that could not be loaded, so no upload fits them: {names})"
 
 
 def _missing_columns(header: list[str], profiles: list[Profile], name: str | None) -> str:

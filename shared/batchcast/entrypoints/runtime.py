@@ -28,12 +28,19 @@ from batchcast.backends.smtp import SmtpMailer
 from batchcast.core import layout
 from batchcast.core.errors import ConfigError, PermanentError
 from batchcast.core.events import message_from_event, published_at
-from batchcast.core.messages import InvalidMessage, Message, ObjectFinalized, Topic, with_lineage
+from batchcast.core.messages import (
+    UNKNOWN_DATASET,
+    InvalidMessage,
+    Message,
+    ObjectFinalized,
+    Topic,
+    with_lineage,
+)
 from batchcast.core.obs import RunLogger, configure_logging, new_run_id, run_logger
 from batchcast.core.settings import Settings
 from batchcast.data import storage
 from batchcast.entrypoints.wiring import ROUTES, step_for
-from batchcast.ops import outcomes
+from batchcast.ops import outcomes, runs
 from batchcast.ports import Clock, FixedClock, JobLauncher, Mailer, Ports, PreconditionFailed, SystemClock
 from batchcast.steps import RunContext, StepResult
 
@@ -77,10 +84,13 @@ class Runtime:
                 self.ports.bus.publish(outgoing.topic, with_lineage(outgoing, run_id, message))
             self._mark_processed(marker, run_id, message)
         except InvalidMessage as exc:
-            result = StepResult(status="rejected", errors={"message": str(exc)})
+            result = StepResult(status="rejected", errors={"message": describe_error(exc)})
         except PermanentError as exc:
             error = exc
-            result = StepResult(status="failed", city=message.city)
+            where = exc.city or message.city or exc.dataset or message.dataset
+            result = StepResult(
+                status="failed", city=exc.city or message.city, errors={where: describe_error(exc)}
+            )
         except Exception as exc:
             error = exc
             raise
@@ -91,8 +101,10 @@ class Runtime:
             record = {
                 "run_id": run_id,
                 "function": function,
-                "dataset": message.dataset,
-                "city": (result.city if result and result.city else message.city),
+                "dataset": run_dataset(message, result, error),
+                "city": (
+                    result.city if result and result.city else getattr(error, "city", None) or message.city
+                ),
                 "status": status,
                 "message": {
                     "kind": message.kind,
@@ -105,11 +117,9 @@ class Runtime:
                 "counts": result.counts if result else {},
                 "errors": result.errors if result else {},
                 "notes": result.notes if result else [],
-                "error": f"{type(error).__name__}: {error}" if error else None,
                 "published": published,
-            }
-            self._write_run_record(started_at, run_id, record)
-            self._record_outcome(record, message, result, log)
+                "details": result.details if result else {},
+            } | _error_fields(status, error, result)
             level = "error" if status == "failed" else "warning" if status == "partial" else "info"
             getattr(log, level)(
                 f"{function} {status} in {seconds:.2f}s",
@@ -125,6 +135,9 @@ class Runtime:
                     "counts": record["counts"],
                 },
             )
+            self._write_run_record(started_at, run_id, record)
+            self._write_history(started_at, record, log)
+            self._record_outcome(record, message, result, log)
             if result is not None:
                 self.results.append((function, result))
         return result
@@ -164,6 +177,14 @@ class Runtime:
         except Exception:
             log.exception("could not update status/outcomes")
 
+    def _write_history(self, started_at: datetime, record: dict, log: RunLogger) -> None:
+        # The run's index entry and log lines serve the operators' views; like the outcomes, they
+        # must never turn a finished run into a failed one.
+        try:
+            runs.record(self.ports.blobs, started_at.astimezone(UTC).date(), record, log.lines)
+        except Exception:
+            log.exception("could not write the run's index entry or log")
+
     def _mark_processed(self, marker: str, run_id: str, message: Message) -> None:
         record = {"run_id": run_id, "kind": message.kind, "idempotency_key": message.idempotency_key}
         # PreconditionFailed: a concurrent delivery of the same message finished too; one marker is enough.
@@ -176,10 +197,42 @@ class Runtime:
         name = layout.run_record(started_at.astimezone(UTC).date(), run_id)
         self.ports.blobs.write(
             name,
-            json.dumps(record, indent=2, sort_keys=True).encode(),
+            json.dumps(record, indent=2, sort_keys=True, default=str).encode(),
             if_generation_match=0,
             content_type="application/json",
         )
+
+
+def describe_error(error: BaseException) -> str:
+    """``Class: message``, never empty: an exception whose text is empty is named by its repr."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text or repr(error)}"
+
+
+def run_dataset(message: Message, result: StepResult | None, error: BaseException | None) -> str:
+    """The dataset a run concerns: what the step found (an upload's profile), what its error names,
+    the message's, or an upload's object metadata; "unknown" only when none of them says."""
+    for known in (
+        result.dataset if result else None,
+        getattr(error, "dataset", None),
+        message.dataset if message.dataset != UNKNOWN_DATASET else None,
+        message.metadata.get("dataset") if isinstance(message, ObjectFinalized) else None,
+    ):
+        if known:
+            return known
+    return UNKNOWN_DATASET
+
+
+def _error_fields(status: str, error: BaseException | None, result: StepResult | None) -> dict[str, Any]:
+    """``error`` and ``error_class`` of a run record: an exception's, else a failed or rejected
+    step's errors joined (never empty); both None for a run that did not fail."""
+    if error is not None:
+        return {"error": describe_error(error), "error_class": type(error).__name__}
+    if status not in ("failed", "rejected"):
+        return {"error": None, "error_class": None}
+    errors = result.errors if result else {}
+    text = "; ".join(f"{where}: {what}" for where, what in errors.items()) or f"the step reported {status}"
+    return {"error": text, "error_class": "Rejected" if status == "rejected" else "StepFailed"}
 
 
 def embedded(

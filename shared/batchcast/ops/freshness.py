@@ -94,6 +94,12 @@ def _training_reason(city: str, error: str, has_model: bool) -> str:
     return f"train_trigger failed for city {city}: {cause}"
 
 
+def data_cutoff(profile: Profile, expected: datetime) -> datetime:
+    """The last period an entity's data must reach for the forecast due at ``expected``: data that
+    ends before it cannot feed the model's shortest lag, so the entity counts as not uploading."""
+    return expected - max(profile.period * min(profile.features.lags), timedelta(days=1))
+
+
 def _reason(
     profile: Profile,
     expected: datetime,
@@ -101,8 +107,7 @@ def _reason(
     forecast_for: str | None,
     causes: dict[str, str | None],
 ) -> str:
-    data_cutoff = expected - max(profile.period * min(profile.features.lags), timedelta(days=1))
-    if last_data and datetime.fromisoformat(last_data) < data_cutoff:
+    if last_data and datetime.fromisoformat(last_data) < data_cutoff(profile, expected):
         return f"no data uploaded since {last_data[:10]}"
     for cause in ("predict", "train", "model"):
         if causes[cause]:
@@ -134,3 +139,11 @@ def transitions(current: dict[str, Status], previous: dict[str, Status]) -> dict
     turned = [e for e, s in current.items() if s["stale"] and not previous.get(e, {}).get("stale")]
     recovered = [e for e, s in current.items() if not s["stale"] and previous.get(e, {}).get("stale")]
     return {"stale": sorted(turned), "recovered": sorted(recovered)}
+
+
+def changed(current: dict[str, Status], previous: dict[str, Status]) -> bool:
+    """Whether a reader of ``freshness.json`` would see ``current`` differently from ``previous``:
+    an entity is new, turned stale or fresh, or got a newer forecast (``as_of``, ``forecast_for``),
+    another expected period or another reason. Comparing the stale flag alone would leave
+    ``as_of``/``forecast_for`` one forecast behind after each fresh store's new forecast."""
+    return any(previous.get(entity) != status for entity, status in current.items())

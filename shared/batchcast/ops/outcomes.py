@@ -18,7 +18,7 @@ from typing import Any
 from batchcast.core import layout
 from batchcast.core.config import load_profile
 from batchcast.core.errors import ConfigError
-from batchcast.core.messages import Message
+from batchcast.core.messages import UNKNOWN_DATASET, Message
 from batchcast.data import storage
 from batchcast.ports import BlobStore
 from batchcast.steps import StepResult
@@ -63,7 +63,11 @@ def city_outcomes(
 
 def record_run(blobs: BlobStore, record: dict[str, Any], message: Message, result: StepResult | None) -> None:
     """Fold one run (its run record, message and result) into the outcome documents it concerns."""
-    if record["status"] not in _RECORDED or record["dataset"] == "unknown":
+    if record["status"] not in _RECORDED or record["dataset"] == UNKNOWN_DATASET:
+        return
+    if record["function"] == "partition" and record["status"] != "failed":
+        # Uploads are counted by the upload views (rejected ones too); only a partition that could
+        # not run at all (a broken profile) is a dataset's failure worth a status row.
         return
     target = getattr(message, "target_start", None)
     base = {

@@ -1,7 +1,8 @@
 """``batchcast status``: per dataset and city, what ran, what failed, what is stale, what is stuck.
 
 Reads only small documents: ``status/outcomes/`` (last success and failure per function, long runs),
-``status/freshness.json`` (stale entities) and the dead-letter topics. Nothing here lists ``runs/``.
+``status/freshness.json`` (stale entities), the run-history index of the last few days (uploads and
+how many were rejected) and the dead-letter topics. Nothing here lists ``runs/``.
 
 Dead letters come through one function per backend, ``dead_letters(topic) -> list[dict]``, each dict
 with ``attributes`` (the message's, so ``dataset``/``city``/``kind``), ``error``, ``subscription`` and
@@ -14,20 +15,26 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from batchcast.core import layout
+from batchcast.core import config, layout
 from batchcast.core.messages import Topic
 from batchcast.data import storage
-from batchcast.ops import outcomes
+from batchcast.ops import outcomes, uploads_view
 from batchcast.ports import BlobStore
 
 DeadLetters = Callable[[str], list[dict]]
 DATASET_WIDE = "*"  # the row of runs that concern a whole dataset (schedule ticks, notify)
 
 
-def collect(blobs: BlobStore, dead_letters: DeadLetters) -> dict[str, Any]:
-    """The status of every dataset and city, as one JSON-ready document."""
+def collect(blobs: BlobStore, dead_letters: DeadLetters, now: datetime | None = None) -> dict[str, Any]:
+    """The status of every dataset and city, as one JSON-ready document.
+
+    The dataset-wide row (city ``*``) counts the uploads of the last
+    :data:`~batchcast.ops.uploads_view.RECENT_DAYS` days and how many were rejected whole, partly
+    or failed (from the run-history index: one listing or read per day).
+    """
     datasets: dict[str, dict[str, Any]] = {}
 
     def row(dataset: str, city: str | None) -> dict[str, Any]:
@@ -42,6 +49,7 @@ def collect(blobs: BlobStore, dead_letters: DeadLetters) -> dict[str, Any]:
                 "dead_letters": [],
                 "long_runs": [],
                 "functions": {},
+                "uploads": None,
             },
         )
 
@@ -77,6 +85,12 @@ def collect(blobs: BlobStore, dead_letters: DeadLetters) -> dict[str, Any]:
                     "at": letter.get("dead_lettered_at") or letter.get("publish_time"),
                 }
             )
+    moment = now or datetime.now(UTC)
+    recent = uploads_view.latest_uploads(blobs, uploads_view.recent_days(moment), now=moment, limit=10**9)
+    for dataset, counts in uploads_view.rejected_counts(recent).items():
+        row(dataset, None)["uploads"] = counts
+    for dataset, why in config.profile_problems().items():
+        datasets.setdefault(dataset, {"cities": {}})["profile_error"] = why
     return {"datasets": {d: datasets[d] for d in sorted(datasets)}}
 
 
@@ -94,6 +108,8 @@ def rows(document: dict[str, Any]) -> list[dict[str, str]]:
     """One flat, printable row per (dataset, city), for the table."""
     printable = []
     for dataset, section in document["datasets"].items():
+        if section.get("profile_error"):
+            printable.append(_blank_row(dataset) | {"last failure": f"profile: {section['profile_error']}"})
         for city, entry in sorted(section["cities"].items()):
             success, failure = entry["last_success"], entry["last_failure"]
             printable.append(
@@ -105,6 +121,7 @@ def rows(document: dict[str, Any]) -> list[dict[str, str]]:
                     if failure
                     else "-",
                     "stale": _stale_text(entry),
+                    "rejected uploads": _uploads_text(entry.get("uploads")),
                     "dead letters": str(len(entry["dead_letters"])) if entry["dead_letters"] else "-",
                     "long runs": ", ".join(
                         f"{r['function']} {r['duration_seconds']:.0f}s" for r in entry["long_runs"]
@@ -113,6 +130,26 @@ def rows(document: dict[str, Any]) -> list[dict[str, str]]:
                 }
             )
     return printable
+
+
+def _uploads_text(counts: dict[str, int] | None) -> str:
+    """``2 of 9 (1 whole, 1 partly), 37 rows``: uploads not fully taken in the recent days."""
+    if not counts:
+        return "-"
+    bad = counts["rejected"] + counts["partial"] + counts["failed"]
+    if not bad:
+        return f"0 of {counts['uploads']}"
+    kinds = [
+        f"{counts[k]} {label}"
+        for k, label in (("rejected", "whole"), ("partial", "partly"), ("failed", "failed"))
+        if counts[k]
+    ]
+    return f"{bad} of {counts['uploads']} ({', '.join(kinds)}), {counts['rows_rejected']} rows"
+
+
+def _blank_row(dataset: str) -> dict[str, str]:
+    columns = ("last success", "last failure", "stale", "rejected uploads", "dead letters", "long runs")
+    return {"dataset": dataset, "city": DATASET_WIDE} | dict.fromkeys(columns, "-")
 
 
 def _stale_text(entry: dict[str, Any]) -> str:

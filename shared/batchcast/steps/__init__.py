@@ -29,6 +29,7 @@ class StepResult:
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     city: str | None = None
+    dataset: str | None = None  # set when the message did not know it (an upload's chosen profile)
 
     def fail(self, where: str, error: str) -> None:
         """Record a local failure (one city, one shard); the rest of the step goes on."""

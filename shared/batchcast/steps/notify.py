@@ -50,7 +50,7 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
         changes.update(freshness.transitions(updated, previous))
         merged.clear()
         merged.update(updated if scope is None else previous | updated)
-        if scope is not None and not any(changes.values()) and updated.keys() <= previous.keys():
+        if scope is not None and not freshness.changed(updated, previous):
             return None  # nothing a reader of freshness.json would see differently
         section = {
             "checked_at": now.isoformat(),

@@ -291,7 +291,8 @@ def _result(
         status=status,
         counts=_counts(upload, partitions),
         notes=[*upload.warnings, _summary(upload)],
-        details={"report": report} if report else {},
+        details=_upload_details(message, upload_id, upload, cities, report),
+        dataset=upload.profile.name if upload.profile is not None else None,
     )
     if upload.file_errors:
         result.errors[message.name] = "; ".join(upload.file_errors)
@@ -310,6 +311,32 @@ def _result(
             )
         )
     return result
+
+
+def _upload_details(
+    message: ObjectFinalized,
+    upload_id: str,
+    upload: ValidatedUpload,
+    cities: dict[str, list[str]],
+    report: str | None,
+) -> dict[str, Any]:
+    """What the run record keeps of an upload, for the operators' upload views: its ids, cities,
+    and where its error report and rejected rows are (None when nothing was rejected)."""
+    raw = layout.parse_raw(message.name)
+    rejected = None
+    if upload.file_errors:
+        rejected = layout.rejected_object(raw.dt, upload_id, raw.ext)
+    elif upload.rows_rejected:
+        rejected = layout.rejected_object(raw.dt, upload_id, "csv")
+    return {
+        "upload_id": upload_id,
+        "raw_object": message.name,
+        "kind": upload.kind,
+        "cities": sorted(cities),
+        "entities": sum(len(entities) for entities in cities.values()),
+        "report": report,
+        "rejected_rows": rejected,
+    }
 
 
 def _status(upload: ValidatedUpload) -> Status:

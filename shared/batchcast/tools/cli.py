@@ -15,7 +15,7 @@ from rich.table import Table
 
 from batchcast.backends.embedded import STATE_DIR
 from batchcast.core import schemas
-from batchcast.core.config import Profile, comma_list, load_profile, profile_names
+from batchcast.core.config import Profile, comma_list, enabled_profiles, load_profile, profile_problems
 from batchcast.core.errors import ConfigError
 from batchcast.core.messages import InvalidMessage, ScheduleTick, Topic, TrainRequest, decode
 from batchcast.core.obs import configure_logging
@@ -24,6 +24,7 @@ from batchcast.data import catalog, uploads
 from batchcast.data import dataset as datasets
 from batchcast.entrypoints import runtime
 from batchcast.entrypoints.wiring import FUNCTIONS, route_for_subscription
+from batchcast.ops import deadletters
 from batchcast.ops import status as status_report
 from batchcast.ports import BlobStore, Clock, FixedClock, SystemClock
 from batchcast.tools import replay as replays
@@ -329,7 +330,9 @@ def status(
     if settings.backend == "embedded" and not (root / STATE_DIR).is_dir():
         raise typer.BadParameter(f"{root} is not a batchcast root (no {STATE_DIR}/ inside)")
     deployment = _deployment(root)  # gcp: the bucket and the dead-letter subscriptions
-    document = status_report.collect(deployment.ports.blobs, deployment.bus.dead_letters)
+    document = status_report.collect(
+        deployment.ports.blobs, deployment.bus.dead_letters, deployment.ports.clock.now()
+    )
     if as_json:
         typer.echo(json.dumps(document, indent=2, sort_keys=True))
         return
@@ -505,20 +508,26 @@ def profiles(
     Every mistake in a profile is printed, one per line, and the command exits 1.
     """
     try:
-        chosen = [load_profile(name)] if name else [load_profile(known) for known in profile_names()]
+        chosen = [load_profile(name)] if name else enabled_profiles()
     except ConfigError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
+    # Listing all: the good ones are shown, each broken file is named with why, and the exit says so.
+    problems = {} if name else profile_problems()
     if as_json:
         typer.echo("\n".join(profile.model_dump_json(indent=2) for profile in chosen))
-        return
-    for profile in chosen:
-        typer.echo("\n".join(_profile_summary(profile)))
+    else:
+        for profile in chosen:
+            typer.echo("\n".join(_profile_summary(profile)))
+    for why in problems.values():
+        typer.echo(f"broken profile: {why}", err=True)
+    if problems:
+        raise typer.Exit(1)
 
 
 def _profile_summary(profile: Profile) -> list[str]:
     """What a user needs to write files for a profile: its schema, covariates and mappings."""
-    fields = [f for f in schemas.fields(schemas.observation(profile)) if f not in schemas.STATE_DIR]
+    fields = [f for f in schemas.fields(schemas.observation(profile)) if f not in schemas.BOOKKEEPING_FIELDS]
     covariates = [
         f"{n} ({c.type}, {c.timing}{'' if n in profile.model_covariates else ', not used by the model'})"
         for n, c in profile.covariates.items()
@@ -527,7 +536,7 @@ def _profile_summary(profile: Profile) -> list[str]:
     lines = [
         f"{profile.name}: {profile.description}",
         f"  {keys}, target {profile.target}",
-        f"  schema      {', '.join(fields)} (+ {', '.join(schemas.STATE_DIR)})",
+        f"  schema      {', '.join(fields)} (+ {', '.join(schemas.BOOKKEEPING_FIELDS)})",
         f"  covariates  {', '.join(covariates) or 'none'}",
     ]
     for name, mapping in profile.mappings.items():
@@ -536,6 +545,96 @@ def _profile_summary(profile: Profile) -> list[str]:
         reads += [f"{f} = {v!r}" for f, v in mapping.constants.items()]
         lines.append(f"  mapping     {name} ({mapping.kind}): {', '.join(reads)}")
     return [*lines, ""]
+
+
+deadletters_app = typer.Typer(help="Dead-lettered messages: list, redrive (republish) or discard them.")
+app.add_typer(deadletters_app, name="deadletters")
+TopicOption = Annotated[str | None, typer.Option(help="Only this topic (default: every topic).")]
+LetterIds = Annotated[list[str] | None, typer.Argument(help="Dead-letter ids (from list); none: all.")]
+YesOption = Annotated[bool, typer.Option("--yes", help="Do it without asking.")]
+
+
+@deadletters_app.command("list")
+def deadletters_list(
+    topic: TopicOption = None,
+    root: RootOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Every dead letter with its error, attempts, attributes and age."""
+    deployment = _deployment(root)
+    letters = _letters(deployment, topic)
+    if as_json:
+        typer.echo(json.dumps(letters, indent=2, sort_keys=True, default=str))
+        return
+    table = Table("id", "topic", "kind", "dataset", "city", "attempts", "age", "error", title="dead letters")
+    for letter in letters:
+        age = f"{letter['age_seconds'] // 60} min" if letter["age_seconds"] is not None else "-"
+        cells = (letter["id"], letter["topic"], letter["kind"], letter["dataset"], letter["city"])
+        table.add_row(*(str(c or "-") for c in cells), str(letter["attempts"] or "-"), age, letter["error"])
+    console.print(table)
+
+
+@deadletters_app.command("redrive")
+def deadletters_redrive(
+    topic: Annotated[str, typer.Option(help="The topic the letters were dead-lettered from.")],
+    ids: LetterIds = None,
+    yes: YesOption = False,
+    root: RootOption = None,
+) -> None:
+    """Republish dead letters to their original topic (and run what they trigger, embedded)."""
+    deployment = _deployment(root)
+    _confirm(deployment, topic, ids, "redrive", yes)
+    redriven = deadletters.redrive(deployment.ports.bus, topic, ids)
+    console.print(
+        f"redrove {len(redriven)} dead letter(s) to {topic}: {', '.join(redriven) or '-'}", soft_wrap=True
+    )
+    _missing_letters(ids, redriven)
+    _drain_with_progress(deployment)
+    if _local(deployment):
+        _print_runs(deployment)
+
+
+@deadletters_app.command("discard")
+def deadletters_discard(
+    topic: Annotated[str, typer.Option(help="The topic the letters were dead-lettered from.")],
+    ids: LetterIds = None,
+    yes: YesOption = False,
+    root: RootOption = None,
+) -> None:
+    """Drop dead letters for good."""
+    deployment = _deployment(root)
+    _confirm(deployment, topic, ids, "discard", yes)
+    dropped = deadletters.discard(deployment.ports.bus, topic, ids)
+    console.print(
+        f"discarded {len(dropped)} dead letter(s) of {topic}: {', '.join(dropped) or '-'}", soft_wrap=True
+    )
+    _missing_letters(ids, dropped)
+
+
+def _letters(deployment: runtime.Runtime, topic: str | None) -> list[dict]:
+    try:
+        return deadletters.list_letters(
+            deployment.ports.bus, deployment.ports.blobs, deployment.ports.clock.now(), topic
+        )
+    except deadletters.UnknownTopic as error:
+        raise typer.BadParameter(str(error)) from error
+
+
+def _confirm(deployment: runtime.Runtime, topic: str, ids: list[str] | None, verb: str, yes: bool) -> None:
+    """Name what the action touches and ask, unless --yes."""
+    letters = [letter for letter in _letters(deployment, topic) if not ids or letter["id"] in ids]
+    for letter in letters:
+        where = f"{letter['dataset']}/{letter['city'] or '*'}"
+        console.print(f"  {letter['id']}  {letter['kind']} {where}: {letter['error']}", soft_wrap=True)
+    if not yes and not typer.confirm(f"{verb} {len(letters)} dead letter(s) of {topic}?"):
+        raise typer.Abort()
+
+
+def _missing_letters(wanted: list[str] | None, done: list[str]) -> None:
+    missing = sorted(set(wanted or []) - set(done))
+    if missing:
+        console.print(f"not found (already handled?): {', '.join(missing)}", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 stack_app = typer.Typer(help="The local emulator stack: fake-gcs-server, Pub/Sub emulator, functions.")
