@@ -10,7 +10,7 @@ bucket (``audit/dt=<day>/``).
 import dataclasses
 import json
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -297,12 +297,14 @@ DaysQuery = Annotated[int, Query(description=f"how many days back (1 to {MAX_DAY
 # -- the dead-letters service (batchcast.ops.deadletters), in one place --------------------------
 
 
-def _act_on_letters(
-    deployment: Any, what: str, topic: str | None, ids: list[str] | None
-) -> dict[str, Any]:
+def _act_on_letters(deployment: Any, what: str, topic: str | None, ids: list[str] | None) -> dict[str, Any]:
     """Redrive or discard ``ids`` (None: all) of ``topic`` (None: every topic); the ids done."""
     act = deadletters.redrive if what == "redrive" else deadletters.discard
-    done = [letter for chosen in deadletters.topics(topic) for letter in act(deployment.ports.bus, chosen.value, ids)]
+    done = [
+        letter
+        for chosen in deadletters.topics(topic)
+        for letter in act(deployment.ports.bus, chosen.value, ids)
+    ]
     if what == "redrive" and hasattr(deployment.bus, "drain"):
         deployment.bus.drain()  # the embedded bus delivers only when drained; Pub/Sub pushes by itself
     return {"done": len(done), "ids": done}

@@ -82,7 +82,10 @@ class Browser:
         """Poll ``expression`` until it is truthy; return its value."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError:  # the page is between documents (navigating): poll again
+                value = None
             if value:
                 return value
             time.sleep(0.1)
@@ -98,7 +101,7 @@ class Browser:
         """Click the first element matching ``selector``."""
         found = self.evaluate(
             f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
-            " if (!e) return false; e.click(); return true; }})()"
+            " if (!e) return false; e.click(); return true; })()"
         )
         assert found, f"nothing matches {selector}; page text: {self.text()[:2000]}"
 

@@ -152,9 +152,12 @@ def client(blobs: CountingBlobStore) -> Iterator[TestClient]:
 
 
 @contextlib.contextmanager
-def serving(root: Path, token_map_json: str) -> Iterator[str]:
-    """``batchcast serve --port 0 --root <root>`` in its own process; yields its base URL."""
+def serving(root: Path, token_map_json: str, now: datetime | None = None) -> Iterator[str]:
+    """``batchcast serve --port 0 --root <root>`` in its own process (its clock pinned to ``now``
+    when given); yields its base URL."""
     env = os.environ | {"BATCHCAST_API_TOKENS": token_map_json}
+    if now is not None:
+        env["BATCHCAST_NOW"] = now.isoformat()
     command = [sys.executable, "-m", "batchcast.tools.cli", "serve", "--port", "0", "--root", str(root)]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str | None] = queue.Queue()
