@@ -250,7 +250,7 @@ def run(days: int, stores: int, requests: int, workdir: Path) -> dict[str, tuple
     started = time.perf_counter()
     sample = seed(root, stores, days, today)
     print(f"seeded {stores} stores x {days} days in {time.perf_counter() - started:.0f} s", flush=True)
-    process, base = results_bench.start_server(root, workdir / f"serve-{days}.log")
+    process, base = results_bench.start_server(root, workdir / f"serve-{days}.log", timeout=300)
     try:
         figures = measure(base, routes(sample), requests)
     finally:

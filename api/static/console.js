@@ -1,4 +1,4 @@
-// The operators' console: runs, uploads, dead letters, reruns, models, freshness and the audit trail.
+// The operators' console: runs, uploads, dead letters, models, freshness and the audit trail.
 // Plain browser JavaScript, no build step. Every request carries the operator's token in the
 // Authorization header; actions are POSTs that the page sends only after an explicit confirmation.
 //
@@ -259,36 +259,6 @@ async function deadLettersView() {
   show(el("h2", {}, `Dead letters (${data.letters.length})`), all, table(["topic", "kind", "dataset / city", "error", "attempts", "age", "attributes", ""], rows, { id: "dead-letters" }));
 }
 
-async function rerunView() {
-  const dataset = params.get("dataset") || Object.keys(datasets)[0];
-  const form = el("form", { id: "rerun-form", class: "filters" },
-    el("label", { for: "from" }, "From"), el("input", { id: "from", type: "date", required: "" }),
-    el("label", { for: "to" }, "To"), el("input", { id: "to", type: "date", required: "" }),
-    el("span", {}, datasets[dataset].map((c) => el("label", {}, el("input", { type: "checkbox", name: "city", value: c, checked: "" }), c))),
-    el("button", { type: "submit", id: "dry-run" }, "Dry run"));
-  const output = el("div", { id: "rerun-plan" });
-  const body = (dryRun) => ({
-    dataset, from: $("from").value, to: $("to").value, dry_run: dryRun, confirm: !dryRun,
-    cities: [...form.querySelectorAll("input[name=city]:checked")].map((c) => c.value),
-  });
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    try {
-      const plan = await post("/api/ops/rerun", body(true));
-      output.replaceChildren(
-        table(["day", "city", "function", "what"], plan.runs.map((r) => [r.day, r.city, r.function, r.what || ""])),
-        el("button", { type: "button", id: "run-rerun", onclick: () => confirmBox(`Rerun ${plan.runs.length} run(s) of ${dataset}?`, async () => {
-          const done = await post("/api/ops/rerun", body(false));
-          say(`Rerun finished: ${done.runs.length} run(s).`);
-        }) }, `Run these ${plan.runs.length}`),
-      );
-    } catch (error) {
-      handle(error);
-    }
-  });
-  show(datasetPicker(dataset, "rerun"), el("h2", {}, "Rerun or backfill a date range"), form, output);
-}
-
 async function modelsView() {
   const dataset = params.get("dataset") || Object.keys(datasets)[0];
   const data = await api(`/api/ops/models/${dataset}`);
@@ -336,7 +306,7 @@ async function auditView() {
 
 const VIEWS = {
   runs: runsView, run: runView, uploads: uploadsView, report: reportView, store: storeView,
-  deadletters: deadLettersView, rerun: rerunView, models: modelsView, freshness: freshnessView, audit: auditView,
+  deadletters: deadLettersView, models: modelsView, freshness: freshnessView, audit: auditView,
 };
 
 async function start() {

@@ -2,14 +2,16 @@
 went wrong: predict failed for berlin (an outage) until its message was dead-lettered, and one
 upload was rejected outright.
 
-Each test writes a screenshot of the view it checks to the session's ``console-screenshots`` folder
-(a pytest temp dir, never committed; its path is printed).
+Each test writes a screenshot of the view it checks to ``$BATCHCAST_SCREENSHOTS`` (default: the
+``batchcast-console`` folder in the system temp dir; never committed).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
@@ -87,8 +89,13 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("console-screenshots")
+def shots() -> Path:
+    """Where the screenshots go: ``$BATCHCAST_SCREENSHOTS``, else a folder in the system temp dir
+    (outside pytest's rotating temp dirs, so they survive the run to be looked at)."""
+    folder = Path(
+        os.environ.get("BATCHCAST_SCREENSHOTS") or Path(tempfile.gettempdir()) / "batchcast-console"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
     print(f"console screenshots: {folder}")
     return folder
 
