@@ -275,7 +275,7 @@ def create_app(
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    app.include_router(console_router(backend, _caller))
+    app.include_router(console_router(backend, _caller, ERRORS))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 

@@ -9,6 +9,7 @@ bucket (``audit/dt=<day>/``).
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
@@ -26,14 +27,21 @@ from batchcast.data import storage
 from batchcast.ops import alerts, audit, deadletters, runs, uploads_view, views
 from batchcast.ops.tokens import Principal
 from batchcast.ports import NotFound, Ports
+from batchcast_api.results import Cached
 
 STATIC = Path(__file__).parent / "static"
 MAX_DAYS = 62  # days one grid or uploads request may span
+VIEW_CACHE_SECONDS = 10.0
 
 
-def console_router(backend: Any, caller: Callable[..., Principal]) -> APIRouter:
-    """The console's routes over the app's ``backend`` (blobs, deployment, profiles)."""
-    router = APIRouter()
+def console_router(backend: Any, caller: Callable[..., Principal], errors: dict[int, Any]) -> APIRouter:
+    """The console's routes over the app's ``backend`` (blobs, deployment, profiles); ``errors``
+    documents the refusals they share with the results API."""
+    unconfirmed = {400: errors[404] | {"description": 'an action without "confirm": true'}}
+    router = APIRouter(responses=errors | unconfirmed)
+    # The grid and the uploads table read up to MAX_DAYS days of the run index: an operator who
+    # reloads, or several looking at once, share one read per VIEW_CACHE_SECONDS.
+    views_cache = Cached(VIEW_CACHE_SECONDS, time.monotonic)
 
     def operator(principal: Annotated[Principal, Depends(caller)]) -> Principal:
         if principal.role != "operator":
@@ -54,8 +62,9 @@ def console_router(backend: Any, caller: Callable[..., Principal]) -> APIRouter:
 
     def acting_operator(request: Request, principal: Annotated[Principal, Depends(caller)]) -> Principal:
         # A refused action is audited too: someone with a valid token tried it.
-        if principal.role != "operator":
-            detail = f"{principal.name} is a {principal.role}: the console is for operators"
+        try:
+            return operator(principal)
+        except HTTPException as refusal:
             audit.record(
                 backend.blobs,
                 who=principal.name,
@@ -63,10 +72,9 @@ def console_router(backend: Any, caller: Callable[..., Principal]) -> APIRouter:
                 target={"path": request.url.path},
                 outcome="refused",
                 at=ports().clock.now(),
-                detail=detail,
+                detail=str(refusal.detail),
             )
-            raise HTTPException(403, detail)
-        return principal
+            raise
 
     Acting = Annotated[Principal, Depends(acting_operator)]
 
@@ -136,6 +144,9 @@ def console_router(backend: Any, caller: Callable[..., Principal]) -> APIRouter:
     def run_grid(principal: Operator, days: DaysQuery = 14, end: date | None = None) -> dict[str, Any]:
         """Days × (dataset, function, city): each cell's worst outcome, run count, duration, error."""
         wanted = day_range(end or ports().clock.now().date(), days)
+        return views_cache.get(f"runs/{wanted[0]}/{days}", lambda: _grid(wanted))
+
+    def _grid(wanted: list[date]) -> dict[str, Any]:
         cells = runs.grid(runs.runs_for_days(backend.blobs, wanted, now=ports().clock.now()))
         keys = sorted({key for row in cells.values() for key in row})
         return {
@@ -171,6 +182,10 @@ def console_router(backend: Any, caller: Callable[..., Principal]) -> APIRouter:
         """The dataset's latest uploads (accepted / rejected rows, report, rejected rows) and the
         stores expected to upload that have not."""
         chosen = profile(dataset)
+        return views_cache.get(f"uploads/{dataset}/{days}", lambda: _uploads(chosen, days))
+
+    def _uploads(chosen: Profile, days: int) -> dict[str, Any]:
+        dataset = chosen.name
         now = ports().clock.now()
         found = uploads_view.latest_uploads(
             backend.blobs, day_range(now.date(), days), now=now, dataset=dataset

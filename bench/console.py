@@ -220,14 +220,17 @@ def routes(sample: dict[str, str]) -> list[str]:
     ]
 
 
-def measure(base: str, paths: list[str], requests: int) -> dict[str, tuple[float, float]]:
-    """p50 and p95 (seconds) of ``requests`` sequential GETs of each path on one connection."""
+def measure(base: str, paths: list[str], requests: int) -> dict[str, tuple[float, float, float]]:
+    """The first (cold) request's time, then p50 and p95 (seconds) of ``requests`` sequential GETs
+    of each path on one connection. Grid and uploads are cached for 10 s by the app: the cold time
+    is what a request pays when the cache has expired."""
     host, port = base.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
     headers = {"Authorization": f"Bearer {OPERATOR_TOKEN}", "Accept": "application/json"}
     figures = {}
     for path in paths:
         times = []
+        cold = 0.0
         for attempt in range(requests + 2):
             started = time.perf_counter()
             connection.request("GET", path, headers=headers)
@@ -235,15 +238,17 @@ def measure(base: str, paths: list[str], requests: int) -> dict[str, tuple[float
             body = response.read()
             if response.status != 200:
                 raise SystemExit(f"{path}: {response.status} {body[:500]!r}")
-            if attempt >= 2:  # the first two warm the caches (and roll closed days up)
+            if attempt == 0:  # rolls closed days up if no reader did yet
+                cold = time.perf_counter() - started
+            if attempt >= 2:
                 times.append(time.perf_counter() - started)
         times.sort()
-        figures[path] = (statistics.median(times), times[int(0.95 * (len(times) - 1))])
+        figures[path] = (cold, statistics.median(times), times[int(0.95 * (len(times) - 1))])
     connection.close()
     return figures
 
 
-def run(days: int, stores: int, requests: int, workdir: Path) -> dict[str, tuple[float, float]]:
+def run(days: int, stores: int, requests: int, workdir: Path) -> dict[str, tuple[float, float, float]]:
     """Seed a bucket with ``days`` of history, serve it and measure every route."""
     root = workdir / f"days-{days}"
     today = datetime.now(UTC).date()  # batchcast serve runs on the system clock
@@ -282,16 +287,15 @@ def main() -> None:
         baseline = run(args.baseline_days, args.stores, args.requests, Path(workdir))
         history = run(args.days, args.stores, args.requests, Path(workdir))
     print(
-        f"\n{'route':44} {'p50 ' + str(args.baseline_days) + 'd':>10} {'p95':>8} "
-        f"{'p50 ' + str(args.days) + 'd':>10} {'p95':>8} {'p95 ratio':>10}"
+        f"\n{'route':40} {'cold':>8} {'p50':>8} {'p95':>8} at {args.baseline_days} days | at {args.days} days"
     )
     worst = 0.0
-    for route, (p50, p95) in history.items():
-        base50, base95 = baseline[route]
+    for route, (cold, p50, p95) in history.items():
+        base_cold, base50, base95 = baseline[route]
         worst = max(worst, p95)
         print(
-            f"{route:44} {base50 * 1000:8.1f}ms {base95 * 1000:6.1f}ms {p50 * 1000:8.1f}ms "
-            f"{p95 * 1000:6.1f}ms {p95 / base95:10.2f}"
+            f"{route:40} {base_cold * 1000:6.0f}ms {base50 * 1000:6.1f}ms {base95 * 1000:6.1f}ms | "
+            f"{cold * 1000:6.0f}ms {p50 * 1000:6.1f}ms {p95 * 1000:6.1f}ms  p95 ratio {p95 / base95:.2f}"
         )
     verdict = "meets" if worst <= TARGET_P95 else "MISSES"
     target = f"{TARGET_P95 * 1000:.0f} ms"

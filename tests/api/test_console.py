@@ -139,3 +139,50 @@ def test_audit_records_are_read_back_by_day(console, auth, deployment):
     actions = console.get(f"/api/ops/audit?day={LATER.date()}", headers=auth("ops")).json()["actions"]
     assert [(a["who"], a["action"], a["outcome"]) for a in actions] == [("ops", "discard", "ok")]
     assert console.get("/api/ops/audit?day=2020-01-01", headers=auth("ops")).json()["actions"] == []
+
+
+def _dead_letter(root: Path, message_id: str) -> None:
+    """One dead-lettered predict request, as the embedded bus writes it."""
+    entry = {
+        "message_id": message_id,
+        "subscription": "predict--predict-requests",
+        "attempts": 5,
+        "error": "OSError: model storage for berlin unreachable",
+        "dead_lettered_at": LATER.isoformat(),
+        "attributes": {"dataset": "retail", "city": "berlin", "kind": "predict-request"},
+        "data": "{}",
+    }
+    with (root / ".batchcast" / "bus" / "predict-requests-dlq.jsonl").open("a") as out:
+        out.write(json.dumps(entry) + "\n")
+
+
+def test_dead_letter_actions_need_confirmation_and_every_attempt_is_audited(
+    console, auth, bucket, deployment
+):
+    _dead_letter(bucket, "m1")
+    _dead_letter(bucket, "m2")
+    letters = console.get("/api/ops/deadletters", headers=auth("ops")).json()["letters"]
+    assert [(x["attempts"], x["city"], x["error"]) for x in letters] == [
+        (5, "berlin", "OSError: model storage for berlin unreachable")
+    ] * 2
+    first = letters[0]
+    body = {"topic": first["topic"], "ids": [first["id"]]}
+    assert console.post("/api/ops/deadletters/discard", headers=auth("ops"), json=body).status_code == 400
+    assert (
+        console.post(
+            "/api/ops/deadletters/discard", headers=auth("anna"), json=body | {"confirm": True}
+        ).status_code
+        == 403
+    )
+    done = console.post("/api/ops/deadletters/discard", headers=auth("ops"), json=body | {"confirm": True})
+    assert done.status_code == 200 and done.json()["done"] == 1
+    left = console.get("/api/ops/deadletters", headers=auth("ops")).json()["letters"]
+    assert [x["id"] for x in left] == [letters[1]["id"]]
+    trail = audit.read_day(deployment.ports.blobs, LATER.date())
+    assert [(a["who"], a["action"], a["outcome"]) for a in trail] == [
+        ("ops", "discard", "refused"),
+        ("anna", "discard", "refused"),
+        ("ops", "discard", "ok"),
+    ]
+    assert trail[0]["detail"] == "not confirmed" and "the console is for operators" in trail[1]["detail"]
+    assert trail[2]["target"] == {"topic": first["topic"], "ids": [first["id"]]}
