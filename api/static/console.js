@@ -96,7 +96,7 @@ const fmt = (value, digits = 3) => (value === null || value === undefined ? "–
 const when = (text) => (text ? text.slice(0, 19).replace("T", " ") : "–");
 
 function show(...nodes) {
-  $("view").replaceChildren(...nodes);
+  $("view").replaceChildren(...nodes.filter((node) => node !== null && node !== undefined));
 }
 
 function datasetPicker(current, view) {
@@ -166,7 +166,7 @@ async function runView() {
     facts,
     run.error ? el("div", { class: "confirm", id: "run-error" }, el("strong", {}, "Error: "), run.error) : null,
     el("h2", {}, "Outputs"),
-    el("pre", { class: "log" }, JSON.stringify(run.outputs ?? {}, null, 2)),
+    el("pre", { class: "log" }, JSON.stringify({ published: run.published, counts: run.counts, details: run.details, notes: run.notes }, null, 2)),
     el("h2", {}, "Message"),
     el("pre", { class: "log" }, JSON.stringify(run.message ?? {}, null, 2)),
     el("h2", {}, "Log"),
