@@ -123,7 +123,9 @@ def console_router(backend: Any, caller: Callable[..., Principal], errors: dict[
     @router.get("/api/ops/models/{dataset}", tags=["ops"])
     def models(principal: Operator, dataset: str) -> dict[str, Any]:
         """Per city: model versions with backtest scores, training time and rows; which is LATEST."""
-        return {"dataset": dataset, "cities": views.models(backend.blobs, profile(dataset))}
+        chosen = profile(dataset)  # versions change once per training: share one read for a while
+        cities = views_cache.get(f"models/{dataset}", lambda: views.models(backend.blobs, chosen))
+        return {"dataset": dataset, "cities": cities}
 
     @router.get("/api/ops/freshness/{dataset}", tags=["ops"])
     def freshness(principal: Operator, dataset: str) -> dict[str, Any]:
