@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from typer.testing import CliRunner
@@ -241,3 +242,92 @@ def test_discarding_asks_first_and_an_unknown_id_is_an_error(deployment):
     assert _cli(root, "deadletters", "list", "--topic", "nope").exit_code == 2
     assert deadletters.discard(bus, "schedule") == [letters[1]["id"]]  # all the rest
     assert bus.dead_letters("schedule") == []
+
+
+# -- reruns and backfills --------------------------------------------------------------------------
+
+
+def test_a_backfill_over_days_and_one_city_lists_its_ticks_then_writes_no_second_predictions(shop_run, shop):
+    deployment, clock = shop_run
+    root, blobs = deployment.settings.root, deployment.ports.blobs
+    now = ["--now", clock.now().isoformat()]
+    dry = _cli(
+        root,
+        "rerun",
+        "--dataset",
+        "shop",
+        "--from",
+        "2026-03-01",
+        "--to",
+        "2026-03-02",
+        "--city",
+        "munich",
+        "--dry-run",
+        *now,
+    )
+    assert dry.exit_code == 0, dry.output
+    assert "would republish 4 schedule tick(s) of shop on 2026-03-01 to 2026-03-02:" in dry.output
+    assert dry.output.count("(munich)") == 4 and "2026-03-01T00:30:00+01:00 notify (munich)" in dry.output
+    assert not list(blobs.list(f"{layout.PREDICTIONS}dataset=shop/dt=2026-03-01/"))
+
+    first = _cli(root, "rerun", "--dataset", "shop", "--date", DAY.isoformat(), *now)
+    assert first.exit_code == 0, first.output
+    day_prefix = f"{layout.PREDICTIONS}dataset=shop/dt={DAY}/"
+    before = sorted(i.name for i in blobs.list(day_prefix))
+    predicts = len([r for r in _all_runs(blobs) if r["function"] == "predict"])
+
+    backfill = _cli(
+        root,
+        "rerun",
+        "--dataset",
+        "shop",
+        "--from",
+        "2026-03-01",
+        "--to",
+        DAY.isoformat(),
+        "--city",
+        "munich",
+        *now,
+    )
+    assert backfill.exit_code == 0, backfill.output
+    assert sorted(i.name for i in blobs.list(day_prefix)) == before  # the same inputs: no second version
+    assert len([r for r in _all_runs(blobs) if r["function"] == "predict"]) == predicts + 2  # it did run
+    backfilled = [i.name for i in blobs.list(f"{layout.PREDICTIONS}dataset=shop/dt=2026-03-01/")]
+    assert backfilled and all("city=munich/" in name for name in backfilled)
+
+    wrong = _cli(
+        root, "rerun", "--dataset", "shop", "--from", DAY.isoformat(), "--to", "2026-03-01", "--dry-run"
+    )
+    assert wrong.exit_code == 2 and "is before --from" in wrong.output
+
+
+def _all_runs(blobs) -> list[dict]:
+    return [json.loads(blobs.read(i.name)) for i in blobs.list(layout.RUNS)]
+
+
+def test_a_rerun_after_a_tick_sent_in_utc_writes_no_second_predictions(shop_run, shop):
+    # Cloud Scheduler's ticks carry UTC times, a rerun the profile's local ones: the same instants.
+    deployment, clock = shop_run
+    root, blobs = deployment.settings.root, deployment.ports.blobs
+    [(midnight, actions), *_] = shop.scheduled_ticks(DAY)
+    at = midnight.astimezone(UTC).isoformat()
+    ticked = _cli(root, "tick", "--dataset", "shop", "--actions", ",".join(actions), "--at", at)
+    assert ticked.exit_code == 0, ticked.output
+    day_prefix = f"{layout.PREDICTIONS}dataset=shop/dt={DAY}/"
+    before = sorted(i.name for i in blobs.list(day_prefix))
+    # The upload's forecast (its time local) and the tick's (UTC) are one request at one instant.
+    assert len([n for n in before if "city=munich/" in n]) == 1
+    rerun = _cli(
+        root, "rerun", "--dataset", "shop", "--date", DAY.isoformat(), "--now", clock.now().isoformat()
+    )
+    assert rerun.exit_code == 0, rerun.output
+    assert sorted(i.name for i in blobs.list(day_prefix)) == before
+
+
+def test_the_same_instant_written_with_another_offset_is_the_same_work():
+    utc = ScheduleTick(
+        dataset="retail", actions=["predict"], logical_time=datetime(2026, 3, 1, 23, tzinfo=UTC)
+    )
+    berlin = utc.model_copy(update={"logical_time": utc.logical_time.astimezone(ZoneInfo("Europe/Berlin"))})
+    assert berlin.logical_time.isoformat() != utc.logical_time.isoformat()
+    assert berlin.idempotency_key == utc.idempotency_key

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
@@ -131,12 +131,22 @@ class ScheduleTick(_Message):
 
     def identity(self) -> str:
         actions, cities = ",".join(sorted(self.actions)), ",".join(sorted(self.cities))
-        return f"schedule/{self.dataset}/{actions}/{self.logical_time.isoformat()}" + (
+        return f"schedule/{self.dataset}/{actions}/{instant(self.logical_time)}" + (
             f"/{cities}" if cities else ""
         )
 
 
 Trigger = Literal["schedule", "upload"]
+
+
+def instant(moment: datetime) -> str:
+    """A time as it goes into identities: the UTC instant, whatever offset it was written with.
+
+    Cloud Scheduler's ticks carry UTC times, ``batchcast rerun`` the profile's local ones: the same
+    instant must be the same work, or a rerun would write a second version of a day's predictions
+    (their file name digests the request's identity).
+    """
+    return moment.astimezone(UTC).isoformat()
 
 
 def digest(items: list[str]) -> str:
@@ -164,7 +174,7 @@ class _Targeted(_Message):
         return (
             f"{self.dataset}/{self.city_}/{self.target_start.isoformat()}/"
             f"{self.shard}-of-{self.shards}/{self.model_version}/"
-            f"{self.logical_time.isoformat()}/{digest(sorted(entities))}"
+            f"{instant(self.logical_time)}/{digest(sorted(entities))}"
         )
 
 
@@ -207,7 +217,7 @@ class TrainRequest(_Message):
 
     def identity(self) -> str:
         actions = ",".join(sorted(self.actions))
-        when = self.logical_time.isoformat()
+        when = instant(self.logical_time)
         return f"train-request/{self.dataset}/{self.city_}/{when}/{actions}/{self.fingerprint}"
 
 

@@ -96,30 +96,8 @@ class Runtime:
             raise
         finally:
             seconds = time.monotonic() - started
-            status = "failed" if error is not None else result.status if result else "failed"
-            published = len(result.messages) if result and error is None else 0
-            record = {
-                "run_id": run_id,
-                "function": function,
-                "dataset": run_dataset(message, result, error),
-                "city": (
-                    result.city if result and result.city else getattr(error, "city", None) or message.city
-                ),
-                "status": status,
-                "message": {
-                    "kind": message.kind,
-                    "idempotency_key": message.idempotency_key,
-                    "parent_run_id": message.run_id or None,
-                    "logical_time": message.logical_time.isoformat(),
-                },
-                "started_at": started_at.isoformat(),
-                "duration_seconds": round(seconds, 3),
-                "counts": result.counts if result else {},
-                "errors": result.errors if result else {},
-                "notes": result.notes if result else [],
-                "published": published,
-                "details": result.details if result else {},
-            } | _error_fields(status, error, result)
+            record = run_record(run_id, function, message, result, error, started_at, seconds)
+            status = record["status"]
             level = "error" if status == "failed" else "warning" if status == "partial" else "info"
             getattr(log, level)(
                 f"{function} {status} in {seconds:.2f}s",
@@ -201,6 +179,40 @@ class Runtime:
             if_generation_match=0,
             content_type="application/json",
         )
+
+
+def run_record(
+    run_id: str,
+    function: str,
+    message: Message,
+    result: StepResult | None,
+    error: BaseException | None,
+    started_at: datetime,
+    seconds: float,
+) -> dict[str, Any]:
+    """The record of one run (``runs/dt=<day>/<run_id>.json``): who ran on what, for whom (dataset
+    and city, never anonymous when they can be known), how it ended and why."""
+    status = "failed" if error is not None else result.status if result else "failed"
+    return {
+        "run_id": run_id,
+        "function": function,
+        "dataset": run_dataset(message, result, error),
+        "city": (result.city if result and result.city else getattr(error, "city", None) or message.city),
+        "status": status,
+        "message": {
+            "kind": message.kind,
+            "idempotency_key": message.idempotency_key,
+            "parent_run_id": message.run_id or None,
+            "logical_time": message.logical_time.isoformat(),
+        },
+        "started_at": started_at.isoformat(),
+        "duration_seconds": round(seconds, 3),
+        "counts": result.counts if result else {},
+        "errors": result.errors if result else {},
+        "notes": result.notes if result else [],
+        "published": len(result.messages) if result and error is None else 0,
+        "details": result.details if result else {},
+    } | _error_fields(status, error, result)
 
 
 def describe_error(error: BaseException) -> str:

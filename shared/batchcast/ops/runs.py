@@ -150,13 +150,11 @@ def _day(blobs: BlobStore, day: date, *, closed: bool) -> list[Summary]:
     ]
     summaries.sort(key=lambda s: (s.get("started_at") or "", s["run_id"]))
     if closed:
-        _create(
-            blobs,
-            rollup,
-            storage.dumps({"day": day.isoformat(), "runs": summaries}),
-            "application/json",
-            None,
-        )
+        # The rollup is a cache of the listing just made: a reader allowed only to read (a console
+        # with a viewer role) still gets the day, and lists it again next time.
+        rolled = storage.dumps({"day": day.isoformat(), "runs": summaries})
+        with contextlib.suppress(Exception):
+            _create(blobs, rollup, rolled, "application/json", None)
     return summaries
 
 

@@ -24,7 +24,7 @@ from batchcast.data import catalog, uploads
 from batchcast.data import dataset as datasets
 from batchcast.entrypoints import runtime
 from batchcast.entrypoints.wiring import FUNCTIONS, route_for_subscription
-from batchcast.ops import deadletters
+from batchcast.ops import deadletters, reruns
 from batchcast.ops import status as status_report
 from batchcast.ports import BlobStore, Clock, FixedClock, SystemClock
 from batchcast.tools import replay as replays
@@ -449,29 +449,44 @@ def replay(
 @app.command()
 def rerun(
     dataset: Annotated[str, typer.Option(help="Profile name.")],
-    day: Annotated[datetime, typer.Option("--date", formats=["%Y-%m-%d"], help="Local date to re-run.")],
+    day: Annotated[
+        datetime | None, typer.Option("--date", formats=["%Y-%m-%d"], help="One local date to re-run.")
+    ] = None,
+    first: Annotated[
+        datetime | None, typer.Option("--from", formats=["%Y-%m-%d"], help="First local date of a range.")
+    ] = None,
+    last: Annotated[
+        datetime | None, typer.Option("--to", formats=["%Y-%m-%d"], help="Last local date (default: --from).")
+    ] = None,
     city: Annotated[list[str] | None, typer.Option(help="Only this city (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option(help="Only list the ticks that would be republished.")] = False,
     now: NowOption = None,
     root: RootOption = None,
 ) -> None:
-    """Republish one day's scheduled work (train, predict, notify) so it runs again."""
+    """Republish the scheduled work (train, predict, notify) of a day or a range of days so it runs
+    again; what did not change writes nothing new."""
     profile = _profile(dataset)
+    start = day or first
+    if start is None or (day and (first or last)):
+        raise typer.BadParameter("give --date, or --from (and --to)")
+    end = last or start
     clock = FixedClock(_aware(now)) if now else SystemClock()
-    rerun_id = f"rerun-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
     try:
-        ticks = replays.rerun_ticks(profile, day.date(), city or [], rerun_id)
-    except ValueError as error:
+        planned = reruns.plan(
+            profile, start.date(), end.date(), city or [], reruns.new_rerun_id(datetime.now(UTC))
+        )
+    except reruns.RerunError as error:
         raise typer.BadParameter(str(error)) from error
-    verb = "would republish" if dry_run else f"republishing as {rerun_id}"
-    console.print(f"{verb} {len(ticks)} schedule tick(s) of {profile.name} on {day:%Y-%m-%d}:")
-    for tick in ticks:
-        console.print(f"  {tick.logical_time.isoformat()} {','.join(tick.actions)}")
+    verb = "would republish" if dry_run else f"republishing as {planned.rerun_id}"
+    span = f"{start:%Y-%m-%d}" + (f" to {end:%Y-%m-%d}" if end != start else "")
+    console.print(f"{verb} {len(planned.ticks)} schedule tick(s) of {profile.name} on {span}:")
+    for line in planned.lines():
+        console.print(f"  {line}", soft_wrap=True)
     if dry_run:
         return
     deployment = _deployment(root, clock)
-    for tick in ticks:  # in time order: a day's training runs before the predictions that use it
-        deployment.ports.bus.publish(Topic.SCHEDULE, tick)
+    for tick in planned.ticks:  # in time order: a day's training runs before the predictions that use it
+        reruns.publish(deployment.ports.bus, [tick])
         _drain_with_progress(deployment)
     _print_runs(deployment)
 

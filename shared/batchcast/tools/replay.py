@@ -18,6 +18,7 @@ from batchcast.core import layout
 from batchcast.core.config import Profile
 from batchcast.core.messages import InvalidMessage, Message, ScheduleTick, decode
 from batchcast.entrypoints.wiring import route_for_subscription
+from batchcast.ops import reruns
 from batchcast.ports import BlobStore
 
 
@@ -66,14 +67,6 @@ def plan_replay(log: list[dict], subscription: str, since: datetime) -> list[Red
 
 
 def rerun_ticks(profile: Profile, day: date, cities: list[str], rerun_id: str) -> list[ScheduleTick]:
-    """The schedule ticks of local ``day``, tagged ``rerun_id``, optionally for some cities only."""
-    unknown = sorted(set(cities) - set(profile.cities))
-    if unknown:
-        known = ", ".join(profile.cities)
-        raise ValueError(f"{profile.name} has no city {', '.join(unknown)}; known: {known}")
-    return [
-        ScheduleTick(
-            dataset=profile.name, actions=actions, cities=sorted(cities), logical_time=moment, rerun=rerun_id
-        )
-        for moment, actions in profile.scheduled_ticks(day)
-    ]
+    """The schedule ticks of local ``day``, tagged ``rerun_id``, optionally for some cities only
+    (:func:`batchcast.ops.reruns.plan` of one day)."""
+    return list(reruns.plan(profile, day, day, cities, rerun_id).ticks)
