@@ -14,7 +14,7 @@ MITMPROXY_VENV := .venv-mitmproxy
 MITMPROXY_STAMP := $(MITMPROXY_VENV)/.installed
 MITMPROXY_VERSION := 11.0.2
 
-.PHONY: demo demo-bikeshare test test-unit lint lock bench bench-stack bench-api bench-partition bench-realdata bench-daily bench-coldstart bench-faults clean functions
+.PHONY: demo demo-bikeshare test test-unit lint lock bench bench-stack bench-api bench-partition bench-realdata bench-daily bench-coldstart bench-faults bench-console clean functions
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -102,6 +102,10 @@ bench-faults: $(STAMP) $(MITMPROXY_STAMP)
 # The results API under load: 200 authenticated requests/s for 30 s over 1,000 stores, on loopback.
 bench-api: $(STAMP)
 	$(BIN)/python bench/api.py
+
+# The operators' console routes: p50/p95 over 1,000 stores x 365 days of runs and uploads, and at 30 days.
+bench-console: $(STAMP)
+	$(BIN)/python bench/console.py
 
 # Partition's peak memory on a 2 GiB trips export and a 2 GiB retail rows file, against a bare
 # pandas.read_csv of each (target: peak RSS <= 512 MiB). Needs about 10 GB of disk and half an hour.

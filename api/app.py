@@ -31,6 +31,7 @@ from batchcast.core.settings import Settings
 from batchcast.entrypoints import runtime
 from batchcast.ops.tokens import Principal, TokenMapError, TokenStore
 from batchcast.ports import BlobStore
+from batchcast_api.console import console_router
 from batchcast_api.results import ResultsReader
 
 STATIC = Path(__file__).parent / "static"
@@ -168,13 +169,21 @@ Caller = Annotated[Principal, Depends(_caller)]
 class _Backend:
     """The ports an app reads, built on first use (from the environment unless given)."""
 
-    def __init__(self, blobs: BlobStore | None, tokens: TokenStore | None) -> None:
-        self._blobs = blobs
+    def __init__(
+        self, blobs: BlobStore | None, tokens: TokenStore | None, deployment: runtime.Runtime | None
+    ) -> None:
+        self._blobs = blobs if blobs is not None or deployment is None else deployment.ports.blobs
         self._tokens = tokens
+        self._deployment = deployment
 
     @cached_property
     def blobs(self) -> BlobStore:
         return self._blobs if self._blobs is not None else runtime.from_env().ports.blobs
+
+    @cached_property
+    def deployment(self) -> runtime.Runtime:
+        """The bus, clock and mailer the console's actions use (dead letters, reruns, audit times)."""
+        return self._deployment if self._deployment is not None else runtime.from_env()
 
     @cached_property
     def tokens(self) -> TokenStore:
@@ -188,10 +197,15 @@ class _Backend:
         return ResultsReader(self.blobs)
 
 
-def create_app(blobs: BlobStore | None = None, tokens: TokenStore | None = None) -> FastAPI:
-    """The API over ``blobs`` (default: this deployment's bucket) with ``tokens`` (default: the map
-    from ``BATCHCAST_API_TOKENS`` or the bucket)."""
-    backend = _Backend(blobs, tokens)
+def create_app(
+    blobs: BlobStore | None = None,
+    tokens: TokenStore | None = None,
+    deployment: runtime.Runtime | None = None,
+) -> FastAPI:
+    """The API over ``blobs`` (default: ``deployment``'s bucket, else this deployment's) with
+    ``tokens`` (default: the map from ``BATCHCAST_API_TOKENS`` or the bucket); the operators'
+    console acts through ``deployment`` (default: the one ``BATCHCAST_*`` describes)."""
+    backend = _Backend(blobs, tokens, deployment)
     app = FastAPI(
         title="batchcast results API",
         version=VERSION,
@@ -288,6 +302,7 @@ def create_app(blobs: BlobStore | None = None, tokens: TokenStore | None = None)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    app.include_router(console_router(backend, _caller, ERRORS))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 

@@ -24,7 +24,7 @@ from batchcast.ports import BlobStore
 CACHE_SECONDS = 5.0
 
 
-class _Cached:
+class Cached:
     """One value per key, recomputed when older than ``ttl`` seconds."""
 
     def __init__(self, ttl: float, monotonic: Callable[[], float]) -> None:
@@ -57,7 +57,7 @@ class ResultsReader:
     ) -> None:
         self.blobs = blobs
         self.profiles: dict[str, Profile] = {p.name: p for p in enabled_profiles()}
-        self._cache = _Cached(ttl, monotonic)
+        self._cache = Cached(ttl, monotonic)
 
     def freshness(self, dataset: str) -> dict[str, dict]:
         """Per entity of ``dataset``: stale, since, reason, as_of, expected, forecast_for."""

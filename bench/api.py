@@ -108,12 +108,12 @@ def write_bucket(root: Path, stores: int, seed: int = 1) -> None:
     blobs.write(layout.API_TOKENS, json.dumps({"tokens": [*managers, operator]}).encode())
 
 
-def start_server(root: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(root: Path, log: Path, timeout: float = 60) -> tuple[subprocess.Popen, str]:
     """``batchcast serve --port 0`` on ``root``; returns the process and its base URL."""
     env = {k: v for k, v in os.environ.items() if k != "BATCHCAST_API_TOKENS"}
     command = [sys.executable, "-m", "batchcast.tools.cli", "serve", "--port", "0", "--root", str(root)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for line in log.read_text().splitlines():
             if "Uvicorn running on" in line:
@@ -122,7 +122,7 @@ def start_server(root: Path, log: Path) -> tuple[subprocess.Popen, str]:
             raise SystemExit(f"batchcast serve exited: {log.read_text()[-2000:]}")
         time.sleep(0.1)
     process.terminate()
-    raise SystemExit("batchcast serve did not start within 60 s")
+    raise SystemExit(f"batchcast serve did not start within {timeout:.0f} s")
 
 
 class Connection:

@@ -27,14 +27,15 @@ locals {
     train_trigger = { read = ["batch_data/", "manifests/"], create = ["runs/", "status/processed/"], update = ["models/", "metrics/", "status/outcomes/"] }
     predict       = { read = ["batch_data/", "future/", "manifests/", "models/"], create = ["predictions/", "runs/", "status/processed/"], update = ["results/", "metrics/", "status/outcomes/"] }
     notify        = { read = ["manifests/", "models/", "results/", "config/"], create = ["runs/"], update = ["status/"] }
-    api           = { read = ["results/", "status/", "config/"], create = [], update = [] }
+    api           = { read = ["results/", "status/", "config/", "models/", "manifests/", "rejected/", "runs/", "logs/", "audit/"], create = ["audit/"], update = [] }
     train_job     = { read = ["batch_data/", "manifests/"], create = ["runs/", "status/processed/"], update = ["models/", "metrics/", "status/outcomes/"] }
   }
 
   # Topics each process publishes to (what its step returns; nothing else).
   publishes = merge(
     { for name, fn in local.functions : name => fn.publishes },
-    { api = [], train_job = ["predict-requests"] },
+    # The operators' console redrives a dead letter to the topic it came from: any topic.
+    { api = local.topics, train_job = ["predict-requests"] },
   )
 
   # read: get and list; create: new objects only (a create-only writer also reads, to compare an

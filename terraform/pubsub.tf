@@ -29,6 +29,14 @@ resource "google_pubsub_subscription" "dead_letter" {
   }
 }
 
+# The operators' console lists dead letters (pull without ack), and acks what it redrives or discards.
+resource "google_pubsub_subscription_iam_member" "api_dead_letters" {
+  for_each     = google_pubsub_subscription.dead_letter
+  subscription = each.value.name
+  role         = "roles/pubsub.subscriber"
+  member       = "serviceAccount:${google_service_account.api.email}"
+}
+
 # One push subscription per route of batchcast.entrypoints.wiring.ROUTES, named as wiring.Route.subscription.
 # Terraform owns them (rather than Eventarc-managed ones) because only then can they carry the
 # dead-letter policy, retry backoff and retention for replay below. Pub/Sub pushes the same

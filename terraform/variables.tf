@@ -173,3 +173,9 @@ variable "run_duration_threshold_seconds" {
   type        = number
   default     = 600
 }
+
+variable "console_iap_members" {
+  description = "Who may reach the operators' console through IAP (e.g. [\"group:ops@example.com\"]); empty: no console service (operators use /console on the API)."
+  type        = list(string)
+  default     = []
+}

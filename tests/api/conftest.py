@@ -7,6 +7,7 @@ stale, which is what managers see when the pipeline stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -35,6 +36,7 @@ from batchcast.tools.counting import CountingBlobStore
 from batchcast_api.app import create_app
 
 NOW = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
+START_SECONDS = 180  # a busy 2-core machine can take a minute to import the app
 LATER = NOW + timedelta(days=3)
 TOKEN_MAP = {  # the token of the holder named X is "X-token"
     "tokens": [
@@ -150,20 +152,14 @@ def client(blobs: CountingBlobStore) -> Iterator[TestClient]:
         yield test_client
 
 
-@pytest.fixture(scope="session")
-def server(stale_bucket: Path, token_map_json: str) -> Iterator[str]:
-    """``batchcast serve --port 0 --root <stale bucket>`` in its own process; yields its base URL."""
+@contextlib.contextmanager
+def serving(root: Path, token_map_json: str, now: datetime | None = None) -> Iterator[str]:
+    """``batchcast serve --port 0 --root <root>`` in its own process (its clock pinned to ``now``
+    when given); yields its base URL."""
     env = os.environ | {"BATCHCAST_API_TOKENS": token_map_json}
-    command = [
-        sys.executable,
-        "-m",
-        "batchcast.tools.cli",
-        "serve",
-        "--port",
-        "0",
-        "--root",
-        str(stale_bucket),
-    ]
+    if now is not None:
+        env["BATCHCAST_NOW"] = now.isoformat()
+    command = [sys.executable, "-m", "batchcast.tools.cli", "serve", "--port", "0", "--root", str(root)]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -174,14 +170,14 @@ def server(stale_bucket: Path, token_map_json: str) -> Iterator[str]:
 
     threading.Thread(target=drain, daemon=True).start()
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + START_SECONDS
         while True:  # uvicorn says where it listens once it does
             try:
                 if time.monotonic() > deadline:
                     raise queue.Empty
                 line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
             except queue.Empty:
-                pytest.fail("batchcast serve did not start within 60 s")
+                pytest.fail(f"batchcast serve did not start within {START_SECONDS} s")
             if line is None:
                 pytest.fail(f"batchcast serve exited with {process.wait()}")
             if "Uvicorn running on" in line:
@@ -191,3 +187,10 @@ def server(stale_bucket: Path, token_map_json: str) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def server(stale_bucket: Path, token_map_json: str) -> Iterator[str]:
+    """``batchcast serve`` over the stale bucket; yields its base URL."""
+    with serving(stale_bucket, token_map_json) as base:
+        yield base

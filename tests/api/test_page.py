@@ -7,8 +7,6 @@ the tests skip on a developer's machine and fail under CI=true.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import urllib.request
@@ -16,18 +14,12 @@ from pathlib import Path
 
 import pytest
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+from .browser import FLAGS, chromium_path
 
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-    if path is None:
-        message = "chromium is not installed (apt-get install -y chromium): the page test needs it"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return chromium_path()
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, str]:

@@ -173,7 +173,10 @@ class EmbeddedBlobStore:
             return
         names = []
         for directory, subdirs, files in os.walk(start):
-            subdirs[:] = [d for d in subdirs if d != STATE_DIR]
+            # Descend only where names can start with the prefix (as GCS lists only that range):
+            # a prefix like "models/.../version=2026" skips the other years' folders.
+            base = Path(directory).relative_to(self.root).as_posix()
+            subdirs[:] = [d for d in subdirs if d != STATE_DIR and _may_hold(f"{base}/{d}/", prefix)]
             for file_name in files:
                 rel = Path(directory, file_name).relative_to(self.root).as_posix()
                 if rel.startswith(prefix) and not file_name.startswith(".tmp-"):
@@ -416,6 +419,12 @@ class EmbeddedBus:
 
 def _letter_id(entry: dict) -> str:
     return f"{entry['message_id']}.{entry['subscription']}"
+
+
+def _may_hold(folder: str, prefix: str) -> bool:
+    """Whether names below ``folder`` (relative, ending in "/") can start with ``prefix``."""
+    folder = folder.removeprefix("./")
+    return folder.startswith(prefix) or prefix.startswith(folder)
 
 
 def _read_jsonl(path: Path) -> list[dict]:

@@ -22,6 +22,7 @@ The layout is a contract (users, the API and BigQuery external tables read it)::
     status/outcomes/dataset=<profile>/city=<city>.json  and  .../_dataset.json
     status/alerts/dataset=<profile>.json
     config/api_tokens.json, config/managers.json
+    audit/dt=YYYY-MM-DD/<HHMMSS>-<action_id>.json
 
 ``manifests/`` says which ``batch_data/`` files hold each entity's rows (partition adds each upload's
 files, compaction swaps many small upload files for a few ``segment-`` files, one per calendar span),
@@ -67,6 +68,7 @@ METRICS = "metrics/"
 RUNS = "runs/"
 LOGS = "logs/"
 RUN_INDEX = "status/runs/"
+AUDIT = "audit/"  # one record per operator action (who, what, when, outcome), by UTC day
 STATUS = "status/"
 FRESHNESS = "status/freshness.json"
 OUTCOMES = "status/outcomes/"
@@ -323,3 +325,13 @@ def parse_outcome(name: str) -> tuple[str, str | None]:
 def alerts_object(dataset: str) -> str:
     """The email episodes (stale / recovered, pending or sent) and ops digests of one dataset."""
     return f"{STATUS}alerts/dataset={dataset}.json"
+
+
+def audit_prefix(dt: date) -> str:
+    """The operator actions of one UTC day."""
+    return f"{AUDIT}dt={dt.isoformat()}/"
+
+
+def audit_record(moment: datetime, action_id: str) -> str:
+    """One operator action's record; names sort by time within a day."""
+    return f"{audit_prefix(moment.date())}{moment:%H%M%S}-{check_id(action_id, 'action id')}.json"

@@ -554,7 +554,11 @@ def serve(
     from batchcast_api.app import create_app
 
     # --root serves a local bucket directly; otherwise the deployment's settings pick the backend.
-    served = create_app(blobs=runtime.embedded(root).ports.blobs) if root else from_env_app
+    if root:  # BATCHCAST_NOW pins the console's clock too (tests, replays of a past day)
+        pinned = Settings.from_env().now
+        served = create_app(deployment=runtime.embedded(root, clock=FixedClock(pinned) if pinned else None))
+    else:
+        served = from_env_app
     uvicorn.run(served, host=host, port=port, log_level="info")
 
 
