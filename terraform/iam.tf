@@ -23,12 +23,12 @@ locals {
   # bucket and checks every object each process touches is granted here.
   bucket_access = {
     ingest        = { read = ["config/"], create = ["raw/"], update = [] }
-    partition     = { read = ["raw/"], create = ["rejected/", "batch_data/", "future/", "runs/", "status/processed/"], update = ["manifests/", "status/outcomes/"] }
-    train_trigger = { read = ["batch_data/", "manifests/"], create = ["runs/", "status/processed/"], update = ["models/", "metrics/", "status/outcomes/"] }
-    predict       = { read = ["batch_data/", "future/", "manifests/", "models/"], create = ["predictions/", "runs/", "status/processed/"], update = ["results/", "metrics/", "status/outcomes/"] }
-    notify        = { read = ["manifests/", "models/", "results/", "config/"], create = ["runs/"], update = ["status/"] }
+    partition     = { read = ["raw/"], create = ["rejected/", "batch_data/", "future/", "runs/", "status/runs/", "logs/", "status/processed/"], update = ["manifests/", "status/outcomes/"] }
+    train_trigger = { read = ["batch_data/", "manifests/"], create = ["runs/", "status/runs/", "logs/", "status/processed/"], update = ["models/", "metrics/", "status/outcomes/"] }
+    predict       = { read = ["batch_data/", "future/", "manifests/", "models/"], create = ["predictions/", "runs/", "status/runs/", "logs/", "status/processed/"], update = ["results/", "metrics/", "status/outcomes/"] }
+    notify        = { read = ["manifests/", "models/", "results/", "config/"], create = ["runs/", "logs/"], update = ["status/"] }
     api           = { read = ["results/", "status/", "config/", "models/", "manifests/", "rejected/", "runs/", "logs/", "audit/"], create = ["audit/"], update = [] }
-    train_job     = { read = ["batch_data/", "manifests/"], create = ["runs/", "status/processed/"], update = ["models/", "metrics/", "status/outcomes/"] }
+    train_job     = { read = ["batch_data/", "manifests/"], create = ["runs/", "status/runs/", "logs/", "status/processed/"], update = ["models/", "metrics/", "status/outcomes/"] }
   }
 
   # Topics each process publishes to (what its step returns; nothing else).
