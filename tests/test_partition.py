@@ -186,7 +186,8 @@ def test_redelivery_and_replay_write_byte_identical_outputs(rt: Runtime, tmp_pat
 def test_outputs_do_not_depend_on_the_process_hash_seed(tmp_path: Path) -> None:
     script = (
         "import sys, hashlib; from datetime import datetime, UTC; import pandas as pd\n"
-        "from batchcast.core import schemas; from batchcast.data.validation import validate_upload\n"
+        "from batchcast.core.schemas.frames import write_frame\n"
+        "from batchcast.data.validation import validate_upload\n"
         "u = validate_upload(sys.stdin.buffer.read(), 'csv', logical_time=datetime(2026, 3, 2, tzinfo=UTC))\n"
         "print(hashlib.sha256(write_frame('retail_observation', u.good)).hexdigest())\n"
     )
