@@ -9,6 +9,7 @@ bucket (``audit/dt=<day>/``).
 
 import dataclasses
 import json
+import re
 import time
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -18,11 +19,12 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from batchcast.core import layout
 from batchcast.core.config import Profile
 from batchcast.core.errors import ConfigError
+from batchcast.core.messages import Topic
 from batchcast.data import storage
 from batchcast.ops import alerts, audit, deadletters, runs, uploads_view, views
 from batchcast.ops.tokens import Principal
@@ -102,7 +104,7 @@ def console_router(backend: Any, caller: Callable[..., Principal], errors: dict[
             result = work()
         except (ConfigError, ValueError, LookupError) as error:
             note("failed", f"{type(error).__name__}: {error}")
-            raise HTTPException(422, f"{action} failed: {type(error).__name__}: {error}") from error
+            raise HTTPException(400, f"{action} failed: {type(error).__name__}: {error}") from error
         except Exception as error:
             note("failed", f"{type(error).__name__}: {error}")
             raise
@@ -137,13 +139,13 @@ def console_router(backend: Any, caller: Callable[..., Principal], errors: dict[
         return views.freshness(backend.blobs, profile(dataset), directory)
 
     @router.get("/api/ops/audit", tags=["ops"])
-    def audit_trail(principal: Operator, day: date | None = None) -> dict[str, Any]:
+    def audit_trail(principal: Operator, day: Day | None = None) -> dict[str, Any]:
         """The operator actions of one UTC day (default: today)."""
         day = day or ports().clock.now().date()
         return {"day": day.isoformat(), "actions": audit.read_day(backend.blobs, day)}
 
     @router.get("/api/ops/runs", tags=["ops"])
-    def run_grid(principal: Operator, days: DaysQuery = 14, end: date | None = None) -> dict[str, Any]:
+    def run_grid(principal: Operator, days: DaysQuery = 14, end: Day | None = None) -> dict[str, Any]:
         """Days × (dataset, function, city): each cell's worst outcome, run count, duration, error."""
         wanted = day_range(end or ports().clock.now().date(), days)
         return views_cache.get(f"runs/{wanted[0]}/{days}", lambda: _grid(wanted))
@@ -219,7 +221,7 @@ def console_router(backend: Any, caller: Callable[..., Principal], errors: dict[
         return {"dataset": dataset, "entity": entity, "city": known["city"], "files": history}
 
     @router.get("/api/ops/uploads/{day}/{upload_id}/report", tags=["ops"])
-    def upload_report(principal: Operator, day: date, upload_id: str) -> Response:
+    def upload_report(principal: Operator, day: Day, upload_id: str) -> Response:
         """The error report of a rejected (or partly rejected) upload."""
         name = layout.rejected_report(day, _safe(upload_id, "upload id"))
         report = storage.read_json(backend.blobs, name)
@@ -228,10 +230,12 @@ def console_router(backend: Any, caller: Callable[..., Principal], errors: dict[
         return Response(storage.dumps(report), media_type="application/json")
 
     @router.get("/api/ops/uploads/{day}/{upload_id}/rejected", tags=["ops"])
-    def rejected_rows(principal: Operator, day: date, upload_id: str, ext: str = "csv") -> Response:
+    def rejected_rows(principal: Operator, day: Day, upload_id: str, ext: str = "csv") -> Response:
         """The rejected rows (or the whole rejected file) of an upload, as a download."""
         if ext not in layout.RAW_EXTENSIONS:
-            raise HTTPException(422, f"ext must be one of {', '.join(layout.RAW_EXTENSIONS)}")
+            raise HTTPException(
+                404, f"no rejected rows with extension {ext!r}: {', '.join(layout.RAW_EXTENSIONS)}"
+            )
         name = layout.rejected_object(day, _safe(upload_id, "upload id"), ext)
         try:
             data = backend.blobs.read(name)
@@ -269,9 +273,13 @@ LetterAction = Literal["redrive", "discard"]
 class LettersBody(BaseModel):
     """Which dead letters to act on (``topic``/``ids`` None: all) and the explicit confirmation."""
 
-    topic: str | None = None
+    model_config = ConfigDict(json_schema_extra={"required": ["confirm"]})
+
+    topic: Topic | None = None
     ids: list[str] | None = None
-    confirm: bool = False
+    # The schema says what an action needs (true); a false one is still answered, with 400 and an
+    # audit record of the refusal, rather than dropped by validation unrecorded.
+    confirm: bool = Field(default=False, json_schema_extra={"const": True})
 
 
 def _upload_row(upload: dict[str, Any]) -> dict[str, Any]:
@@ -298,17 +306,26 @@ def _safe(value: str, what: str) -> str:
     try:
         return layout.check_id(value, what)
     except layout.LayoutError as error:
-        raise HTTPException(422, str(error)) from error
+        raise HTTPException(404, f"no such {what}: {error}") from error  # no object can have this id
 
 
 def day_range(end: date, days: int) -> list[date]:
-    """``days`` dates ending with ``end``, newest first (422 beyond :data:`MAX_DAYS`)."""
-    if not 1 <= days <= MAX_DAYS:
-        raise HTTPException(422, f"days must be between 1 and {MAX_DAYS}")
-    return [end - timedelta(days=n) for n in range(days)]
+    """``days`` dates ending with ``end``, newest first (the query bounds ``days``; the calendar's
+    first day bounds the range)."""
+    return [end - timedelta(days=n) for n in range(min(days, (end - date.min).days + 1))]
 
 
-DaysQuery = Annotated[int, Query(description=f"how many days back (1 to {MAX_DAYS})")]
+def iso_day(value: object) -> object:
+    """Only ``YYYY-MM-DD`` is a day here: pydantic would also read ``0`` as 1970-01-01."""
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return value
+    if isinstance(value, date):
+        return value
+    raise ValueError("a day is written YYYY-MM-DD")
+
+
+Day = Annotated[date, BeforeValidator(iso_day)]
+DaysQuery = Annotated[int, Query(ge=1, le=MAX_DAYS, description=f"how many days back (1 to {MAX_DAYS})")]
 
 
 # -- the dead-letters service (batchcast.ops.deadletters), in one place --------------------------
