@@ -80,5 +80,8 @@ locals {
     BATCHCAST_PROFILE_DIR  = "own profiles ship inside the function archives (shared/batchcast/core/profiles)"
     # The default keeps partition's peak memory well inside its 2Gi (bench/partition_memory.py).
     BATCHCAST_PARTITION_CHUNK_BYTES = "a tuning knob for tests and benchmarks; the default suits partition's memory"
+    BATCHCAST_CLOCK_FILE = "the emulator stack's scenario clock; production runs on the real clock"
+    BATCHCAST_CRASH_AT   = "crash tests only: the point where a process kills itself"
+    BATCHCAST_CRASH_DIR  = "crash tests only: where fired crash points are remembered"
   }
 }

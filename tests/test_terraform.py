@@ -108,7 +108,7 @@ def test_status_reads_the_dead_letter_subscriptions_terraform_creates(tf: dict, 
         def subscription_path(self, project: str, name: str) -> str:
             return f"projects/{project}/subscriptions/{name}"
 
-        def pull(self, request: dict, timeout: float) -> Any:
+        def pull(self, request: dict, timeout: float, **options: Any) -> Any:
             pulled.append(request["subscription"].rsplit("/", 1)[-1])
             return type("Response", (), {"received_messages": []})()
 
@@ -372,7 +372,7 @@ def test_archive_changes_only_with_what_its_function_imports(tmp_path: Path) -> 
     predict_step.write_text(predict_step.read_text() + "\n# an edit to predict only\n")
     assert digest("partition") == before["partition"]
     assert digest("predict") != before["predict"]
-    validation = tree.package / "data" / "validation.py"
+    validation = tree.package / "data" / "validation" / "upload.py"
     validation.write_text(validation.read_text() + "\n# partition imports this\n")
     assert digest("partition") != before["partition"]
 
