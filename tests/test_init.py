@@ -18,6 +18,7 @@ from batchcast.tools import reference
 from batchcast.tools.cli import app
 
 NOW = "2026-03-02T12:00:00+00:00"
+ZONE = ("--country", "US", "--timezone", "America/New_York")  # never guessed: a script passes them
 RNG = np.random.default_rng(7)
 DAYS = pd.date_range("2025-11-01", "2026-02-28", freq="D")
 HOURS = pd.date_range("2026-02-01", "2026-02-28 23:00", freq="h")
@@ -35,7 +36,7 @@ def init(tmp_path: Path, name: str, frame: pd.DataFrame, *options: str, sep: str
     out = tmp_path / "profiles" / f"{name}.toml"
     result = CliRunner().invoke(
         app,
-        ["init", str(data), "--out", str(out), "--now", NOW, "--city", "dc", *options],
+        ["init", str(data), "--out", str(out), "--now", NOW, "--city", "dc", *ZONE, *options],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
@@ -151,7 +152,7 @@ def test_an_option_naming_a_missing_column_is_refused(tmp_path: Path, flag: str)
 def test_the_readme_walkthrough_from_a_csv_to_a_forecast_a_manager_can_see(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rows = [(s, d.strftime("%Y-%m-%d"), float(100 * s + d.dayofweek * 10)) for s in (1, 2) for d in DAYS]
+    rows = [(s, d.strftime("%Y-%m-%d"), float(100 * s + d.day_of_week * 10)) for s in (1, 2) for d in DAYS]
     frame = pd.DataFrame(rows, columns=["store", "date", "sales"])
     profile, _ = init(tmp_path, "kiosk-sales", frame)
     monkeypatch.setenv("BATCHCAST_PROFILE_DIR", str(tmp_path / "profiles"))  # the API reads it too
@@ -176,3 +177,25 @@ def test_the_readme_walkthrough_from_a_csv_to_a_forecast_a_manager_can_see(
         seen = client.get("/stores", headers={"Authorization": f"Bearer {token}"})
     assert seen.status_code == 200, seen.text
     assert [s["entity_id"] for s in seen.json()["stores"]] == ["1", "2"]
+
+
+def test_without_a_terminal_the_city_country_and_time_zone_are_required_not_guessed(tmp_path: Path) -> None:
+    data = tmp_path / "sales.csv"
+    data.write_text("store,date,sales\n1,2026-01-01,5\n1,2026-01-02,6\n")
+    out = tmp_path / "p.toml"
+    result = CliRunner().invoke(app, ["init", str(data), "--out", str(out), "--country", "US"])
+    assert result.exit_code == 2
+    assert "pass --city ... --timezone ..." in flat(result.output)
+    assert not out.exists()
+
+
+def test_a_city_column_declares_each_of_its_cities(tmp_path: Path) -> None:
+    rows = [(c, s, d.strftime("%Y-%m-%d"), 1.0 + s) for c in ("dc", "nyc") for s in (1, 2) for d in DAYS]
+    data = tmp_path / "cities.csv"
+    pd.DataFrame(rows, columns=["city", "store", "date", "sales"]).to_csv(data, index=False)
+    out = tmp_path / "p.toml"
+    result = CliRunner().invoke(app, ["init", str(data), "--out", str(out), "--now", NOW, *ZONE])
+    assert result.exit_code == 0, result.output
+    profile = tomllib.loads(out.read_text())
+    assert set(profile["cities"]) == {"dc", "nyc"}
+    assert profile["mappings"]["file"]["columns"]["city"] == "city"

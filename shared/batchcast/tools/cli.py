@@ -128,6 +128,12 @@ def init(
             if asked.frequency != found.frequency:
                 found = profile_init.inspect_file(file, asked)
             answers = asked
+        elif profile_init.unanswered(answers, found):
+            raise profile_init.InitError(
+                "not at a terminal, so nothing can be asked: pass "
+                + " ".join(f"{o} ..." for o in profile_init.unanswered(answers, found))
+                + " (e.g. --city dc --country US --timezone America/New_York)"
+            )
         text = profile_init.profile_text(found, answers)
     except profile_init.InitError as error:
         raise typer.BadParameter(str(error)) from error

@@ -11,6 +11,7 @@ every choice; the CLI then validates it and runs a dry partition of the file.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -85,6 +86,7 @@ class Inspection:
     time_of_day: str | None
     entity: str | None
     city_column: str | None
+    cities: list[str]  # the city column's values (each becomes a [cities.<name>] section)
     target: str | None  # None: each row is one event, counted
     step: timedelta | None  # the most common gap between an entity's consecutive times
     frequency: str
@@ -202,6 +204,7 @@ def inspect_file(path: Path, answers: Answers) -> Inspection:
         time_of_day=time_of_day,
         entity=entity,
         city_column=city_column,
+        cities=sorted(map(str, frame[city_column].dropna().unique())) if city_column else [],
         target=target,
         step=step,
         frequency=frequency,
@@ -315,7 +318,9 @@ def profile_text(found: Inspection, answers: Answers) -> str:
     """The profile as commented TOML."""
     name = answers.name or field_name(found.path.stem).replace("_", "-")[:60] or "mydata"
     name = name if re.match(r"^[a-z]", name) else f"p-{name}"
-    city = answers.city or "main"
+    if unanswered(answers, found):
+        raise InitError(f"the profile needs {', '.join(unanswered(answers, found))}")
+    city = answers.city or found.cities[0]
     entity_key = field_name(found.entity) if found.entity else "series"
     time_column = "hour" if found.frequency == "hourly" else "date"
     target = field_name(found.target) if found.target else "events"
@@ -341,12 +346,15 @@ def profile_text(found: Inspection, answers: Answers) -> str:
         f'target = "{target}"'
         + (f"  # from column {found.target!r}" if found.target else "  # rows counted"),
         f'frequency = "{found.frequency}"  # the file steps by {_shown_step(found.step)}',
-        f'timezone = "{answers.timezone or "UTC"}"  # the wall clock of the file\'s times',
-        "",
-        f"[cities.{city}]",
-        f'country = "{(answers.country or "US").upper()}"  # public holidays come from here',
+        f'timezone = "{answers.timezone}"  # the wall clock of the file\'s times',
         "",
     ]
+    for city_name in found.cities or [city]:
+        lines += [
+            f"[cities.{json.dumps(city_name)}]",
+            f'country = "{answers.country.upper()}"  # public holidays come from here',
+            "",
+        ]
     if hourly:
         lines += [
             "# The intraday target periods (local hours); each scheduled predict forecasts the next one.",
@@ -543,6 +551,14 @@ def summary(found: Inspection, written: Path, dry: DryRun) -> list[str]:
         *(f"  row {e['row']}: {'; '.join(e['reasons'])}" for e in dry.first_errors),
     ]
     return lines
+
+
+def unanswered(answers: Answers, found: Inspection) -> list[str]:
+    """The options a script must pass because the file does not tell them (a terminal is asked):
+    holidays and wall clocks are never guessed, a wrong guess would shift every forecast quietly."""
+    city = answers.city or (found.cities[0] if found.cities else None)
+    needed = {"--city": city, "--country": answers.country, "--timezone": answers.timezone}
+    return [option for option, value in needed.items() if value is None]
 
 
 def ask(answers: Answers, found: Inspection) -> Answers:
