@@ -646,21 +646,15 @@ def deadletters_list(
     console.print(table)
 
 
+TopicArgument = Annotated[str, typer.Option(help="The topic the letters were dead-lettered from.")]
+
+
 @deadletters_app.command("redrive")
 def deadletters_redrive(
-    topic: Annotated[str, typer.Option(help="The topic the letters were dead-lettered from.")],
-    ids: LetterIds = None,
-    yes: YesOption = False,
-    root: RootOption = None,
+    topic: TopicArgument, ids: LetterIds = None, yes: YesOption = False, root: RootOption = None
 ) -> None:
     """Republish dead letters to their original topic (and run what they trigger, embedded)."""
-    deployment = job.deployment(root)
-    _confirm(deployment, topic, ids, "redrive", yes)
-    redriven = deadletters.redrive(deployment.ports.bus, topic, ids)
-    console.print(
-        f"redrove {len(redriven)} dead letter(s) to {topic}: {', '.join(redriven) or '-'}", soft_wrap=True
-    )
-    _missing_letters(ids, redriven)
+    deployment = _act_on_letters(root, topic, ids, yes, "redrive", f"redrove {{}} dead letter(s) to {topic}")
     _drain_with_progress(deployment)
     if job.is_local(deployment):
         _print_runs(deployment)
@@ -668,19 +662,23 @@ def deadletters_redrive(
 
 @deadletters_app.command("discard")
 def deadletters_discard(
-    topic: Annotated[str, typer.Option(help="The topic the letters were dead-lettered from.")],
-    ids: LetterIds = None,
-    yes: YesOption = False,
-    root: RootOption = None,
+    topic: TopicArgument, ids: LetterIds = None, yes: YesOption = False, root: RootOption = None
 ) -> None:
     """Drop dead letters for good."""
+    _act_on_letters(root, topic, ids, yes, "discard", f"discarded {{}} dead letter(s) of {topic}")
+
+
+def _act_on_letters(
+    root: Path | None, topic: str, ids: list[str] | None, yes: bool, verb: str, done: str
+) -> runtime.Runtime:
+    """Confirm, then redrive or discard the letters; print which, and any ids that were not found."""
     deployment = job.deployment(root)
-    _confirm(deployment, topic, ids, "discard", yes)
-    dropped = deadletters.discard(deployment.ports.bus, topic, ids)
-    console.print(
-        f"discarded {len(dropped)} dead letter(s) of {topic}: {', '.join(dropped) or '-'}", soft_wrap=True
-    )
-    _missing_letters(ids, dropped)
+    _confirm(deployment, topic, ids, verb, yes)
+    action = deadletters.redrive if verb == "redrive" else deadletters.discard
+    acted = action(deployment.ports.bus, topic, ids)
+    console.print(f"{done.format(len(acted))}: {', '.join(acted) or '-'}", soft_wrap=True)
+    _missing_letters(ids, acted)
+    return deployment
 
 
 def _letters(deployment: runtime.Runtime, topic: str | None) -> list[dict]:
