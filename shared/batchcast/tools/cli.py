@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,11 +44,20 @@ app = typer.Typer(help="batchcast: uploads in, fresh batch forecasts out.", no_a
 # table cells wrap whole words instead of being cut.
 console = Console() if sys.stdout.isatty() else Console(width=120)
 
-# Typer 0.29 prints a value type beside flags ("--json <bool>"); a flag takes no value: show none.
-_display_type = typer.core.TyperOption.display_type_rich
-typer.core.TyperOption.display_type_rich = lambda self, ctx: (
-    None if self.is_flag else _display_type(self, ctx)
-)  # type: ignore[method-assign]
+# Typer 0.29 prints a value type beside flags ("--json <bool>"): a flag takes no value, show none.
+# It shows repeatable values as Python ("<list[str]>"): show "<str...>", as a shell user reads it.
+_option_type = typer.core.TyperOption.display_type_rich
+_argument_type = typer.core.TyperArgument.display_type_rich
+
+
+def _shown_type(shown: str | None) -> str | None:
+    return re.sub(r"list\[(\w+)\]", r"\1...", shown) if shown else shown
+
+
+typer.core.TyperOption.display_type_rich = lambda self, ctx: (  # type: ignore[method-assign]
+    None if self.is_flag else _shown_type(_option_type(self, ctx))
+)
+typer.core.TyperArgument.display_type_rich = lambda self, ctx: _shown_type(_argument_type(self, ctx))  # type: ignore[method-assign]
 
 RootOption = Annotated[
     Path | None,
