@@ -53,10 +53,9 @@ locals {
       BATCHCAST_SMTP_STARTTLS       = tostring(var.smtp.starttls)
       BATCHCAST_SMTP_USERNAME       = var.smtp.username
       BATCHCAST_SMTP_SENDER         = var.smtp.sender
-      BATCHCAST_PUBLIC_URL          = coalesce(var.public_url, google_cloud_run_v2_service.api.uri)
+      BATCHCAST_PUBLIC_URL          = coalesce(var.public_url, google_cloud_run_v2_service.app["api"].uri)
       BATCHCAST_ALERT_GRACE_MINUTES = tostring(var.alert_grace_minutes)
     }
-    api       = {}
     train_job = {}
   }
 
@@ -80,8 +79,8 @@ locals {
     BATCHCAST_PROFILE_DIR  = "own profiles ship inside the function archives (shared/batchcast/core/profiles)"
     # The default keeps partition's peak memory well inside its 2Gi (bench/partition_memory.py).
     BATCHCAST_PARTITION_CHUNK_BYTES = "a tuning knob for tests and benchmarks; the default suits partition's memory"
-    BATCHCAST_CLOCK_FILE = "the emulator stack's scenario clock; production runs on the real clock"
-    BATCHCAST_CRASH_AT   = "crash tests only: the point where a process kills itself"
-    BATCHCAST_CRASH_DIR  = "crash tests only: where fired crash points are remembered"
+    BATCHCAST_CLOCK_FILE            = "the emulator stack's scenario clock; production runs on the real clock"
+    BATCHCAST_CRASH_AT              = "crash tests only: the point where a process kills itself"
+    BATCHCAST_CRASH_DIR             = "crash tests only: where fired crash points are remembered"
   }
 }

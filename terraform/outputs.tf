@@ -10,7 +10,7 @@ output "ingest_url" {
 
 output "api_url" {
   description = "The results API and the managers' page."
-  value       = google_cloud_run_v2_service.api.uri
+  value       = google_cloud_run_v2_service.app["api"].uri
 }
 
 output "image_repository" {

@@ -9,20 +9,36 @@ resource "google_artifact_registry_repository" "images" {
   depends_on    = [google_project_service.api, google_kms_crypto_key_iam_member.cmek]
 }
 
-resource "google_cloud_run_v2_service" "api" {
-  name                = "${var.name_prefix}-api"
+# The results API and, when var.console_iap_members lists anyone, the operators' console: one app
+# and image with two faces. The console is the same service deployed a second time as
+# <prefix>-console behind Cloud Run's built-in IAP (see console.tf).
+locals {
+  app_faces = merge(
+    { api = { name = "${var.name_prefix}-api", iap = false, launch_stage = "GA", concurrency = 40, max_instances = 5 } },
+    local.console_enabled ? {
+      console = { name = "${var.name_prefix}-console", iap = true, launch_stage = "BETA", concurrency = 20, max_instances = 2 }
+    } : {},
+  )
+}
+
+resource "google_cloud_run_v2_service" "app" {
+  for_each            = local.app_faces
+  provider            = google-beta # iap_enabled is a beta field
+  name                = each.value.name
   location            = var.region
   ingress             = "INGRESS_TRAFFIC_ALL"
+  launch_stage        = each.value.launch_stage
+  iap_enabled         = each.value.iap
   deletion_protection = false
 
   template {
     service_account                  = google_service_account.api.email
     timeout                          = "60s"
-    max_instance_request_concurrency = 40
+    max_instance_request_concurrency = each.value.concurrency
 
     scaling {
       min_instance_count = 0
-      max_instance_count = 5
+      max_instance_count = each.value.max_instances
     }
 
     containers {
@@ -35,8 +51,10 @@ resource "google_cloud_run_v2_service" "api" {
         }
       }
 
+      # common_env only: local.extra_env names this service's URL (notify's links), and reading it
+      # here would make the service depend on itself (a cycle at plan time).
       dynamic "env" {
-        for_each = merge(local.common_env, local.extra_env.api)
+        for_each = local.common_env
         content {
           name  = env.key
           value = env.value
@@ -61,11 +79,22 @@ resource "google_cloud_run_v2_service" "api" {
   depends_on = [google_secret_manager_secret_iam_member.reader, google_secret_manager_secret_version.secret]
 }
 
+# Deployments made before the two faces were one resource keep their services.
+moved {
+  from = google_cloud_run_v2_service.api
+  to   = google_cloud_run_v2_service.app["api"]
+}
+
+moved {
+  from = google_cloud_run_v2_service.console[0]
+  to   = google_cloud_run_v2_service.app["console"]
+}
+
 # Store managers are outside the project: the platform lets every caller through to the API's own
 # bearer-token check (token map from Secret Manager or config/api_tokens.json).
 resource "google_cloud_run_v2_service_iam_member" "api_public" {
   location = var.region
-  name     = google_cloud_run_v2_service.api.name
+  name     = google_cloud_run_v2_service.app["api"].name
   role     = "roles/run.invoker"
   member   = "allUsers"
 }
@@ -87,7 +116,7 @@ resource "google_cloud_run_v2_job" "train" {
       max_retries     = 1
 
       containers {
-        image   = local.api_image
+        image = local.api_image
         # The lean job module, not the `batchcast` CLI (Typer, rich, dev tools): the same code.
         command = ["python", "-m", "batchcast.entrypoints.job"]
         args    = ["train"]

@@ -442,6 +442,7 @@ def test_every_reference_resolves(tf_text: str) -> None:
     variables = set(re.findall(r'^variable "([a-z0-9_]+)"', code, re.M))
     local_blocks = re.findall(r"^locals \{\n(.*?)^\}", code, re.M | re.S)
     local_names = {name for block in local_blocks for name in re.findall(r"^  ([a-z0-9_]+)\s*=", block, re.M)}
+    code = re.sub(r"^moved \{.*?^\}", "", code, flags=re.M | re.S)  # names resources that no longer exist
     body = re.sub(r'^(resource|data|variable) "[^"]+"( "[^"]+")? \{', "", code, flags=re.M)
     for kind, name in set(re.findall(r"(?<!data\.)\b(google_[a-z0-9_]+)\.([a-z0-9_]+)", body)):
         assert (kind, name) in resources, f"{kind}.{name} is not declared"
@@ -450,6 +451,40 @@ def test_every_reference_resolves(tf_text: str) -> None:
     assert set(re.findall(r"\bvar\.([a-z0-9_]+)", body)) <= variables
     assert set(re.findall(r"\blocal\.([a-z0-9_]+)", body)) <= local_names
     assert len(resources) > 30 and {"project", "region"} <= variables
+
+
+def test_no_resource_depends_on_itself_through_locals(tf_text: str) -> None:
+    """Terraform refuses a plan with a cycle (a service whose env names its own URL), and only a
+    plan would show it: walk the references between resources and top-level locals here."""
+    code = re.sub(r"#.*", "", tf_text)
+    code = re.sub(r"^moved \{.*?^\}", "", code, flags=re.M | re.S)
+    nodes: dict[str, str] = {}
+    for kind, name, body in re.findall(
+        r'^resource "([a-z0-9_]+)" "([a-z0-9_]+)" \{\n(.*?)^\}', code, re.M | re.S
+    ):
+        nodes[f"{kind}.{name}"] = body
+    for block in re.findall(r"^locals \{\n(.*?)^\}", code, re.M | re.S):
+        for name, body in re.findall(r"^  ([a-z0-9_]+)\s*=(.*?)(?=^  [a-z0-9_]+\s*=|\Z)", block, re.M | re.S):
+            nodes[f"local.{name}"] = body
+    edges = {
+        node: {
+            f"{k}.{n}" for k, n in re.findall(r"(?<!data\.)\b(google_[a-z0-9_]+|local)\.([a-z0-9_]+)", body)
+        }
+        & nodes.keys()
+        for node, body in nodes.items()
+    }
+
+    def reaches(start: str) -> set[str]:
+        seen, todo = set(), list(edges[start])
+        while todo:
+            node = todo.pop()
+            if node not in seen:
+                seen.add(node)
+                todo.extend(edges[node])
+        return seen
+
+    assert "google_cloud_run_v2_service.app" in nodes and "local.extra_env" in nodes
+    assert [node for node in nodes if node in reaches(node)] == []
 
 
 def test_bucket_grants_cover_what_each_process_really_touches(tf: dict, small_retail, tmp_path) -> None:
