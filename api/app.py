@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -166,6 +167,28 @@ def _caller(
 Caller = Annotated[Principal, Depends(_caller)]
 
 
+def _known_query_only(request: Request) -> None:
+    """422 for a query parameter the route does not take (a typo like ``?dys=7`` would otherwise be
+    ignored silently), in FastAPI's own validation-error shape, which the schema documents."""
+    route = request.scope.get("route")
+    taken = {param.alias for param in getattr(getattr(route, "dependant", None), "query_params", [])}
+    if not taken:
+        return  # routes without query parameters document no 422; nothing there reads the query
+    unknown = sorted(set(request.query_params) - taken)
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name),
+                    "msg": f"unknown query parameter; this route takes: {', '.join(sorted(taken))}",
+                    "input": request.query_params.get(name),
+                }
+                for name in unknown
+            ]
+        )
+
+
 class _Backend:
     """The ports an app reads, built on first use (from the environment unless given)."""
 
@@ -207,6 +230,7 @@ def create_app(
     console acts through ``deployment`` (default: the one ``BATCHCAST_*`` describes)."""
     backend = _Backend(blobs, tokens, deployment)
     app = FastAPI(
+        dependencies=[Depends(_known_query_only)],
         title="batchcast results API",
         version=VERSION,
         description="Latest forecasts (P10/P50/P90), recent actuals and freshness per store or station.",

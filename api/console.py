@@ -26,7 +26,7 @@ from batchcast.core.config import Profile
 from batchcast.core.errors import ConfigError
 from batchcast.core.messages import Topic
 from batchcast.data import storage
-from batchcast.ops import alerts, audit, deadletters, runs, uploads_view, views
+from batchcast.ops import alerts, audit, deadletters, reruns, runs, uploads_view, views
 from batchcast.ops.tokens import Principal
 from batchcast.ports import NotFound, Ports
 from batchcast_api.results import Cached
@@ -264,6 +264,25 @@ def console_router(backend: Any, caller: Callable[..., Principal], errors: dict[
         )
         return done | {"done": done["result"]["done"]}
 
+    @router.post("/api/ops/rerun", tags=["ops"])
+    def rerun(principal: Acting, body: RerunBody) -> dict[str, Any]:
+        """Republish the scheduled work (train, predict, notify) of a range of local days, for every
+        city of a dataset or a few. A dry run lists the ticks and runs nothing (no confirmation)."""
+        chosen = profile(body.dataset)
+        last = body.last or body.first
+        try:
+            planned = reruns.plan(
+                chosen, body.first, last, body.cities, reruns.new_rerun_id(ports().clock.now())
+            )
+        except reruns.RerunError as error:
+            raise HTTPException(400, f"rerun of {chosen.name} refused: {error}") from error
+        summary = {"rerun_id": planned.rerun_id, "ticks": planned.lines()}
+        if body.dry_run:
+            return {"action": "rerun", "dry_run": True, "result": summary}
+        target = {"dataset": chosen.name, "from": body.first, "to": last, "cities": body.cities or "all"}
+        work = lambda: summary | {"published": _publish_ticks(backend.deployment, planned)}  # noqa: E731
+        return perform(principal, "rerun", target, body.confirm, work) | {"dry_run": False}
+
     return router
 
 
@@ -326,6 +345,30 @@ def iso_day(value: object) -> object:
 
 Day = Annotated[date, BeforeValidator(iso_day)]
 DaysQuery = Annotated[int, Query(ge=1, le=MAX_DAYS, description=f"how many days back (1 to {MAX_DAYS})")]
+
+
+class RerunBody(BaseModel):
+    """A rerun or backfill: a dataset, local days ``first`` to ``last`` (default: ``first``), cities
+    (none: all), and either ``dry_run`` or the explicit confirmation."""
+
+    model_config = ConfigDict(json_schema_extra={"required": ["dataset", "first", "confirm"]})
+
+    dataset: str
+    first: Day
+    last: Day | None = None
+    cities: list[str] = []
+    dry_run: bool = False
+    confirm: bool = Field(default=False, json_schema_extra={"const": True})
+
+
+def _publish_ticks(deployment: Any, planned: reruns.Plan) -> int:
+    """Publish a rerun's ticks; on the embedded bus deliver each before the next, in time order, so
+    a day's training runs before the predictions that use it (as ``batchcast rerun`` does)."""
+    for tick in planned.ticks:
+        reruns.publish(deployment.ports.bus, [tick])
+        if hasattr(deployment.bus, "drain"):
+            deployment.bus.drain()
+    return len(planned.ticks)
 
 
 # -- the dead-letters service (batchcast.ops.deadletters), in one place --------------------------

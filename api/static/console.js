@@ -304,9 +304,47 @@ async function auditView() {
   );
 }
 
+async function rerunView() {
+  // A rerun or backfill: list the ticks first (a dry run), then republish them after a confirmation.
+  const dataset = params.get("dataset") || Object.keys(datasets)[0];
+  const cities = datasets[dataset].map((c) => el("label", { class: "city" },
+    el("input", { type: "checkbox", name: "city", value: c }), ` ${c}`));
+  const form = el("form", { id: "rerun-form", class: "filters" },
+    el("label", { for: "rerun-first" }, "From"), el("input", { id: "rerun-first", type: "date", required: "" }),
+    el("label", { for: "rerun-last" }, "To"), el("input", { id: "rerun-last", type: "date" }),
+    el("span", {}, "Cities (none: all):", ...cities),
+    el("button", { type: "submit" }, "List what would run"));
+  const planned = el("section", { id: "rerun-plan" });
+  const body = () => ({
+    dataset,
+    first: $("rerun-first").value,
+    last: $("rerun-last").value || null,
+    cities: [...form.querySelectorAll("input[name=city]:checked")].map((box) => box.value),
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const dry = await post("/api/ops/rerun", { ...body(), dry_run: true });
+      const ticks = dry.result.ticks;
+      planned.replaceChildren(
+        el("h2", {}, `${ticks.length} schedule tick(s) would be republished`),
+        el("ul", { id: "rerun-ticks" }, ...ticks.map((t) => el("li", {}, el("code", {}, t)))),
+        el("p", { class: "hint" }, "Outputs are named by the data they read: a day whose inputs did not change gets no second version."),
+        el("button", { type: "button", id: "rerun-run", onclick: () => confirmBox(`Republish ${ticks.length} tick(s) of ${dataset}?`, async () => {
+          const done = await post("/api/ops/rerun", { ...body(), confirm: true });
+          say(`rerun ${done.result.rerun_id}: ${done.result.published} tick(s) republished; see Runs.`);
+        }) }, `Rerun ${ticks.length} tick(s)`));
+    } catch (error) {
+      handle(error);
+    }
+  });
+  show(datasetPicker(dataset, "rerun"), el("h2", {}, "Rerun or backfill days"), form, planned);
+}
+
 const VIEWS = {
   runs: runsView, run: runView, uploads: uploadsView, report: reportView, store: storeView,
   deadletters: deadLettersView, models: modelsView, freshness: freshnessView, audit: auditView,
+  rerun: rerunView,
 };
 
 async function start() {

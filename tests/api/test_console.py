@@ -186,3 +186,45 @@ def test_dead_letter_actions_need_confirmation_and_every_attempt_is_audited(
     ]
     assert trail[0]["detail"] == "not confirmed" and "the console is for operators" in trail[1]["detail"]
     assert trail[2]["target"] == {"topic": first["topic"], "ids": [first["id"]]}
+
+
+def test_a_rerun_is_planned_dry_then_confirmed_and_an_unchanged_day_writes_no_second_version(
+    console, auth, deployment
+):
+    body = {"dataset": "retail", "first": "2026-03-04", "cities": ["berlin"]}
+    dry = console.post("/api/ops/rerun", headers=auth("ops"), json=body | {"dry_run": True})
+    assert dry.status_code == 200 and dry.json()["dry_run"] is True
+    ticks = dry.json()["result"]["ticks"]
+    assert ticks and all(t.startswith("2026-03-0") and t.endswith("(berlin)") for t in ticks), ticks
+    assert not list(deployment.ports.blobs.list("predictions/dataset=retail/dt=2026-03-04/"))  # ran nothing
+
+    refused = console.post("/api/ops/rerun", headers=auth("ops"), json=body | {"cities": ["oslo"]})
+    assert refused.status_code == 400 and "no city oslo; known: berlin" in refused.json()["detail"]
+    assert console.post("/api/ops/rerun", headers=auth("ops"), json=body).status_code == 400  # unconfirmed
+    assert (
+        console.post("/api/ops/rerun", headers=auth("anna"), json=body | {"confirm": True}).status_code == 403
+    )
+
+    def predictions() -> list[str]:
+        return sorted(i.name for i in deployment.ports.blobs.list("predictions/dataset=retail/"))
+
+    done = console.post("/api/ops/rerun", headers=auth("ops"), json=body | {"confirm": True})
+    assert done.status_code == 200, done.text
+    assert done.json()["result"]["published"] == len(ticks)
+    written = predictions()
+    assert any("city=berlin" in name for name in written)
+    again = console.post("/api/ops/rerun", headers=auth("ops"), json=body | {"confirm": True})
+    assert (
+        again.status_code == 200 and again.json()["result"]["rerun_id"] != done.json()["result"]["rerun_id"]
+    )
+    assert predictions() == written  # the same inputs: the same files, no second version
+    trail = [(a["action"], a["outcome"]) for a in audit.read_day(deployment.ports.blobs, LATER.date())]
+    assert trail == [("rerun", "refused"), ("rerun", "refused"), ("rerun", "ok"), ("rerun", "ok")]
+
+
+def test_an_unknown_query_parameter_is_refused_not_ignored(console, auth):
+    typo = console.get("/api/ops/runs?dys=3", headers=auth("ops"))
+    assert typo.status_code == 422
+    [error] = typo.json()["detail"]
+    assert error["loc"] == ["query", "dys"] and "this route takes: days, end" in error["msg"]
+    assert console.get("/api/ops/runs?days=3", headers=auth("ops")).status_code == 200

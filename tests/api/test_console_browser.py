@@ -166,6 +166,31 @@ def test_models_and_freshness_views(browser, console_server, shots, troubled_buc
     shoot(browser, shots, "freshness")
 
 
+def test_a_backfill_is_listed_dry_then_run_after_confirmation(browser, console_server, shots):
+    assert sign_in(browser, console_server, "view=rerun&dataset=retail") == "rerun"
+    first = (NEXT - timedelta(days=2)).date()
+    browser.evaluate(
+        f"document.getElementById('rerun-first').value = '{first}';"
+        f"document.getElementById('rerun-last').value = '{NEXT.date() - timedelta(days=1)}';"
+        "document.querySelector('input[name=city][value=paris]').checked = true;"
+        "document.querySelector('#rerun-form button[type=submit]').click()"
+    )
+    ticks = browser.wait_for("document.getElementById('rerun-ticks')?.innerText")
+    lines = ticks.splitlines()
+    assert len(lines) >= 2 and all("(paris)" in line for line in lines), ticks
+    assert str(first) in lines[0] and "berlin" not in ticks
+    shoot(browser, shots, "rerun")
+    browser.click("#rerun-run")
+    assert "Republish" in browser.wait_for("document.getElementById('confirm-box')?.innerText")
+    browser.click("#confirm-action")
+    said = browser.wait_for(
+        "document.getElementById('message').innerText.includes('republished') && "
+        "document.getElementById('message').innerText",
+        timeout=180,
+    )
+    assert f"{len(lines)} tick(s) republished" in said, said
+
+
 def _result(base: str, entity: str) -> dict:
     request = urllib.request.Request(
         f"{base}/results/{entity}", headers={"Authorization": "Bearer ops-token"}

@@ -11,6 +11,7 @@ The CLI (``batchcast rerun``) and the operators' console both call this module.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -43,8 +44,10 @@ class Plan:
 
 
 def new_rerun_id(now: datetime) -> str:
-    """A unique tag for one rerun, readable in message logs and run records."""
-    return f"rerun-{now.astimezone(UTC):%Y%m%dT%H%M%S%fZ}"
+    """A unique tag for one rerun, readable in message logs and run records: the time it was asked
+    for, plus a random part, since two reruns asked under one (pinned or coarse) clock must still
+    both run."""
+    return f"rerun-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
 def plan(profile: Profile, first: date, last: date, cities: list[str], rerun_id: str) -> Plan:
