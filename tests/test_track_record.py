@@ -2,44 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
+from factories import daily_result
 
 from batchcast.ml import accuracy
 from batchcast.ops import results
-
-ZONE = "Europe/Berlin"  # UTC+1 in March: as-of instants are one hour behind the wall clock
-
-
-def _document(target: date, as_of: str, p50: float, history: dict[date, float] | None = None) -> dict:
-    """What predict builds for one daily target (as-of given on the Berlin wall clock)."""
-    start = datetime.combine(target, datetime.min.time())
-    instant = datetime.fromisoformat(as_of + "+01:00").isoformat()
-    return {
-        "dataset": "retail",
-        "entity_key": "store_id",
-        "entity_id": "berlin-001",
-        "city": "berlin",
-        "timezone": ZONE,
-        "as_of": instant,
-        "model_version": "v1",
-        "target": {"start": start.isoformat(), "end": (start + timedelta(days=1)).isoformat()},
-        "forecast": [
-            {
-                "period_start": start.isoformat(),
-                "period_end": (start + timedelta(days=1)).isoformat(),
-                "p10": p50 - 10,
-                "p50": p50,
-                "p90": p50 + 10,
-            }
-        ],
-        "history": [
-            {"period_start": datetime.combine(d, datetime.min.time()).isoformat(), "actual": y}
-            for d, y in (history or {}).items()
-        ],
-    }
 
 
 def _merge(*documents: dict) -> dict:
@@ -50,8 +20,8 @@ def _merge(*documents: dict) -> dict:
 
 
 def test_a_morning_upload_adds_tomorrow_and_keeps_today() -> None:
-    tick = _document(date(2026, 3, 2), "2026-03-02T00:00:00", 100)
-    upload = _document(date(2026, 3, 3), "2026-03-02T06:00:00", 120)
+    tick = daily_result(date(2026, 3, 2), "2026-03-02T00:00:00", 100)
+    upload = daily_result(date(2026, 3, 3), "2026-03-02T06:00:00", 120)
 
     merged = _merge(tick, upload)
 
@@ -65,8 +35,8 @@ def test_a_morning_upload_adds_tomorrow_and_keeps_today() -> None:
 
 
 def test_a_target_is_replaced_only_by_a_newer_forecast_of_it() -> None:
-    morning = _document(date(2026, 3, 3), "2026-03-02T06:00:00", 120)
-    evening = _document(date(2026, 3, 3), "2026-03-02T21:00:00", 130)
+    morning = daily_result(date(2026, 3, 3), "2026-03-02T06:00:00", 120)
+    evening = daily_result(date(2026, 3, 3), "2026-03-02T21:00:00", 130)
 
     assert _merge(morning, evening)["forecasts"][0]["forecast"][0]["p50"] == 130
     assert _merge(evening, morning)["forecasts"][0]["forecast"][0]["p50"] == 130  # a replay of the older
@@ -75,8 +45,8 @@ def test_a_target_is_replaced_only_by_a_newer_forecast_of_it() -> None:
 
 def test_targets_that_ended_are_dropped_into_the_track_record() -> None:
     merged = _merge(
-        _document(date(2026, 3, 2), "2026-03-02T00:00:00", 100),
-        _document(date(2026, 3, 3), "2026-03-03T00:00:00", 110, history={date(2026, 3, 2): 95}),
+        daily_result(date(2026, 3, 2), "2026-03-02T00:00:00", 100),
+        daily_result(date(2026, 3, 3), "2026-03-03T00:00:00", 110, history={date(2026, 3, 2): 95}),
     )
 
     assert [f["target"]["start"][:10] for f in merged["forecasts"]] == ["2026-03-03"]
@@ -87,9 +57,9 @@ def test_targets_that_ended_are_dropped_into_the_track_record() -> None:
 
 
 def test_a_late_rerun_does_not_replace_the_forecast_made_before_the_period_began() -> None:
-    before = _document(date(2026, 3, 2), "2026-03-02T00:00:00", 100)
-    late = _document(date(2026, 3, 2), "2026-03-02T10:00:00", 150)
-    earlier = _document(date(2026, 3, 2), "2026-03-01T06:00:00", 80)
+    before = daily_result(date(2026, 3, 2), "2026-03-02T00:00:00", 100)
+    late = daily_result(date(2026, 3, 2), "2026-03-02T10:00:00", 150)
+    earlier = daily_result(date(2026, 3, 2), "2026-03-01T06:00:00", 80)
 
     merged = _merge(earlier, before, late)
 
@@ -103,7 +73,7 @@ def test_the_track_record_keeps_eight_weeks_and_sums_up_mae_and_coverage() -> No
     actuals = {d: 100.0 + (i % 3) * 8 for i, d in enumerate(days)}  # errors 0, 8, 16: 16 is outside the band
     merged = _merge(
         *(
-            _document(d, f"{d.isoformat()}T00:00:00", 100, history={p: actuals[p] for p in days if p < d})
+            daily_result(d, f"{d.isoformat()}T00:00:00", 100, history={p: actuals[p] for p in days if p < d})
             for d in days
         )
     )
@@ -121,9 +91,9 @@ def test_the_track_record_keeps_eight_weeks_and_sums_up_mae_and_coverage() -> No
 
 
 def test_a_document_written_before_forecasts_existed_is_carried_over() -> None:
-    legacy = _document(date(2026, 3, 2), "2026-03-02T00:00:00", 100)
+    legacy = daily_result(date(2026, 3, 2), "2026-03-02T00:00:00", 100)
 
-    merged = results.merge(legacy, _document(date(2026, 3, 3), "2026-03-02T06:00:00", 120))
+    merged = results.merge(legacy, daily_result(date(2026, 3, 3), "2026-03-02T06:00:00", 120))
 
     assert [f["target"]["start"][:10] for f in merged["forecasts"]] == ["2026-03-02", "2026-03-03"]
 
