@@ -33,6 +33,21 @@ def daily_result(
     ±10 around ``p50``, made at ``as_of`` (Berlin wall clock in March, UTC+1), with the actuals of
     ``history``."""
     start = datetime.combine(target, datetime.min.time())
+    actuals = {datetime.combine(d, datetime.min.time()): y for d, y in (history or {}).items()}
+    return result_document(start, 1, timedelta(days=1), as_of, p50, actuals, entity)
+
+
+def result_document(
+    start: datetime,
+    periods: int,
+    period: timedelta,
+    as_of: str,
+    p50: float,
+    history: dict[datetime, float],
+    entity: str = "berlin-001",
+) -> dict:
+    """The results document of a target of ``periods`` periods from ``start`` (see :func:`daily_result`)."""
+    starts = [start + period * i for i in range(periods)]
     return {
         "dataset": "retail",
         "entity_key": "store_id",
@@ -41,18 +56,16 @@ def daily_result(
         "timezone": "Europe/Berlin",
         "as_of": datetime.fromisoformat(as_of + "+01:00").isoformat(),
         "model_version": "v1",
-        "target": {"start": start.isoformat(), "end": (start + timedelta(days=1)).isoformat()},
+        "target": {"start": start.isoformat(), "end": (start + period * periods).isoformat()},
         "forecast": [
             {
-                "period_start": start.isoformat(),
-                "period_end": (start + timedelta(days=1)).isoformat(),
+                "period_start": s.isoformat(),
+                "period_end": (s + period).isoformat(),
                 "p10": p50 - 10,
                 "p50": p50,
                 "p90": p50 + 10,
             }
+            for s in starts
         ],
-        "history": [
-            {"period_start": datetime.combine(d, datetime.min.time()).isoformat(), "actual": y}
-            for d, y in (history or {}).items()
-        ],
+        "history": [{"period_start": ts.isoformat(), "actual": y} for ts, y in history.items()],
     }

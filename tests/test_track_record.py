@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from factories import daily_result
+from factories import daily_result, result_document
 
 from batchcast.ml import accuracy
 from batchcast.ops import results
@@ -67,6 +67,22 @@ def test_a_late_rerun_does_not_replace_the_forecast_made_before_the_period_began
     assert [(r["p50"], r["as_of"]) for r in merged["track_record"]] == [(100, before["as_of"])]
 
 
+def test_intraday_windows_move_into_the_track_record_hour_by_hour_as_they_begin() -> None:
+    hour = timedelta(hours=1)
+    morning = result_document(datetime(2026, 3, 2, 6), 6, hour, "2026-03-02T06:00:00", 50, {})
+    actuals = {datetime(2026, 3, 2, h): float(h) for h in range(6, 12)}
+    noon = result_document(datetime(2026, 3, 2, 12), 6, hour, "2026-03-02T12:00:00", 60, actuals)
+
+    merged = _merge(morning, noon)
+
+    assert [f["target"]["start"] for f in merged["forecasts"]] == ["2026-03-02T12:00:00"]  # 06-12 ended
+    assert [(r["period_start"][11:13], r["p50"], r["actual"]) for r in merged["track_record"]] == [
+        *((f"{h:02d}", 50, float(h)) for h in range(6, 12)),
+        ("12", 60, None),  # begun at noon; 13-17 have not
+    ]
+    assert merged["accuracy"]["mae"] == round(sum(abs(50 - h) for h in range(6, 12)) / 6, 4)
+
+
 def test_the_track_record_keeps_eight_weeks_and_sums_up_mae_and_coverage() -> None:
     first = date(2026, 1, 1)
     days = [first + timedelta(days=i) for i in range(70)]
@@ -111,9 +127,9 @@ def test_scoring_gives_abs_error_band_and_scaled_error_per_point() -> None:
 
     scored = accuracy.score(points, {"a": 2.0})
 
-    assert scored["abs_error"].tolist() == [4.0, 30.0, 0.0]
-    assert scored["inside"].tolist() == [True, False, True]
-    assert scored["scaled_error"].tolist()[:2] == [2.0, 15.0] and np.isnan(scored["scaled_error"].iloc[2])
+    assert scored.abs_error.tolist() == [4.0, 30.0, 0.0]
+    assert scored.inside.tolist() == [True, False, True]
+    assert scored.scaled_error.tolist()[:2] == [2.0, 15.0] and np.isnan(scored.scaled_error[2])
     assert accuracy.totals(scored) == {
         "points": 3,
         "abs_error": 34.0,

@@ -8,14 +8,14 @@ scores a results document's track record and, on scheduled runs, the city's live
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from batchcast.core.config import Profile
 from batchcast.ml.features import lagged_target
-
-SCORED_COLUMNS = ["abs_error", "inside", "scaled_error"]
 
 
 def seasonal_naive_errors(series: pd.DataFrame, targets: pd.DataFrame, profile: Profile) -> np.ndarray:
@@ -34,28 +34,46 @@ def naive_scales(series: pd.DataFrame, profile: Profile) -> dict[str, float]:
     return {str(e): float(v) for e, v in per_entity.items() if np.isfinite(v) and v > 0}
 
 
-def score(points: pd.DataFrame, scales: Mapping[str, float] | None = None) -> pd.DataFrame:
-    """The ``points`` (entity_id, p10, p50, p90, actual) that have an actual, each with its absolute
-    error, whether the actual fell inside the P10–P90 band, and its error scaled by the entity's
-    scale (NaN when ``scales`` has none for it)."""
-    scored = points[points["actual"].notna() & points["p50"].notna()].copy()
-    actual = scored["actual"].to_numpy(dtype="float64")
-    scored["abs_error"] = np.abs(scored["p50"].to_numpy(dtype="float64") - actual)
-    scored["inside"] = (scored["p10"].to_numpy(dtype="float64") <= actual) & (
-        actual <= scored["p90"].to_numpy(dtype="float64")
-    )
-    scale = scored["entity_id"].astype(str).map(dict(scales or {})).to_numpy(dtype="float64", na_value=np.nan)
-    scored["scaled_error"] = scored["abs_error"].to_numpy() / scale
-    return scored
+@dataclass(frozen=True)
+class Scored:
+    """Points that have an actual: each one's absolute error, whether the actual fell inside the
+    P10–P90 band, and its error scaled by its entity's scale (NaN when it has none)."""
+
+    abs_error: np.ndarray
+    inside: np.ndarray
+    scaled_error: np.ndarray
 
 
-def totals(scored: pd.DataFrame) -> dict[str, float | int]:
+def score_points(
+    p10: ArrayLike, p50: ArrayLike, p90: ArrayLike, actual: ArrayLike, scale: ArrayLike | None = None
+) -> Scored:
+    """Score forecast points against their actuals (None or NaN: not arrived, left out).
+
+    Plain arrays, so a results document's few dozen periods score without a DataFrame's overhead."""
+    low, median, high, value = (np.asarray(v, dtype="float64") for v in (p10, p50, p90, actual))
+    scales = np.full(len(value), np.nan) if scale is None else np.asarray(scale, dtype="float64")
+    known = np.isfinite(value) & np.isfinite(median)
+    error = np.abs(median[known] - value[known])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = error / scales[known]
+    return Scored(error, (low[known] <= value[known]) & (value[known] <= high[known]), scaled)
+
+
+def score(points: pd.DataFrame, scales: Mapping[str, float] | None = None) -> Scored:
+    """Score ``points`` (entity_id, p10, p50, p90, actual), each scaled by its entity's entry in
+    ``scales``."""
+    scale = points["entity_id"].astype(str).map(dict(scales or {})).to_numpy(dtype="float64", na_value=np.nan)
+    columns = (points[c].to_numpy(dtype="float64", na_value=np.nan) for c in ("p10", "p50", "p90", "actual"))
+    return score_points(*columns, scale)
+
+
+def totals(scored: Scored) -> dict[str, float | int]:
     """Sums of scored points that add up across shards and days (the fields of ``metrics.LiveScore``)."""
-    scaled = scored["scaled_error"].to_numpy(dtype="float64")
+    finite = np.isfinite(scored.scaled_error)
     return {
-        "points": len(scored),
-        "abs_error": float(scored["abs_error"].sum()),
-        "scaled_error": float(scaled[np.isfinite(scaled)].sum()),
-        "scaled_points": int(np.isfinite(scaled).sum()),
-        "covered": int(scored["inside"].sum()),
+        "points": len(scored.abs_error),
+        "abs_error": float(scored.abs_error.sum()),
+        "scaled_error": float(scored.scaled_error[finite].sum()),
+        "scaled_points": int(finite.sum()),
+        "covered": int(scored.inside.sum()),
     }

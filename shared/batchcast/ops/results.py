@@ -23,8 +23,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pandas as pd
-
 from batchcast.ml import accuracy
 
 TRACK_RECORD = timedelta(weeks=8)
@@ -58,8 +56,8 @@ def merge(current: dict | None, new: dict) -> dict:
 
 def track_accuracy(track: list[dict]) -> dict[str, Any]:
     """MAE and P10–P90 coverage over the track record's periods whose actual arrived."""
-    points = pd.DataFrame(track, columns=["period_start", "p10", "p50", "p90", "actual"]).assign(entity_id="")
-    sums = accuracy.totals(accuracy.score(points))
+    columns = ([row[q] for row in track] for q in ("p10", "p50", "p90", "actual"))
+    sums = accuracy.totals(accuracy.score_points(*columns))
     scored = sums["points"]
     return {
         "periods": scored,

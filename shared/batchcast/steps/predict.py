@@ -232,11 +232,12 @@ def _record_live(
         return
     day_start = pd.Timestamp(datetime.combine(day, datetime.min.time()))
     scales = accuracy.naive_scales(series[series["ts"] < day_start], profile)
-    scored = accuracy.score(pd.DataFrame(rows), scales)
-    if scored.empty:
+    points = pd.DataFrame(rows)
+    score = metrics.LiveScore(**accuracy.totals(accuracy.score(points, scales)))
+    if not score.points:
         return
+    scored = points[points["actual"].notna()]
     version = scored["model_version"].mode().iloc[0]  # the forecasts' model, which the drift check compares
-    score = metrics.LiveScore(**accuracy.totals(scored))
     shard = f"shard-{message.shard}-of-{message.shards}"
     metrics.record_live(ports.blobs, profile.name, day, message.city_, shard, score, str(version))
 
