@@ -90,8 +90,40 @@ class HistoryRow(BaseModel):
     actual: float | None
 
 
+class TargetForecast(BaseModel):
+    """The forecast of one target period that has not ended, with when it was made."""
+
+    target: Window
+    as_of: str
+    as_of_local: str | None
+    model_version: str
+    forecast: list[ForecastRow]
+
+
+class TrackRow(BaseModel):
+    """A past period: the last forecast made at or before its start, and its actual (None: not in)."""
+
+    period_start: str
+    period_end: str
+    p10: float | None
+    p50: float | None
+    p90: float | None
+    as_of: str
+    model_version: str
+    actual: float | None
+
+
+class Accuracy(BaseModel):
+    """The track record summed up over the periods whose actual arrived."""
+
+    periods: int
+    mae: float | None
+    coverage: float | None  # share of actuals inside the forecast's P10–P90 band
+
+
 class Result(BaseModel):
-    """An entity's latest forecast, recent actuals and freshness."""
+    """An entity's forecasts (latest target at the top, every open target in ``forecasts``), recent
+    actuals, track record and freshness."""
 
     dataset: str
     entity_key: str
@@ -103,7 +135,10 @@ class Result(BaseModel):
     model_version: str | None
     target: Window | None
     forecast: list[ForecastRow]
+    forecasts: list[TargetForecast]
     history: list[HistoryRow]
+    track_record: list[TrackRow]
+    accuracy: Accuracy
     stale: bool | None
     stale_reason: str | None
     stale_since: str | None
@@ -350,8 +385,10 @@ def _to_csv(result: dict) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in result["forecast"]:
-        writer.writerow(result | row)
+    # Every open target period, each row stamped with its own forecast's as-of and model.
+    for entry in result["forecasts"]:
+        for row in entry["forecast"]:
+            writer.writerow(result | {"as_of": entry["as_of"], "model_version": entry["model_version"]} | row)
     return out.getvalue()
 
 

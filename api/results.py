@@ -1,6 +1,7 @@
 """What the API serves, read from the bucket: results documents joined with their freshness.
 
-``results/dataset=<d>/<entity>=<id>.json`` holds an entity's latest forecast (written by predict);
+``results/dataset=<d>/<entity>=<id>.json`` holds an entity's open forecasts and track record
+(written by predict, merged by ``batchcast.ops.results``);
 ``status/freshness.json`` says per entity whether it is stale, why and since when (written by
 notify). The freshness document and the per-dataset listings cover every entity at once, so they
 are cached for a few seconds; a results document is read on each request (it is small and changes
@@ -109,12 +110,23 @@ def assemble(profile: Profile, entity_id: str, document: dict, status: dict | No
         "model_version": document.get("model_version"),
         "target": document.get("target"),
         "forecast": document.get("forecast", []),
+        "forecasts": [e | {"as_of_local": _local(e["as_of"], zone)} for e in _open_targets(document)],
         "history": document.get("history", []),
+        "track_record": document.get("track_record", []),
+        "accuracy": document.get("accuracy") or {"periods": 0, "mae": None, "coverage": None},
         "stale": None if status is None else bool(status.get("stale")),
         "stale_reason": (status or {}).get("reason"),
         "stale_since": (status or {}).get("since"),
         "expected": (status or {}).get("expected"),
     }
+
+
+def _open_targets(document: dict) -> list[dict]:
+    # Documents written before ``forecasts`` existed hold their one target at the top.
+    if "forecasts" in document:
+        return document["forecasts"]
+    keys = ("target", "as_of", "model_version", "forecast")
+    return [{key: document[key] for key in keys}] if document.get("target") else []
 
 
 def _local(moment: str | None, zone: str) -> str | None:

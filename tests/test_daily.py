@@ -22,11 +22,12 @@ from typer.testing import CliRunner
 from batchcast.backends.embedded import finalize_event
 from batchcast.core import layout
 from batchcast.core.config import Profile
-from batchcast.core.messages import ScheduleTick, Topic
+from batchcast.core.messages import PredictRequest, ScheduleTick, Topic
 from batchcast.data import catalog, dataset, uploads
 from batchcast.entrypoints import runtime
-from batchcast.ops import models, training
+from batchcast.ops import metrics, models, training
 from batchcast.ports import FixedClock
+from batchcast.steps import predict
 from batchcast.tools import synth
 from batchcast.tools.cli import app
 
@@ -141,6 +142,76 @@ def test_stores_uploading_their_own_file_daily_are_reforecast_at_once_and_traine
         expected = frame[frame["city"] == city].sort_values(["store_id", "date"]).reset_index(drop=True)
         assert stored["sales"].tolist() == pytest.approx(expected["sales"].tolist())
         assert (stored["date"].to_numpy() == expected["date"].to_numpy()).all()
+    _assert_track_record_and_live_accuracy(deployment, profile, frame, first, days)
+
+
+def _assert_track_record_and_live_accuracy(
+    deployment: runtime.Runtime, profile: Profile, frame: pd.DataFrame, first: date, days: int
+) -> None:
+    """Each day was forecast at midnight (and the evening before); its actual came with the store's
+    upload at 21:00. The results keep each day's midnight forecast with its actual, and each
+    midnight tick scored the day before in the city's metrics."""
+    blobs = deployment.ports.blobs
+    actual = frame.set_index(["store_id", "date"])["sales"]
+    abs_error: dict[tuple[str, date], float] = {}
+    for store in sorted(frame["store_id"].unique()):
+        result = _result(deployment, profile, store)
+        track = result["track_record"]
+        # From the day the history upload forecast to the last tick's day, which has no actual yet.
+        assert [row["period_start"][:10] for row in track] == [
+            str(first + timedelta(days=i)) for i in range(days + 1)
+        ]
+        assert track[-1]["actual"] is None
+        for row in track[:-1]:
+            day = date.fromisoformat(row["period_start"][:10])
+            assert row["actual"] == pytest.approx(actual[(store, pd.Timestamp(day))])
+            # the forecast made at or before the day began: midnight's, or the evening's before it
+            assert datetime.fromisoformat(row["as_of"]) <= _at(profile, day, 0)
+            city = result["city"]
+            abs_error[(city, day)] = abs_error.get((city, day), 0.0) + abs(row["p50"] - row["actual"])
+        errors = [abs(r["p50"] - r["actual"]) for r in track[:-1]]
+        assert result["accuracy"]["periods"] == days
+        assert result["accuracy"]["mae"] == pytest.approx(sum(errors) / days, abs=1e-3)
+        assert [f["target"]["start"][:10] for f in result["forecasts"]] == [str(first + timedelta(days=days))]
+
+    for (city, day), expected in abs_error.items():
+        document = json.loads(blobs.read(layout.metrics_object(profile.name, day, city)))
+        assert document.get("live"), f"no live accuracy for {city} on {day}"
+        live = metrics.LiveScore()
+        for entry in document["live"].values():
+            live += metrics.LiveScore.from_json(entry)
+        assert live.points == (frame[frame["city"] == city]["store_id"].nunique())
+        assert live.abs_error == pytest.approx(expected, abs=1e-3)
+        assert live.scaled_points == live.points and live.mase > 0
+
+    # A redelivered scheduled predict writes the same live entry again (same key, same values).
+    request = _last_scheduled_request(deployment, profile, frame)
+    name = layout.metrics_object(profile.name, first + timedelta(days=days - 1), request.city_)
+    before = blobs.read(name)
+    predict.run(deployment.ports, request, None)
+    assert blobs.read(name) == before
+
+
+def _last_scheduled_request(
+    deployment: runtime.Runtime, profile: Profile, frame: pd.DataFrame
+) -> PredictRequest:
+    """The last midnight tick's request for the first store's city (one shard per city)."""
+    result = _result(deployment, profile, sorted(frame["store_id"].unique())[0])
+    target = datetime.fromisoformat(result["target"]["start"])
+    metrics_name = layout.metrics_object(profile.name, target.date(), result["city"])
+    day = json.loads(deployment.ports.blobs.read(metrics_name))
+    assert list(day["predictions"]) == [f"{target.isoformat()}/shard-0-of-1"]
+    return PredictRequest(
+        dataset=profile.name,
+        city=result["city"],
+        shard=0,
+        shards=1,
+        model_version=result["model_version"],
+        target_start=target,
+        target_end=datetime.fromisoformat(result["target"]["end"]),
+        entities=sorted(frame[frame["city"] == result["city"]]["store_id"].unique()),
+        logical_time=datetime.fromisoformat(result["as_of"]),
+    )
 
 
 def test_the_same_file_twice_and_two_uploads_at_once_each_end_in_results(small_retail, tmp_path):

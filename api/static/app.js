@@ -120,15 +120,17 @@ function niceStep(span, count) {
   return (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 5 ? 5 : 10) * magnitude;
 }
 
-function drawChart(result) {
+// One chart: ``actuals`` ({period_start, actual}) as a line broken where a period was not reported,
+// and ``rows`` ({period_start, period_end, p10, p50, p90}) as the P10–P90 band and P50 steps.
+// ``marker`` labels a dashed line at the first row (the forecast's start); ``dots`` marks each actual.
+function drawChart({ actuals, rows, label, marker, dots }) {
   const width = 900, height = 340, left = 64, right = 40, top = 16, bottom = 40;
-  const history = result.history.filter((h) => h.actual !== null);
-  const rows = result.forecast.filter((r) => r.p10 !== null && r.p90 !== null);
-  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, role: "img",
-    "aria-label": `History and forecast of ${result.entity_id}` });
-  const xs = [...result.history.map((h) => wallMillis(h.period_start)),
+  const reported = actuals.filter((h) => h.actual !== null);
+  rows = rows.filter((r) => r.p10 !== null && r.p90 !== null);
+  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label });
+  const xs = [...actuals.map((h) => wallMillis(h.period_start)),
     ...rows.flatMap((r) => [wallMillis(r.period_start), wallMillis(r.period_end)])];
-  const ys = [0, ...history.map((h) => h.actual), ...rows.flatMap((r) => [r.p10, r.p90])];
+  const ys = [0, ...reported.map((h) => h.actual), ...rows.flatMap((r) => [r.p10, r.p90])];
   if (xs.length === 0) {
     svg.append(el("text", { x: width / 2, y: height / 2, "text-anchor": "middle" }, "No data to draw yet"));
     return svg;
@@ -150,39 +152,65 @@ function drawChart(result) {
   const every = Math.max(1, Math.ceil(periods.length / 7));
   const daily = periods.every((t) => t % 86400000 === 0);
   for (let i = 0; i < periods.length; i += every) {
-    const label = new Date(periods[i]).toISOString().slice(5, 16).replace("T", " ");  // MM-DD hh:mm
+    const text = new Date(periods[i]).toISOString().slice(5, 16).replace("T", " ");  // MM-DD hh:mm
     svg.append(el("text", { x: x(periods[i]), y: height - bottom + 18, "text-anchor": "middle",
-      "font-size": 11, fill: "#5b6878" }, daily ? label.slice(0, 5) : label));
+      "font-size": 11, fill: "#5b6878" }, daily ? text.slice(0, 5) : text));
   }
 
   if (rows.length) {  // the P10–P90 band and the P50 steps, one step per forecast period
-    const upper = rows.flatMap((r) => [[x(wallMillis(r.period_start)), y(r.p90)], [x(wallMillis(r.period_end)), y(r.p90)]]);
-    const lower = rows.flatMap((r) => [[x(wallMillis(r.period_start)), y(r.p10)], [x(wallMillis(r.period_end)), y(r.p10)]]).reverse();
-    svg.append(el("polygon", { points: [...upper, ...lower].map((p) => p.join(",")).join(" "),
+    const edges = (q) => rows.flatMap((r) => [[x(wallMillis(r.period_start)), y(r[q])], [x(wallMillis(r.period_end)), y(r[q])]]);
+    svg.append(el("polygon", { points: [...edges("p90"), ...edges("p10").reverse()].map((p) => p.join(",")).join(" "),
       fill: "#9cc3e8", "fill-opacity": 0.75, class: "band" }));
-    const median = rows.flatMap((r) => [[x(wallMillis(r.period_start)), y(r.p50)], [x(wallMillis(r.period_end)), y(r.p50)]]);
-    svg.append(el("polyline", { points: median.map((p) => p.join(",")).join(" "), fill: "none",
+    svg.append(el("polyline", { points: edges("p50").map((p) => p.join(",")).join(" "), fill: "none",
       stroke: "#1f5fa8", "stroke-width": 3, class: "median" }));
-    const start = x(wallMillis(rows[0].period_start));
-    svg.append(el("line", { x1: start, x2: start, y1: top, y2: height - bottom, stroke: "#8a96a3",
-      "stroke-dasharray": "4 4" }));
-    svg.append(el("text", { x: start - 4, y: top + 12, "text-anchor": "end", "font-size": 11,
-      fill: "#5b6878" }, "forecast →"));
+    if (marker) {
+      const start = x(wallMillis(rows[0].period_start));
+      svg.append(el("line", { x1: start, x2: start, y1: top, y2: height - bottom, stroke: "#8a96a3",
+        "stroke-dasharray": "4 4" }));
+      svg.append(el("text", { x: start - 4, y: top + 12, "text-anchor": "end", "font-size": 11,
+        fill: "#5b6878" }, marker));
+    }
   }
 
+  // Actuals sit in the middle of their period when the rows say how long it is (the track record).
+  const ends = Object.fromEntries(rows.map((r) => [r.period_start, r.period_end]));
+  const at = (h) => (ends[h.period_start]
+    ? (x(wallMillis(h.period_start)) + x(wallMillis(ends[h.period_start]))) / 2 : x(wallMillis(h.period_start)));
   let segment = [];  // actuals, broken where a period was not reported
   const flush = () => {
     if (segment.length) svg.append(el("polyline", { points: segment.join(" "), fill: "none",
       stroke: "#2b2b2b", "stroke-width": 1.6, class: "actual" }));
     segment = [];
   };
-  for (const h of result.history) {
+  for (const h of actuals) {
     if (h.actual === null) flush();
-    else segment.push(`${x(wallMillis(h.period_start))},${y(h.actual)}`);
+    else segment.push(`${at(h)},${y(h.actual)}`);
   }
   flush();
+  if (dots) {
+    for (const h of reported) svg.append(el("circle", { cx: at(h), cy: y(h.actual), r: 3, fill: "#2b2b2b",
+      class: "actual-dot" }));
+  }
   svg.append(el("line", { x1: left, x2: width - right, y1: height - bottom, y2: height - bottom, stroke: "#8a96a3" }));
   return svg;
+}
+
+// -- track record ---------------------------------------------------------------------------------
+
+function number(value) {
+  return value.toLocaleString("en-US", { maximumFractionDigits: 1 });
+}
+
+// The track record in words: MAE and band coverage over the periods whose actual arrived.
+function trackSummary(result) {
+  const { periods, mae, coverage } = result.accuracy;
+  const first = result.track_record[0];
+  const unit = wallMillis(first.period_end) - wallMillis(first.period_start) >= 86400000 ? "day" : "hour";
+  if (!periods) return `No actuals have arrived yet for this ${word}'s past forecasts.`;
+  const covered = Math.round(coverage * periods);
+  return `Over the last ${periods} ${unit}${periods === 1 ? "" : "s"} with actuals, this ${word}'s forecasts ` +
+    `were off by ${number(mae)} on average (MAE), and the actual fell inside the P10–P90 band ` +
+    `${covered} of ${periods} times (${Math.round(coverage * 100)}% coverage).`;
 }
 
 // -- rendering ------------------------------------------------------------------------------------
@@ -211,22 +239,46 @@ function render(result) {
     ? `As of ${wallTime(result.as_of, zone)} ${offsetName(result.as_of, zone)} (${zone} local time)` +
       (result.model_version ? ` · model ${result.model_version}` : "")
     : "No forecast has been produced yet.";
-  $("chart").replaceChildren(drawChart(result));
-  const body = $("forecast-table").querySelector("tbody");
-  body.replaceChildren(...result.forecast.map((row) => {
+  const open = result.forecasts.flatMap((entry) => entry.forecast);
+  $("chart").replaceChildren(drawChart({ actuals: result.history, rows: open, marker: "forecast →",
+    label: `History and forecast of ${result.entity_id}` }));
+  $("forecasts").replaceChildren(...result.forecasts.map((entry) => forecastTable(entry, zone)));
+  $("track-chart").replaceChildren(drawChart({ actuals: result.track_record, rows: result.track_record, dots: true,
+    label: `Past forecasts of ${result.entity_id} against their actuals` }));
+  $("track-summary").textContent = trackSummary(result);
+  $("result").hidden = false;
+  say("");
+}
+
+// One open target period: its period and as-of as a heading, its rows as a table.
+function forecastTable(entry, zone) {
+  const section = document.createElement("section");
+  section.className = "target";
+  const [from, to] = [wallTime(entry.target.start, zone), wallTime(entry.target.end, zone)];
+  const heading = document.createElement("h3");
+  const whole = from.endsWith("00:00") && to.endsWith("00:00");
+  heading.textContent = `Forecast for ${whole ? from.slice(0, 10) : `${from} – ${to.slice(11)}`}`;
+  const meta = document.createElement("p");
+  meta.className = "meta as-of";
+  meta.textContent = `as of ${wallTime(entry.as_of, zone)} ${offsetName(entry.as_of, zone)} · model ${entry.model_version}`;
+  const table = document.createElement("table");
+  table.innerHTML = "<thead><tr><th>period (local time)</th><th>P10</th><th>P50</th><th>P90</th></tr></thead>";
+  const body = document.createElement("tbody");
+  body.append(...entry.forecast.map((row) => {
     const tr = document.createElement("tr");
-    const [from, to] = [wallTime(row.period_start, zone), wallTime(row.period_end, zone)];
-    const cells = [`${from} – ${to.slice(0, 10) === from.slice(0, 10) ? to.slice(11) : to}`,
+    const [start, end] = [wallTime(row.period_start, zone), wallTime(row.period_end, zone)];
+    const cells = [`${start} – ${end.slice(0, 10) === start.slice(0, 10) ? end.slice(11) : end}`,
       row.p10, row.p50, row.p90];
     for (const value of cells) {
       const td = document.createElement("td");
-      td.textContent = typeof value === "number" ? value.toLocaleString("en-US", { maximumFractionDigits: 1 }) : value ?? "–";
+      td.textContent = typeof value === "number" ? number(value) : value ?? "–";
       tr.append(td);
     }
     return tr;
   }));
-  $("result").hidden = false;
-  say("");
+  table.append(body);
+  section.append(heading, meta, table);
+  return section;
 }
 
 async function show(dataset, entity) {

@@ -240,12 +240,13 @@ def test_csv_and_json_agree(client, auth, path, headers):
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     rows = _csv(response.text)
     body = client.get(path.replace("format=csv", "format=json"), headers=auth("ops")).json()
-    assert len(rows) == len(body["forecast"]) >= 1
-    for row, expected in zip(rows, body["forecast"], strict=True):
+    forecast = [(entry, row) for entry in body["forecasts"] for row in entry["forecast"]]
+    assert len(rows) == len(forecast) >= 1
+    for row, (entry, expected) in zip(rows, forecast, strict=True):
         assert row["period_start"] == expected["period_start"] and row["period_end"] == expected["period_end"]
         for q in ("p10", "p50", "p90"):
             assert float(row[q]) == pytest.approx(expected[q])
-        assert row["as_of"] == body["as_of"] and row["model_version"] == body["model_version"]
+        assert row["as_of"] == entry["as_of"] and row["model_version"] == entry["model_version"]
         assert row["entity_id"] == body["entity_id"] and row["stale"] == str(body["stale"] or "")
 
 

@@ -6,15 +6,24 @@ the tests skip on a developer's machine and fail under CI=true.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
+import shutil
 import socket
 import subprocess
 import urllib.request
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from factories import daily_result
+
+from batchcast.core import layout
+from batchcast.ops import results
 
 from .browser import FLAGS, chromium_path
+from .conftest import serving
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +104,48 @@ def test_a_store_the_token_may_not_see_says_so(chromium, server, tmp_path):
     dom = _browse(chromium, tmp_path, f"{server}/?dataset=retail&entity=3#token=anna-token", "--dump-dom")
     assert "Your token does not give access to this store." in dom.stdout
     assert "This forecast is stale" not in dom.stdout
+
+
+def test_the_page_lists_todays_and_tomorrows_forecast_and_draws_the_track_record(
+    chromium, stale_bucket, token_map_json, tmp_path
+):
+    ticks = [date(2026, 1, 20) + timedelta(days=i) for i in range(42)]  # the last one: 2026-03-02
+    actual = {day: 100.0 + (i * 7) % 25 for i, day in enumerate(ticks)}
+    forecast = {day: 110.0 + (i % 4) * 3 for i, day in enumerate(ticks)}
+    documents = [  # each midnight's forecast of the day, with the actuals that had arrived
+        daily_result(day, f"{day}T00:00:00", forecast[day], {d: actual[d] for d in ticks if d < day}, "2")
+        for day in ticks
+    ]
+    today, tomorrow = ticks[-1], ticks[-1] + timedelta(days=1)
+    morning = daily_result(tomorrow, f"{today}T06:00:00", 130.0, {d: actual[d] for d in ticks[:-1]}, "2")
+    documents.append(morning)
+    root = tmp_path / "bucket"
+    shutil.copytree(stale_bucket, root)
+    document = functools.reduce(results.merge, documents, None)
+    (root / layout.results_object("retail", "store_id", "2")).write_text(json.dumps(document))
+
+    errors = [abs(forecast[day] - actual[day]) for day in ticks[:-1]]  # today's actual is not in yet
+    covered = sum(error <= 10 for error in errors)  # the band is P50 ± 10
+    mae = f"{sum(errors) / len(errors):,.1f}".removesuffix(".0")
+    expected = (
+        f"Over the last {len(errors)} days with actuals, this store's forecasts were off by {mae} on average"
+        f" (MAE), and the actual fell inside the P10–P90 band {covered} of {len(errors)} times"
+        f" ({math.floor(100 * covered / len(errors) + 0.5)}% coverage)."
+    )
+    with serving(root, token_map_json) as server:
+        url = f"{server}/?dataset=retail&entity=2#token=anna-token"
+        dom = _browse(chromium, tmp_path, url, "--dump-dom")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        html = dom.stdout
+        assert f"Forecast for {today}</h3>" in html and f"Forecast for {tomorrow}</h3>" in html
+        assert f"as of {today} 00:00 GMT+1 · model v1" in html  # today's, made at midnight
+        assert f"as of {today} 06:00 GMT+1 · model v1" in html  # tomorrow's, from the morning upload
+        track = html.split('id="track-chart"')[1]
+        assert track.count('class="actual-dot"') == len(errors)
+        assert 'class="band"' in track and 'class="median"' in track and 'class="actual"' in track
+        assert expected in html
+
+        shot = tmp_path / "track.png"
+        result = _browse(chromium, tmp_path, url, f"--screenshot={shot}", "--window-size=1100,1900")
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

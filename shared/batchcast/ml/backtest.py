@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from batchcast.core.config import Profile
+from batchcast.ml.accuracy import seasonal_naive_errors
 from batchcast.ml.calibration import apply_factors, conformal_factors
 from batchcast.ml.features import closed_mask, from_periods, lagged_target, make_features, to_periods
 from batchcast.ml.model import (
@@ -190,9 +191,7 @@ def _score_fold(
     )
     y_scaled = frame["y_scaled"].to_numpy(dtype="float64")
     recent, train_targets = training_targets(series[periods < origin], profile)
-    train_actual = recent.loc[train_targets.index, "y"].to_numpy(dtype="float64")
-    train_naive = lagged_target(recent, train_targets, profile.backtest.season, profile)
-    naive_errors = np.abs(train_actual - train_naive)
+    naive_errors = seasonal_naive_errors(recent, train_targets, profile)
     naive_scale = float(np.nanmean(naive_errors)) if np.isfinite(naive_errors).any() else math.nan
     scale = frame["scale"].to_numpy(dtype="float64")
     return _Fold(number, origin, points, naive_scale, model.training_rows, raw, scale, y_scaled)

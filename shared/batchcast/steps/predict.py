@@ -1,8 +1,9 @@
 """predict: forecast one request's entities (a shard of a city, or an upload's stores) and publish.
 
 Reads only the request's entities' manifest parts and the files that reach into their look-back.
-Writes, in this order: the request's predictions (create-only), each entity's latest result (only
-moving forward in time), and, for scheduled shards, the city's metrics (merged). The predictions'
+Writes, in this order: the request's predictions (create-only), each entity's results document
+(merged by :mod:`batchcast.ops.results`: every open target period, and the track record), and, for
+scheduled shards, the city's metrics (merged), live accuracy included. The predictions'
 name digests the request and the data it read, so a redelivered or replayed request rewrites
 exactly what it wrote before, and any other request of the same day (another upload, a rerun after
 a correction) gets a file of its own: each file is one version of that day's forecasts, its rows
@@ -22,8 +23,9 @@ from batchcast.core.config import Profile, load_profile
 from batchcast.core.messages import InvalidMessage, Message, PredictionsReady, PredictRequest
 from batchcast.core.schemas.frames import write_frame
 from batchcast.data import catalog, dataset, future, storage
+from batchcast.ml import accuracy
 from batchcast.ml.features import history_start, to_series
-from batchcast.ops import metrics, training
+from batchcast.ops import metrics, results, training
 from batchcast.ports import Ports
 from batchcast.steps import RunContext, StepResult
 
@@ -53,9 +55,11 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
 
     key = _content_key(message, data, since, until, plans.sources)
     predictions = _write_predictions(ports, profile, message, forecast, key)
-    written = _write_results(ports, profile, message, forecast, series)
+    documents = _write_results(ports, profile, message, forecast, series)
+    written = sum(_shown(document, message) for document in documents)
     if message.trigger == "schedule":  # an upload's forecast is in its run record, not the day's metrics
         _record_metrics(ports, profile, message, forecast)
+        _record_live(ports, profile, message, documents, series)
     ready = PredictionsReady(
         dataset=message.dataset,
         city=city,
@@ -117,7 +121,8 @@ def _write_predictions(
 
 def _write_results(
     ports: Ports, profile: Profile, message: PredictRequest, forecast: pd.DataFrame, series: pd.DataFrame
-) -> int:
+) -> list[dict]:
+    """Merge each entity's forecast into its results document; returns the documents as stored."""
     history_periods = HISTORY_PERIODS[profile.frequency]
     recent = (
         series[series["ts"] < pd.Timestamp(message.target_start)].groupby("entity_id").tail(history_periods)
@@ -128,18 +133,24 @@ def _write_results(
         for entity, rows in forecast.groupby("entity_id", sort=True)
     ]
 
-    def store(result: dict) -> bool:
-        stored = storage.update_json(
+    def store(result: dict) -> dict:
+        return storage.update_json(
             ports.blobs,
             layout.results_object(profile.name, profile.entity_key, result["entity_id"]),
-            lambda current: result if _is_newer(result, current) else None,
+            lambda current: results.merge(current, result),
             metadata=_result_metadata,
         )
-        return stored == result
 
     # One object per entity, so nothing contends: a shard of thousands of stores writes them in
     # parallel (on GCS each costs a stat, a read and a write).
-    return sum(storage.concurrently(store, documents))
+    return storage.concurrently(store, documents)
+
+
+def _shown(document: dict, message: PredictRequest) -> bool:
+    """Whether the stored document shows this request's forecast (a replay of an older one may not)."""
+    mine = {"start": message.target_start.isoformat(), "end": message.target_end.isoformat()}
+    as_of = message.logical_time.isoformat()
+    return any(e["target"] == mine and e["as_of"] == as_of for e in document.get("forecasts", []))
 
 
 def _result_document(
@@ -177,19 +188,6 @@ def _result_document(
     }
 
 
-def _is_newer(new: dict, current: dict | None) -> bool:
-    # Results only move forward: a replay of an older day must not hide a newer forecast. Compared
-    # as instants: as-of times of different runs may carry different UTC offsets.
-    if current is None:
-        return True
-    return _when(new) >= _when(current)
-
-
-def _when(document: dict) -> tuple[datetime, datetime]:
-    """(target start on the city's clock, as-of instant) of a result document."""
-    return datetime.fromisoformat(document["target"]["start"]), datetime.fromisoformat(document["as_of"])
-
-
 def _result_metadata(document: dict) -> dict[str, str]:
     # Freshness is computed from listings, so what it needs travels as object metadata.
     return {
@@ -212,6 +210,36 @@ def _record_metrics(ports: Ports, profile: Profile, message: PredictRequest, for
     metrics.record(
         ports.blobs, profile.name, message.target_start.date(), message.city_, "predictions", key, entry
     )
+
+
+def _record_live(
+    ports: Ports, profile: Profile, message: PredictRequest, documents: list[dict], series: pd.DataFrame
+) -> None:
+    """Score the shard's forecasts of the day the period before the target belongs to (daily: the
+    day before; intraday: the windows of that day so far) against the actuals that arrived.
+
+    The whole day is rescored each time, so the shard's one entry per day only grows as windows
+    complete, and a replay writes the same entry again."""
+    day = (message.target_start - profile.period).date()
+    rows = [
+        row | {"entity_id": document["entity_id"]}
+        for document in documents
+        for row in document.get("track_record", [])
+        if datetime.fromisoformat(row["period_start"]).date() == day
+        and datetime.fromisoformat(row["period_end"]) <= message.target_start
+    ]
+    if not rows:
+        return
+    day_start = pd.Timestamp(datetime.combine(day, datetime.min.time()))
+    scales = accuracy.naive_scales(series[series["ts"] < day_start], profile)
+    points = pd.DataFrame(rows)
+    score = metrics.LiveScore(**accuracy.totals(accuracy.score(points, scales)))
+    if not score.points:
+        return
+    scored = points[points["actual"].notna()]
+    version = scored["model_version"].mode().iloc[0]  # the forecasts' model, which the drift check compares
+    shard = f"shard-{message.shard}-of-{message.shards}"
+    metrics.record_live(ports.blobs, profile.name, day, message.city_, shard, score, str(version))
 
 
 def _round(value: float) -> float | None:
