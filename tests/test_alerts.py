@@ -432,6 +432,8 @@ def test_a_drifting_city_puts_a_drift_section_in_the_ops_digest_once(tmp_path, s
     )
     blobs.write(layout.MANAGERS, json.dumps({"ops": ["ops@example.com"]}).encode())
 
+    logs = io.StringIO()
+    configure_logging(logs)
     _tick(deployment, CHECK)
 
     [digest] = smtp.inbox.to("ops@example.com")  # delivered twice, still one email
@@ -459,6 +461,12 @@ def test_a_drifting_city_puts_a_drift_section_in_the_ops_digest_once(tmp_path, s
         "live accuracy of cologne not judged: no model trained yet",
         "live accuracy of munich not judged: 10 of 50 scored points in 28 days",
     ]
+
+    [metric, *_] = [
+        json.loads(line) for line in logs.getvalue().splitlines() if "batchcast_live_accuracy" in line
+    ]
+    assert metric["drifting"] == ["berlin"] and metric["live_mase"]["berlin"] == 1.6
+    assert metric["live_mase"]["cologne"] is None
 
     _replay(deployment)  # every message again, and another check of the same period: no second email
     _tick(deployment, CHECK + timedelta(minutes=5))

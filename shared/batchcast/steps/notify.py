@@ -90,6 +90,17 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
         details=dict(changes),
     )
     drifting = _report_accuracy(accuracy or {}, result)
+    if accuracy:
+        # A line log-based metrics read: live MASE per city, and which cities drift.
+        run.log.info(
+            f"{profile.name}: live accuracy drifting in {len(drifting)} of {len(accuracy)} cities",
+            fields={
+                "metric": "batchcast_live_accuracy",
+                "dataset": profile.name,
+                "live_mase": {city: v["live_mase"] for city, v in accuracy.items()},
+                "drifting": [line["city"] for line in drifting],
+            },
+        )
     if scope is None or any(changes.values()):
         _alert(ports, message, run, profile, merged, result, drifting)
     return result
