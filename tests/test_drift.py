@@ -14,6 +14,7 @@ from batchcast.backends.embedded import EmbeddedBlobStore
 from batchcast.core.config import Monitoring, load_profile, parse_profile
 from batchcast.core.errors import ConfigError
 from batchcast.ops import drift, metrics, status
+from batchcast.ops.metrics import LiveScore
 
 TODAY = date(2026, 3, 2)
 RULES = Monitoring(drift_margin=0.25, live_window_days=28, min_points=50)
@@ -31,6 +32,14 @@ def test_too_few_scored_points_are_not_judged_and_say_so() -> None:
     drifting, note = drift.verdict(live_score(5.0, points=49), 1.0, RULES)
     assert not drifting
     assert note == "49 of 50 scored points in 28 days"
+
+
+def test_points_without_a_mase_scale_do_not_count_towards_judging() -> None:
+    unscaled = LiveScore(points=80, abs_error=160.0, scaled_error=40.0, scaled_points=20, covered=60)
+    assert drift.verdict(unscaled, 1.0, RULES) == (
+        False,
+        "20 of 50 scored points in 28 days (and 60 without a MASE scale)",
+    )
 
 
 def test_a_model_without_a_backtest_mase_is_not_judged() -> None:

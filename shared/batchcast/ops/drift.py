@@ -58,10 +58,10 @@ def verdict(
     if backtest_mase is None:
         return False, "the latest model has no backtest MASE"
     if live.scaled_points < rules.min_points:
-        return (
-            False,
-            f"{live.scaled_points} of {rules.min_points} scored points in {rules.live_window_days} days",
-        )
+        unscaled = live.points - live.scaled_points  # entities whose history gives no MASE scale
+        without_scale = f" (and {unscaled} without a MASE scale)" if unscaled else ""
+        window = f"{rules.live_window_days} days{without_scale}"
+        return False, f"{live.scaled_points} of {rules.min_points} scored points in {window}"
     assert live.mase is not None  # scaled_points >= min_points >= 1
     return live.mase > backtest_mase * (1 + rules.drift_margin), None
 
