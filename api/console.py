@@ -124,7 +124,8 @@ def console_router(backend: Any, caller: Callable[..., Principal], errors: dict[
 
     @router.get("/api/ops/models/{dataset}", tags=["ops"])
     def models(principal: Operator, dataset: str) -> dict[str, Any]:
-        """Per city: model versions with backtest scores, training time and rows; which is LATEST."""
+        """Per city: model versions with backtest scores, training time and rows; which is LATEST;
+        and the live accuracy (MASE, coverage, drifting) the last scheduled check judged against it."""
         chosen = profile(dataset)  # versions change once per training: share one read for a while
         cities = views_cache.get(f"models/{dataset}", lambda: views.models(backend.blobs, chosen))
         return {"dataset": dataset, "cities": cities}

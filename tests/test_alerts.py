@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from factories import predict_request
+from factories import MODEL_VERSION, live_score, predict_request, seed_model
 from typer.testing import CliRunner
 
 from batchcast.backends.smtp import SmtpMailer, SmtpRejected
@@ -29,7 +29,7 @@ from batchcast.core.messages import ScheduleTick, Topic
 from batchcast.core.obs import configure_logging
 from batchcast.data import uploads
 from batchcast.entrypoints import runtime
-from batchcast.ops import models, training
+from batchcast.ops import metrics, models, training
 from batchcast.ports import FixedClock, TransientError
 from batchcast.tools import synth
 from batchcast.tools.cli import app
@@ -408,6 +408,82 @@ def test_predict_failing_for_one_city_alerts_its_managers_once_and_shows_in_stat
         assert "2026-03-02 00:45 CET" in _parts(recovered)[0]  # the new as-of, in Berlin time
     assert all(smtp.inbox.to(owners[s]) == [] for s in by_city["berlin"])
     assert _alerts(deployment)["episodes"] == {}
+
+
+def test_a_drifting_city_puts_a_drift_section_in_the_ops_digest_once(tmp_path, smtp):
+    """No store is stale (there are none): Berlin's live MASE is twice its backtest's, so the digest
+    goes out with its drift section; Paris is within the margin; Munich and Cologne are noted."""
+    profile = load_profile("retail")
+    deployment = _deployment(tmp_path, FixedClock(CHECK), deliver_twice=True)
+    blobs = deployment.ports.blobs
+    seed_model(blobs, profile, "berlin", backtest_mase=0.8)
+    seed_model(blobs, profile, "paris", backtest_mase=1.0)
+    seed_model(blobs, profile, "munich", backtest_mase=1.0)
+    day = CHECK.date()
+    metrics.record_live(
+        blobs, "retail", day, "berlin", "shard-0-of-2", live_score(1.6, points=70), MODEL_VERSION
+    )
+    metrics.record_live(
+        blobs, "retail", day - timedelta(days=3), "berlin", "shard-1-of-2", live_score(1.6, 50), "v0"
+    )
+    metrics.record_live(blobs, "retail", day, "paris", "shard-0-of-1", live_score(1.1), MODEL_VERSION)
+    metrics.record_live(
+        blobs, "retail", day, "munich", "shard-0-of-1", live_score(9.0, points=10), MODEL_VERSION
+    )
+    blobs.write(layout.MANAGERS, json.dumps({"ops": ["ops@example.com"]}).encode())
+
+    logs = io.StringIO()
+    configure_logging(logs)
+    _tick(deployment, CHECK)
+
+    [digest] = smtp.inbox.to("ops@example.com")  # delivered twice, still one email
+    assert digest["Subject"] == "[batchcast] retail: live accuracy drifting in 1 city"
+    text, markup = _parts(digest)
+    assert "stale" not in text
+    berlin = "- berlin: live MASE 1.600 vs backtest MASE 0.800, P10-P90 coverage 80%, 120 points"
+    assert f"{berlin}, model {MODEL_VERSION}" in text
+    assert "paris" not in text and "munich" not in text  # within the margin; too few points
+    assert "batchcast train --dataset retail --city <city>" in text and "check the recent uploads" in text
+    assert "<td>berlin</td><td>1.600</td><td>0.800</td><td>80%</td><td>120</td>" in markup
+    notify = [r for f, r in deployment.results if f == "notify"][-1]
+    assert notify.counts["drifting"] == 1 and notify.details["live_accuracy"]["berlin"]["drifting"]
+    assert notify.details["live_accuracy"]["paris"] | {"live_mae": None} == {
+        "live_mase": 1.1,
+        "live_coverage": 0.8,
+        "live_mae": None,
+        "points": 100,
+        "backtest_mase": 1.0,
+        "model_version": MODEL_VERSION,
+        "drifting": False,
+        "note": None,
+    }
+    assert sorted(notify.notes) == [
+        "live accuracy of cologne not judged: no model trained yet",
+        "live accuracy of munich not judged: 10 of 50 scored points in 28 days",
+    ]
+
+    [metric, *_] = [
+        json.loads(line) for line in logs.getvalue().splitlines() if "batchcast_live_accuracy" in line
+    ]
+    assert metric["drifting"] == ["berlin"] and metric["live_mase"]["berlin"] == 1.6
+    assert metric["live_mase"]["cologne"] is None
+
+    _replay(deployment)  # every message again, and another check of the same period: no second email
+    _tick(deployment, CHECK + timedelta(minutes=5))
+    assert len(smtp.inbox.received) == 1
+
+    report = CliRunner().invoke(app, ["status", "--root", str(tmp_path), "--json"])
+    cities = json.loads(report.output)["datasets"]["retail"]["cities"]
+    assert (
+        cities["berlin"]["live_accuracy"]["drifting"]
+        and cities["berlin"]["live_accuracy"]["live_mase"] == 1.6
+    )
+    assert not cities["paris"]["live_accuracy"]["drifting"]
+    table = CliRunner().invoke(app, ["status", "--root", str(tmp_path)], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    lines = [" ".join(line.replace("│", " ").split()) for line in table.output.splitlines()]
+    assert "retail berlin 1.60 0.80 80% 120 DRIFTING" in lines
+    assert "retail cologne - - - 0 not judged: no model trained yet" in lines
 
 
 # -- the SMTP mailer on its own: STARTTLS, login, refusals -----------------------------------------

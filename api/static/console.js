@@ -262,19 +262,28 @@ async function deadLettersView() {
 async function modelsView() {
   const dataset = params.get("dataset") || Object.keys(datasets)[0];
   const data = await api(`/api/ops/models/${dataset}`);
-  const sections = data.cities.map((city) => [
-    el("h2", {}, `${city.city}: LATEST ${city.latest || "none"}`),
-    table(
-      ["version", "trained for", "training window", "rows", "stores", "train s", "MASE", "coverage raw", "coverage calibrated"],
-      city.versions.map((v) => [
-        el("span", { class: v.latest ? "pill succeeded" : "" }, v.version + (v.latest ? " (LATEST)" : "")),
-        when(v.trained_for),
-        v.training_window ? `${v.training_window.start.slice(0, 10)} – ${v.training_window.end.slice(0, 10)}` : "–",
-        v.rows, v.entities, fmt(v.train_seconds, 1), fmt(v.mase), fmt(v.coverage_raw), fmt(v.coverage_calibrated),
-      ]),
-      { class: "dense models" },
-    ),
-  ]);
+  const sections = data.cities.map((city) => {
+    // Live accuracy (the last scheduled notify's verdict) sits beside the LATEST backtest only.
+    const live = city.live || {};
+    const verdict = city.live
+      ? el("span", { class: `pill live ${live.drifting ? "drifting" : live.note ? "unjudged" : "ok"}` },
+        live.drifting ? "live accuracy drifting" : live.note ? `not judged: ${live.note}` : "live accuracy ok")
+      : el("span", { class: "hint" }, "no live accuracy checked yet");
+    return [
+      el("h2", {}, `${city.city}: LATEST ${city.latest || "none"} `, verdict),
+      table(
+        ["version", "trained for", "training window", "rows", "stores", "train s", "MASE", "coverage raw", "coverage calibrated", "live MASE", "live coverage", "live points"],
+        city.versions.map((v) => [
+          el("span", { class: v.latest ? "pill succeeded" : "" }, v.version + (v.latest ? " (LATEST)" : "")),
+          when(v.trained_for),
+          v.training_window ? `${v.training_window.start.slice(0, 10)} – ${v.training_window.end.slice(0, 10)}` : "–",
+          v.rows, v.entities, fmt(v.train_seconds, 1), fmt(v.mase), fmt(v.coverage_raw), fmt(v.coverage_calibrated),
+          ...(v.latest ? [fmt(live.live_mase), fmt(live.live_coverage), live.points ?? "–"] : ["", "", ""]),
+        ]),
+        { class: "dense models" },
+      ),
+    ];
+  });
   show(datasetPicker(dataset, "models"), ...sections.flat());
 }
 

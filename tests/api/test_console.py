@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from factories import live_score
 from fastapi.testclient import TestClient
 
 from batchcast.core import layout
+from batchcast.core.config import load_profile
+from batchcast.core.messages import ScheduleTick, Topic
 from batchcast.entrypoints import runtime
-from batchcast.ops import audit, views
+from batchcast.ops import audit, metrics, models, views
 from batchcast.ops.tokens import TokenStore
 from batchcast.ports import FixedClock
 from batchcast_api.app import create_app
@@ -95,6 +99,38 @@ def test_models_show_every_version_with_backtest_and_which_is_latest(console, au
         assert row["coverage_calibrated"] == metadata["metrics"]["overall"]["coverage"]
         assert row["train_seconds"] == metadata["train_seconds"]
     assert console.get("/api/ops/models/nope", headers=auth("ops")).status_code == 404
+
+
+def test_models_show_live_accuracy_beside_the_latest_backtest(console, auth, deployment):
+    blobs, profile = deployment.ports.blobs, load_profile("retail")
+    trained = [c for c in profile.cities if models.latest(blobs, profile, c)]
+    drifting, *others = trained
+    metrics.record_live(blobs, "retail", LATER.date(), drifting, "shard-0-of-1", live_score(50.0), "v")
+    check = LATER + timedelta(minutes=30)  # the bucket's own check at LATER already ran
+    deployment.ports.bus.publish(
+        Topic.SCHEDULE, ScheduleTick(dataset="retail", actions=["notify"], logical_time=check)
+    )
+    deployment.bus.drain()
+
+    cities = {
+        c["city"]: c for c in console.get("/api/ops/models/retail", headers=auth("ops")).json()["cities"]
+    }
+    latest = cities[drifting]["versions"][0]
+    assert latest["latest"] and cities[drifting]["live"] == {
+        "live_mase": 50.0,
+        "live_coverage": 0.8,
+        "live_mae": 2.0,
+        "points": 100,
+        "backtest_mase": round(latest["mase"], 4),
+        "model_version": latest["version"],
+        "drifting": True,
+        "note": None,
+    }
+    for city in others:  # forecasts not scored yet: shown as not judged, with why
+        assert (
+            not cities[city]["live"]["drifting"]
+            and cities[city]["live"]["note"] == "0 of 50 scored points in 28 days"
+        )
 
 
 def test_freshness_lists_stale_stores_with_reason_since_and_alert_state(console, auth, bucket):

@@ -18,12 +18,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from factories import live_score
 
 from batchcast.core import layout
 from batchcast.core.config import load_profile
 from batchcast.core.messages import ScheduleTick, Topic
 from batchcast.data import uploads
 from batchcast.entrypoints import runtime
+from batchcast.ops import metrics
 from batchcast.ports import FixedClock
 from batchcast.tools import synth
 
@@ -68,6 +70,10 @@ def troubled_bucket(filled_bucket: Path, tmp_path_factory: pytest.TempPathFactor
             Topic.SCHEDULE, ScheduleTick(dataset="retail", actions=["predict"], logical_time=NEXT)
         )
         deployment.bus.drain()
+    # Paris's forecasts did far worse live than its backtest: the models view flags the drift.
+    metrics.record_live(
+        deployment.ports.blobs, "retail", NEXT.date(), "paris", "shard-0-of-1", live_score(50.0), "v"
+    )
     tick = ScheduleTick(dataset="retail", actions=["notify"], logical_time=NEXT)
     deployment.ports.bus.publish(Topic.SCHEDULE, tick)
     deployment.bus.drain()
@@ -156,6 +162,14 @@ def test_models_and_freshness_views(browser, console_server, shots, troubled_buc
     latest = json.loads((troubled_bucket / layout.model_latest("retail", "paris")).read_text())
     assert f"paris: LATEST {latest['version']}" in browser.text()
     assert browser.evaluate("document.querySelectorAll('table.models tbody tr').length") >= 4
+    # Live accuracy beside the LATEST backtest: Paris drifts, the others have no scored forecasts yet.
+    heading, latest_row = browser.evaluate(
+        "(() => { const h = [...document.querySelectorAll('h2')].find(e => e.innerText.startsWith('paris'));"
+        " return [h.innerText, h.nextElementSibling.querySelector('tbody tr').innerText]; })()"
+    )
+    assert "live accuracy drifting" in heading and "(LATEST)" in latest_row
+    assert latest_row.split("\t")[-3:] == ["50.000", "0.800", "100"], latest_row
+    assert browser.text().count("not judged: 0 of 50 scored points in 28 days") == 3
     shoot(browser, shots, "models")
     assert sign_in(browser, console_server, "view=freshness&dataset=retail") == "freshness"
     assert browser.evaluate("document.querySelectorAll('#freshness-cities tbody tr').length") == 4

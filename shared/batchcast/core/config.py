@@ -298,6 +298,20 @@ class Validation(_Strict):
     """Future values more than this many days after the upload's time are rejected as implausible."""
 
 
+class Monitoring(_Strict):
+    """How live accuracy is judged: the ops digest flags a city whose forecasts, scored against the
+    actuals that arrived, do markedly worse than its latest model's backtest."""
+
+    drift_margin: float = Field(default=0.25, gt=0, le=10)
+    """A city drifts when its live MASE exceeds the latest backtest's MASE by more than this fraction
+    (0.25: live MASE above 1.25 × backtest MASE). Above 0, at most 10."""
+    live_window_days: int = Field(default=28, ge=1, le=366)
+    """Days of live scores, ending with the schedule tick's date, summed before judging (1 to 366)."""
+    min_points: int = Field(default=50, ge=1)
+    """Scored forecast points (entity × period) a city needs in the window before it is judged; with
+    fewer, the run notes it and no alert is raised. At least 1."""
+
+
 class Profile(_Strict):
     """One workload: retail sales, bike-share net change, or a user's own."""
 
@@ -342,6 +356,8 @@ class Profile(_Strict):
     """How a city's entities are split into predict requests."""
     validation: Validation = Validation()
     """Row rules about values rather than types."""
+    monitoring: Monitoring = Monitoring()
+    """When the ops digest reports a city's live accuracy drifting from its backtest."""
     covariates: dict[str, Covariate] = {}
     """Inputs beside the target: name = type and timing."""
     mappings: dict[str, ColumnMapping] = Field(min_length=1)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import html
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -88,8 +88,13 @@ def plan(
     now: datetime,
     grace: timedelta,
     digest_key: str | None,
+    drifting: Sequence[dict[str, Any]] = (),
 ) -> dict:
-    """The alerts document after this check (pure: the caller writes it by compare-and-swap)."""
+    """The alerts document after this check (pure: the caller writes it by compare-and-swap).
+
+    ``drifting``: a line per city whose live accuracy drifted (:mod:`batchcast.ops.drift`); the
+    digest goes out when any store is stale or any city drifts.
+    """
     document = current or {"dataset": profile.name, "episodes": {}, "digests": {}, "closed": []}
     episodes = {e: dict(v) for e, v in document["episodes"].items()}
     closed = list(document["closed"])
@@ -115,10 +120,11 @@ def plan(
         closed.append(_summary(episodes.pop(entity), "store no longer in the data"))
     digests = dict(document["digests"])
     stale = sorted(e for e, s in statuses.items() if s["stale"])
-    if digest_key and digest_key not in digests and stale:
+    if digest_key and digest_key not in digests and (stale or drifting):
         digests[digest_key] = _email() | {
             "checked_at": now.isoformat(),
             "stores": [_digest_line(e, statuses[e]) for e in stale],
+            "drift": list(drifting),
         }
         digests = dict(sorted(digests.items())[-KEEP_DIGESTS:])
     return document | {"episodes": episodes, "digests": digests, "closed": closed[-KEEP_CLOSED:]}
@@ -369,8 +375,21 @@ def _episode_body(
 
 
 def _digest_body(profile: Profile, mailing: Mailing, digest: dict) -> tuple[str, str, str]:
+    stores, drift = digest["stores"], digest.get("drift", [])  # digests planned before drift: none
+    headline, sections = [], []
+    if stores:
+        headline.append(f"{len(stores)} stale {profile.entity_word}s")
+        sections.append(_stale_section(profile, mailing, digest))
+    if drift:
+        headline.append(f"live accuracy drifting in {len(drift)} {'city' if len(drift) == 1 else 'cities'}")
+        sections.append(_drift_section(profile, drift))
+    text = "\n".join(part for part, _ in sections)
+    markup = "<html><body>" + "".join(part for _, part in sections) + "</body></html>"
+    return text, markup, f"[batchcast] {profile.name}: {', '.join(headline)}"
+
+
+def _stale_section(profile: Profile, mailing: Mailing, digest: dict) -> tuple[str, str]:
     stores, word = digest["stores"], profile.entity_word
-    subject = f"[batchcast] {profile.name}: {len(stores)} stale {word}s"
     lines = [f"{len(stores)} {profile.name} {word}s are stale (checked {digest['checked_at']}):", ""]
     rows = []
     for store in stores:
@@ -386,8 +405,45 @@ def _digest_body(profile: Profile, mailing: Mailing, digest: dict) -> tuple[str,
             + "</tr>"
         )
     header = "".join(f"<th>{h}</th>" for h in (word, "city", "stale since", "as of", "reason"))
-    markup = (
-        f"<html><body><p>{html.escape(lines[0])}</p>"
-        f"<table><tr>{header}</tr>{''.join(rows)}</table></body></html>"
+    markup = f"<p>{html.escape(lines[0])}</p><table><tr>{header}</tr>{''.join(rows)}</table>"
+    return "\n".join(lines) + "\n", markup
+
+
+def _drift_section(profile: Profile, drift: list[dict[str, Any]]) -> tuple[str, str]:
+    """Per drifting city: live MASE against the backtest's, coverage, points, model, what to do."""
+    days = profile.monitoring.live_window_days
+    lines = [
+        f"Live accuracy of {profile.name} drifted from the backtest (last {days} days, "
+        f"alert above {profile.monitoring.drift_margin:.0%} worse):",
+        "",
+    ]
+    rows = []
+    for city in drift:
+        coverage = "-" if city["live_coverage"] is None else f"{city['live_coverage']:.0%}"
+        cells = (
+            city["city"],
+            f"{city['live_mase']:.3f}",
+            f"{city['backtest_mase']:.3f}",
+            coverage,
+            str(city["points"]),
+            city["model_version"],
+        )
+        lines.append(
+            f"- {cells[0]}: live MASE {cells[1]} vs backtest MASE {cells[2]}, "
+            f"P10-P90 coverage {coverage}, {cells[4]} points, model {cells[5]}"
+        )
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    advice = (
+        "What to do: check the recent uploads of these cities for wrong values, units or missing "
+        "days; if the data is right, the pattern changed: retrain "
+        f"(`batchcast train --dataset {profile.name} --city <city>`, or a scheduled train tick)."
     )
-    return "\n".join(lines) + "\n", markup, subject
+    lines += ["", advice]
+    header = "".join(
+        f"<th>{h}</th>" for h in ("city", "live MASE", "backtest MASE", "live coverage", "points", "model")
+    )
+    markup = (
+        f"<p>{html.escape(lines[0])}</p><table><tr>{header}</tr>{''.join(rows)}</table>"
+        f"<p>{html.escape(advice)}</p>"
+    )
+    return "\n".join(lines) + "\n", markup

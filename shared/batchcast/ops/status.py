@@ -1,7 +1,9 @@
-"""``batchcast status``: per dataset and city, what ran, what failed, what is stale, what is stuck.
+"""``batchcast status``: per dataset and city, what ran, what failed, what is stale, what is stuck,
+and whether live accuracy drifted from the backtest.
 
 Reads only small documents: ``status/outcomes/`` (last success and failure per function, long runs),
-``status/freshness.json`` (stale entities), the run-history index of the last few days (uploads and
+``status/freshness.json`` (stale entities, and the live-accuracy verdicts of the last scheduled
+notify), the run-history index of the last few days (uploads and
 how many were rejected) and the dead-letter topics. Nothing here lists ``runs/``.
 
 Dead letters come through one function per backend, ``dead_letters(topic) -> list[dict]``, each dict
@@ -50,6 +52,7 @@ def collect(blobs: BlobStore, dead_letters: DeadLetters, now: datetime | None = 
                 "long_runs": [],
                 "functions": {},
                 "uploads": None,
+                "live_accuracy": None,
             },
         )
 
@@ -73,6 +76,8 @@ def collect(blobs: BlobStore, dead_letters: DeadLetters, now: datetime | None = 
             entry["stale"] = entities
             reasons = Counter(section["entities"][e]["reason"] for e in entities)
             entry["stale_reasons"] = dict(reasons.most_common())
+        for city, verdict in section.get("live_accuracy", {}).items():
+            row(dataset, city)["live_accuracy"] = verdict  # the last scheduled notify's drift verdict
     for topic in Topic:
         for letter in dead_letters(topic.value):
             attributes = letter.get("attributes", {})
@@ -148,7 +153,15 @@ def _uploads_text(counts: dict[str, int] | None) -> str:
 
 
 def _blank_row(dataset: str) -> dict[str, str]:
-    columns = ("last success", "last failure", "stale", "rejected uploads", "dead letters", "long runs")
+    columns = (
+        "last success",
+        "last failure",
+        "stale",
+        "live accuracy",
+        "rejected uploads",
+        "dead letters",
+        "long runs",
+    )
     return {"dataset": dataset, "city": DATASET_WIDE} | dict.fromkeys(columns, "-")
 
 
@@ -158,3 +171,37 @@ def _stale_text(entry: dict[str, Any]) -> str:
     shown = ", ".join(entry["stale"][:3]) + (" …" if len(entry["stale"]) > 3 else "")
     reasons = "; ".join(entry["stale_reasons"])
     return f"{len(entry['stale'])} ({shown}): {reasons}"
+
+
+def accuracy_rows(document: dict[str, Any]) -> list[dict[str, str]]:
+    """One printable row per (dataset, city) the last scheduled notify judged: live MASE and coverage
+    against the LATEST backtest's MASE, and whether it drifts (or why it was not judged)."""
+    printable = []
+    for dataset, section in document["datasets"].items():
+        for city, entry in sorted(section["cities"].items()):
+            verdict = entry.get("live_accuracy")
+            if not verdict:
+                continue
+            coverage = verdict["live_coverage"]
+            printable.append(
+                {
+                    "dataset": dataset,
+                    "city": city,
+                    "live MASE": _number(verdict["live_mase"]),
+                    "backtest MASE": _number(verdict["backtest_mase"]),
+                    "live coverage": "-" if coverage is None else f"{coverage:.0%}",
+                    "points": str(verdict["points"]),
+                    "drift": _drift_text(verdict),
+                }
+            )
+    return printable
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _drift_text(verdict: dict[str, Any]) -> str:
+    if verdict["note"]:
+        return f"not judged: {verdict['note']}"
+    return "DRIFTING" if verdict["drifting"] else "ok"

@@ -1,6 +1,7 @@
 """What the operators' console shows about models and freshness, assembled from small documents.
 
-Models come from the registry (``models/.../version=<v>/metadata.json`` and ``LATEST``); freshness
+Models come from the registry (``models/.../version=<v>/metadata.json`` and ``LATEST``), with the
+live accuracy the last scheduled notify kept in ``status/freshness.json``; freshness
 from ``status/freshness.json`` (written by every notify) joined with each stale store's alert episode
 in ``status/alerts/dataset=<d>.json`` and the manager directory. Nothing here lists ``runs/``.
 """
@@ -21,8 +22,10 @@ KEEP_VERSIONS = 20  # versions shown per city, newest first
 
 
 def models(blobs: BlobStore, profile: Profile, keep: int = KEEP_VERSIONS) -> list[dict[str, Any]]:
-    """Per city of ``profile``: its recent model versions (newest first) with their backtests, and
-    which one LATEST names."""
+    """Per city of ``profile``: its recent model versions (newest first) with their backtests,
+    which one LATEST names, and the live accuracy the last scheduled notify judged against it."""
+    document = storage.read_json(blobs, layout.FRESHNESS) or {}
+    live = document.get("datasets", {}).get(profile.name, {}).get("live_accuracy", {})
     cities = []
     for city in profile.cities:
         latest = training.latest(blobs, profile, city)
@@ -31,7 +34,14 @@ def models(blobs: BlobStore, profile: Profile, keep: int = KEEP_VERSIONS) -> lis
             lambda folder: storage.read_json(blobs, folder + training.METADATA_FILE), folders
         )
         versions = [_version_row(d, latest) for d in documents if d]
-        cities.append({"city": city, "latest": latest.version if latest else None, "versions": versions})
+        cities.append(
+            {
+                "city": city,
+                "latest": latest.version if latest else None,
+                "versions": versions,
+                "live": live.get(city),
+            }
+        )
     return cities
 
 

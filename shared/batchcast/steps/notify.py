@@ -9,9 +9,12 @@ their stale flags at once without a whole-dataset check per upload or shard):
    what ``results/`` holds, names the cause of staleness, and the result is merged into
    ``status/freshness.json`` (``since`` survives re-checks of the same state). A check of a few
    entities writes only when one of them turned stale or fresh or is new there.
+   A schedule tick also judges each city's live accuracy against its latest backtest
+   (:mod:`batchcast.ops.drift`) and keeps the verdicts there, under ``live_accuracy``.
 2. :mod:`batchcast.ops.alerts` opens and closes email episodes in ``status/alerts/dataset=<d>.json``
-   (a schedule tick also adds the run's ops digest) and sends whatever is pending. An SMTP outage
-   leaves the emails pending for the next run; the run is then ``partial``.
+   (a schedule tick also adds the run's ops digest: stale stores and drifting cities) and sends
+   whatever is pending. An SMTP outage leaves the emails pending for the next run; the run is
+   then ``partial``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from batchcast.core.config import Profile, load_profile
 from batchcast.core.errors import ConfigError
 from batchcast.core.messages import InvalidMessage, Message, PredictionsReady, ScheduleTick
 from batchcast.data import storage
-from batchcast.ops import alerts, freshness
+from batchcast.ops import alerts, drift, freshness
 from batchcast.ports import Ports
 from batchcast.steps import RunContext, StepResult
 
@@ -39,6 +42,7 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
     now = ports.clock.now()
     scope = {message.city_: message.entity_ids} if isinstance(message, PredictionsReady) else None
     statuses = freshness.entity_statuses(ports.blobs, profile, now, scope)
+    accuracy = _live_accuracy(ports, profile, message) if scope is None else None
     changes: dict[str, list[str]] = {}
     merged: dict[str, freshness.Status] = {}
 
@@ -52,11 +56,13 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
         merged.update(updated if scope is None else previous | updated)
         if scope is not None and not freshness.changed(updated, previous):
             return None  # nothing a reader of freshness.json would see differently
-        section = {
+        section = document.get("datasets", {}).get(profile.name, {}) | {
             "checked_at": now.isoformat(),
             "stale": sum(s["stale"] for s in merged.values()),
             "entities": merged,
         }
+        if accuracy is not None:
+            section["live_accuracy"] = accuracy
         return document | {"datasets": document.get("datasets", {}) | {profile.name: section}}
 
     storage.update_json(ports.blobs, layout.FRESHNESS, merge)
@@ -83,9 +89,40 @@ def run(ports: Ports, message: Message, run: RunContext) -> StepResult:
         },
         details=dict(changes),
     )
+    drifting = _report_accuracy(accuracy or {}, result)
+    if accuracy:
+        # A line log-based metrics read: live MASE per city, and which cities drift.
+        run.log.info(
+            f"{profile.name}: live accuracy drifting in {len(drifting)} of {len(accuracy)} cities",
+            fields={
+                "metric": "batchcast_live_accuracy",
+                "dataset": profile.name,
+                "live_mase": {city: v["live_mase"] for city, v in accuracy.items()},
+                "drifting": [line["city"] for line in drifting],
+            },
+        )
     if scope is None or any(changes.values()):
-        _alert(ports, message, run, profile, merged, result)
+        _alert(ports, message, run, profile, merged, result, drifting)
     return result
+
+
+def _live_accuracy(ports: Ports, profile: Profile, message: ScheduleTick) -> dict[str, dict]:
+    """Each city's drift verdict (JSON) over the live window ending with the tick's local date."""
+    through = message.logical_time.astimezone(profile.zone()).date()
+    return {city: verdict.to_json() for city, verdict in drift.check(ports.blobs, profile, through).items()}
+
+
+def _report_accuracy(verdicts: dict[str, dict], result: StepResult) -> list[dict]:
+    """Put the verdicts in the run's counts, details and notes (status and the console's run page
+    show them); return the digest lines of the drifting cities."""
+    if not verdicts:
+        return []
+    result.details["live_accuracy"] = verdicts
+    result.counts["drifting"] = sum(v["drifting"] for v in verdicts.values())
+    result.notes += [
+        f"live accuracy of {city} not judged: {v['note']}" for city, v in verdicts.items() if v["note"]
+    ]
+    return [{"city": city} | v for city, v in verdicts.items() if v["drifting"]]
 
 
 def _alert(
@@ -95,6 +132,7 @@ def _alert(
     profile: Profile,
     statuses: dict[str, freshness.Status],
     result: StepResult,
+    drifting: list[dict],
 ) -> None:
     settings = run.settings
     grace = timedelta(minutes=settings.alert_grace_minutes)
@@ -109,7 +147,7 @@ def _alert(
     storage.update_json(
         ports.blobs,
         layout.alerts_object(profile.name),
-        lambda current: alerts.plan(current, profile, statuses, now, grace, digest_key),
+        lambda current: alerts.plan(current, profile, statuses, now, grace, digest_key, drifting),
     )
     mailing = alerts.Mailing(sender=settings.smtp_sender, public_url=settings.public_url)
     try:

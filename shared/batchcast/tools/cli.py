@@ -386,7 +386,8 @@ def status(
     root: RootOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Per dataset and city: last success, last failure, stale entities, dead letters, long runs."""
+    """Per dataset and city: last success, last failure, stale entities, dead letters, long runs,
+    and live accuracy against the backtest."""
     settings = Settings.from_env()
     root = root or settings.root
     if settings.backend == "embedded" and not runtime.state_dir(root).is_dir():
@@ -405,6 +406,14 @@ def status(
     for line in printable:
         table.add_row(*line.values())
     console.print(table)
+    accuracy = status_report.accuracy_rows(document)
+    if accuracy:
+        drift = Table(title="live accuracy against the LATEST backtest (last scheduled check)")
+        for column in accuracy[0]:
+            drift.add_column(column, overflow="fold")
+        for line in accuracy:
+            drift.add_row(*line.values())
+        console.print(drift)
 
 
 @app.command()

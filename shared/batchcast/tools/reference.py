@@ -39,6 +39,7 @@ SECTIONS: list[tuple[type[BaseModel], str]] = [
     (config.Backtest, "[backtest]"),
     (config.Sharding, "[sharding]"),
     (config.Validation, "[validation]"),
+    (config.Monitoring, "[monitoring]"),
     (config.Covariate, "[covariates.<name>]"),
     (config.ColumnMapping, "[mappings.<name>]"),
 ]
@@ -53,6 +54,7 @@ _PATHS = {  # a model's place in a built-in profile's table, to find examples
     config.Backtest: ["backtest"],
     config.Sharding: ["sharding"],
     config.Validation: ["validation"],
+    config.Monitoring: ["monitoring"],
     config.Covariate: ["covariates", "*"],
     config.ColumnMapping: ["mappings", "*"],
 }
