@@ -1,8 +1,11 @@
-"""Test data factories shared by tests/ and functions/ (on pytest's ``pythonpath``: ``from factories
-import ...``): one place for the messages tests build by hand."""
+"""Test helpers shared by tests/ and functions/ (on pytest's ``pythonpath``: ``from factories
+import ...``): one place for the messages and profiles tests build by hand, and for waiting on
+asynchronous work."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,3 +27,51 @@ def predict_request(**changes: Any) -> PredictRequest:
         logical_time=datetime(2026, 3, 2, tzinfo=UTC),
     )
     return PredictRequest(**(fields | changes))
+
+
+def daily_profile_toml(
+    *,
+    name: str,
+    entity_key: str,
+    target: str,
+    timezone: str,
+    city: str,
+    country: str,
+    head: str = "",
+    tail: str,
+) -> str:
+    """A daily profile's TOML keyed by a user's own names (time column "day", one city, a nightly
+    train-and-predict tick, lags 1 and 7): ``head`` goes after the name, ``tail`` (from
+    ``[training]`` on) after the features."""
+    return f"""
+name = "{name}"
+{head}entity_key = "{entity_key}"
+time_column = "day"
+target = "{target}"
+frequency = "daily"
+timezone = "{timezone}"
+
+[cities.{city}]
+country = "{country}"
+
+[[schedule]]
+cron = "0 0 * * *"
+actions = ["train", "predict"]
+
+[features]
+lags = [1, 7]
+
+{tail}"""
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 240, every: float = 0.25) -> object:
+    """Poll ``check`` every ``every`` seconds until it returns something truthy, and return that;
+    fail naming ``what`` after ``timeout`` seconds. Polls fast: the asynchronous work it waits
+    on (emulator deliveries, function runs) usually ends well within a second of being ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
