@@ -30,28 +30,21 @@ def predict_request(**changes: Any) -> PredictRequest:
 
 
 def daily_profile_toml(
-    *,
-    name: str,
-    entity_key: str,
-    target: str,
-    timezone: str,
-    city: str,
-    country: str,
-    head: str = "",
-    tail: str,
+    name: str, *, key: str, target: str, city: tuple[str, str, str], tail: str, head: str = ""
 ) -> str:
-    """A daily profile's TOML keyed by a user's own names (time column "day", one city, a nightly
-    train-and-predict tick, lags 1 and 7): ``head`` goes after the name, ``tail`` (from
-    ``[training]`` on) after the features."""
+    """A daily profile's TOML keyed by a user's own names: ``key`` and ``target`` columns, time
+    column "day", one ``city`` (name, country, timezone), a nightly train-and-predict tick, lags 1
+    and 7; ``head`` goes after the name, ``tail`` (from ``[training]`` on) after the features."""
+    city_name, country, timezone = city
     return f"""
 name = "{name}"
-{head}entity_key = "{entity_key}"
+{head}entity_key = "{key}"
 time_column = "day"
 target = "{target}"
 frequency = "daily"
 timezone = "{timezone}"
 
-[cities.{city}]
+[cities.{city_name}]
 country = "{country}"
 
 [[schedule]]

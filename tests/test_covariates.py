@@ -32,13 +32,11 @@ NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 # A user's own daily profile: a generated schema (no base_schema) keyed by their own names.
 SHOP = daily_profile_toml(
-    name="shops",
-    head='description = "Units per SKU"\n',
-    entity_key="sku",
+    "shops",
+    key="sku",
     target="units",
-    timezone="Europe/Berlin",
-    city="berlin",
-    country="DE",
+    city=("berlin", "DE", "Europe/Berlin"),
+    head='description = "Units per SKU"\n',
     tail="""[training]
 window = 60
 max_iter = 20

@@ -18,12 +18,10 @@ NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
 # A public bike-rental file's shape: a date in US form, an hour column, one row per hour.
 RENTALS = daily_profile_toml(
-    name="rentals",
-    entity_key="station_id",
+    "rentals",
+    key="station_id",
     target="rentals",
-    timezone="America/New_York",
-    city="dc",
-    country="US",
+    city=("dc", "US", "America/New_York"),
     tail="""[training]
 window = 28
 
