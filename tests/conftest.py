@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -17,21 +18,53 @@ from batchcast.entrypoints import runtime
 from batchcast.ports import FixedClock
 
 # Tests that need more than this process and the venv, told apart by the fixtures they use (the
-# emulator stack, an SMTP server, a server subprocess, Chromium): `make test-unit` leaves them
-# out, `make test` runs everything. Everything else is a unit test.
+# emulator stack, an SMTP server, a server subprocess, Chromium), and tests marked `slow` (they
+# train models on larger data): `make test-unit` leaves them out, `make test` runs everything.
+# Everything else is a unit test.
 INTEGRATION_FIXTURES = frozenset({"emulator_stack", "stack_env", "stack_profiles", "smtp", "server"})
 BROWSER_FIXTURES = frozenset({"chromium"})
 
 
+# `make test` runs two pytest-xdist workers (`-n 2`), each given whole files (xdist's load-file
+# scheduling), so a fixture shared by a module is built once. Every file that uses the session's
+# emulator stack goes to one worker, so one stack serves them all. (xdist's own `--dist loadgroup`
+# renames node ids, which pytest 9 no longer allows: this scheduler groups by file name instead.)
+STACK_FIXTURES = frozenset({"emulator_stack", "stack_env", "stack_profiles"})
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist (the test extra installs it)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """xdist's load-file scheduler with every file that uses the session stack in one group."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class StackAwareScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_group(nodeid, config.rootpath)
+
+    return StackAwareScheduling(config, log)
+
+
+@functools.cache
+def work_group(nodeid: str, root: Path) -> str:
+    """A test's xdist work group: "emulator-stack" for the files that use the session stack, else its file."""
+    file = nodeid.split("::", 1)[0]
+    source = (root / file).read_text() if (root / file).is_file() else ""
+    return "emulator-stack" if STACK_USE.search(source) else file
+
+
+STACK_USE = re.compile(r"def test_\w+\([^)]*\b(" + "|".join(sorted(STACK_FIXTURES)) + r")\b")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every collected test (here and under functions/) unit, integration and/or browser."""
+    """Mark every collected test (here and under functions/) unit, integration and/or browser
+    (unit unless it is one of those or slow)."""
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         if used & BROWSER_FIXTURES:
             item.add_marker(pytest.mark.browser)
         if used & INTEGRATION_FIXTURES:
             item.add_marker(pytest.mark.integration)
-        if not (item.get_closest_marker("integration") or item.get_closest_marker("browser")):
+        if not any(item.get_closest_marker(name) for name in ("integration", "browser", "slow")):
             item.add_marker(pytest.mark.unit)
 
 
