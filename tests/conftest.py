@@ -29,35 +29,43 @@ BROWSER_FIXTURES = frozenset({"chromium"})
 # scheduling), so a fixture shared by a module is built once. Every file that uses the session's
 # emulator stack goes to one worker, so one stack serves them all. (xdist's own `--dist loadgroup`
 # renames node ids, which pytest 9 no longer allows: this scheduler groups by file name instead.)
+# The longest work goes first, so neither worker is left with a long tail: the crash tests (minutes
+# of killed and restarted processes) and the emulator stack's files.
 STACK_FIXTURES = frozenset({"emulator_stack", "stack_env", "stack_profiles"})
+STACK_GROUP = "emulator-stack"
+LONG_FILES = frozenset({"test_crashes.py"})
+STACK_USE = re.compile(r"def test_\w+\([^)]*\b(" + "|".join(sorted(STACK_FIXTURES)) + r")\b")
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist (the test extra installs it)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """xdist's load-file scheduler with every file that uses the session stack in one group."""
+    """xdist's load-file scheduler with every file that uses the session stack in one group, the
+    groups handed out in collection order (longest first, see pytest_collection_modifyitems)."""
     from xdist.scheduler import LoadFileScheduling
 
     class StackAwareScheduling(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return work_group(nodeid, config.rootpath)
+            return work_group(config.rootpath / nodeid.split("::", 1)[0])
 
+    config.option.loadscopereorder = False  # by default xdist hands out the groups with most tests first
     return StackAwareScheduling(config, log)
 
 
 @functools.cache
-def work_group(nodeid: str, root: Path) -> str:
-    """A test's xdist work group: "emulator-stack" for the files that use the session stack, else its file."""
-    file = nodeid.split("::", 1)[0]
-    source = (root / file).read_text() if (root / file).is_file() else ""
-    return "emulator-stack" if STACK_USE.search(source) else file
+def work_group(path: Path) -> str:
+    """A test file's xdist work group: STACK_GROUP for the files that use the session stack, else the file."""
+    return STACK_GROUP if path.is_file() and STACK_USE.search(path.read_text()) else str(path)
 
 
-STACK_USE = re.compile(r"def test_\w+\([^)]*\b(" + "|".join(sorted(STACK_FIXTURES)) + r")\b")
+def runs_long(path: Path) -> bool:
+    """Whether a test file's work is among the longest of the suite (it goes first)."""
+    return path.name in LONG_FILES or work_group(path) == STACK_GROUP
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every collected test (here and under functions/) unit, integration and/or browser
-    (unit unless it is one of those or slow)."""
+    (unit unless it is one of those or slow), and put the longest-running files first."""
+    items.sort(key=lambda item: not runs_long(item.path))  # stable: each file keeps its order
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         if used & BROWSER_FIXTURES:

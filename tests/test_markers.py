@@ -53,15 +53,24 @@ def test_tests_are_marked_by_the_fixtures_they_use(request):
 def test_the_session_stack_runs_in_one_worker_and_every_other_test_with_its_file(request):
     """Two xdist workers must never each start an emulator stack or rebuild a module's fixtures."""
     conftest = _conftest(request)
-    root = request.config.rootpath
-    assert (
-        conftest.work_group("tests/test_stack.py::test_a_bad_file_ends_in_rejected", root) == "emulator-stack"
-    )
-    assert conftest.work_group("tests/test_markers.py::test_x", root) == "tests/test_markers.py"
+    assert conftest.work_group(TESTS / "test_stack.py") == conftest.STACK_GROUP
+    assert conftest.work_group(TESTS / "test_markers.py") == str(TESTS / "test_markers.py")
     # Every test of this run that uses the session stack (in `make test`, all of them) is in its group.
     for item in request.session.items:
         if set(item.fixturenames) & conftest.STACK_FIXTURES:
-            assert conftest.work_group(item.nodeid, root) == "emulator-stack", item.nodeid
+            assert conftest.work_group(item.path) == conftest.STACK_GROUP, item.nodeid
+
+
+def test_the_longest_files_run_first_in_their_own_order(request):
+    conftest = _conftest(request)
+    items = [FakeItem() for _ in range(4)]
+    for item, name in zip(
+        items, ("test_markers.py", "test_stack.py", "test_crashes.py", "test_stack.py"), strict=True
+    ):
+        item.path = TESTS / name
+    short, stack, crashes, more_stack = items
+    conftest.pytest_collection_modifyitems(items)
+    assert items == [stack, crashes, more_stack, short]
 
 
 def test_make_test_unit_leaves_out_exactly_the_marked_tests():
