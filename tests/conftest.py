@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -17,21 +18,61 @@ from batchcast.entrypoints import runtime
 from batchcast.ports import FixedClock
 
 # Tests that need more than this process and the venv, told apart by the fixtures they use (the
-# emulator stack, an SMTP server, a server subprocess, Chromium): `make test-unit` leaves them
-# out, `make test` runs everything. Everything else is a unit test.
+# emulator stack, an SMTP server, a server subprocess, Chromium), and tests marked `slow` (they
+# train models on larger data): `make test-unit` leaves them out, `make test` runs everything.
+# Everything else is a unit test.
 INTEGRATION_FIXTURES = frozenset({"emulator_stack", "stack_env", "stack_profiles", "smtp", "server"})
 BROWSER_FIXTURES = frozenset({"chromium"})
 
 
+# `make test` runs two pytest-xdist workers (`-n 2`), each given whole files (xdist's load-file
+# scheduling), so a fixture shared by a module is built once. Every file that uses the session's
+# emulator stack goes to one worker, so one stack serves them all. (xdist's own `--dist loadgroup`
+# renames node ids, which pytest 9 no longer allows: this scheduler groups by file name instead.)
+# The longest work goes first, so neither worker is left with a long tail: the crash tests (minutes
+# of killed and restarted processes) and the emulator stack's files.
+STACK_FIXTURES = frozenset({"emulator_stack", "stack_env", "stack_profiles"})
+STACK_GROUP = "emulator-stack"
+LONG_FILES = frozenset({"test_crashes.py"})
+STACK_USE = re.compile(r"def \w+\([^)]*\b(" + "|".join(sorted(STACK_FIXTURES)) + r")\b")
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist (the test extra installs it)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """xdist's load-file scheduler with every file that uses the session stack in one group, the
+    groups handed out in collection order (longest first, see pytest_collection_modifyitems)."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class StackAwareScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_group(config.rootpath / nodeid.split("::", 1)[0])
+
+    config.option.loadscopereorder = False  # by default xdist hands out the groups with most tests first
+    return StackAwareScheduling(config, log)
+
+
+@functools.cache
+def work_group(path: Path) -> str:
+    """A test file's xdist work group: STACK_GROUP for the files that use the session stack, else the file."""
+    return STACK_GROUP if path.is_file() and STACK_USE.search(path.read_text()) else str(path)
+
+
+def runs_long(path: Path) -> bool:
+    """Whether a test file's work is among the longest of the suite (it goes first)."""
+    return path.name in LONG_FILES or work_group(path) == STACK_GROUP
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every collected test (here and under functions/) unit, integration and/or browser."""
+    """Mark every collected test (here and under functions/) unit, integration and/or browser
+    (unit unless it is one of those or slow), and put the longest-running files first."""
+    items.sort(key=lambda item: not runs_long(item.path))  # stable: each file keeps its order
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         if used & BROWSER_FIXTURES:
             item.add_marker(pytest.mark.browser)
         if used & INTEGRATION_FIXTURES:
             item.add_marker(pytest.mark.integration)
-        if not (item.get_closest_marker("integration") or item.get_closest_marker("browser")):
+        if not any(item.get_closest_marker(name) for name in ("integration", "browser", "slow")):
             item.add_marker(pytest.mark.unit)
 
 

@@ -1,8 +1,11 @@
-"""Test data factories shared by tests/ and functions/ (on pytest's ``pythonpath``: ``from factories
-import ...``): one place for the messages, documents, models and live scores tests build by hand."""
+"""Test helpers shared by tests/ and functions/ (on pytest's ``pythonpath``: ``from factories
+import ...``): one place for the messages, documents, profiles, models and live scores tests build
+by hand, and for waiting on asynchronous work."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -96,3 +99,44 @@ def seed_model(
     models.register(blobs, profile, city, version, metadata)
     pointer = models.ModelRef(version, "f" * 64, "2026-03-01T23:00:00+00:00")
     models.advance_latest(blobs, profile, city, pointer)
+
+
+def daily_profile_toml(
+    name: str, *, key: str, target: str, city: tuple[str, str, str], tail: str, head: str = ""
+) -> str:
+    """A daily profile's TOML keyed by a user's own names: ``key`` and ``target`` columns, time
+    column "day", one ``city`` (name, country, timezone), a nightly train-and-predict tick, lags 1
+    and 7; ``head`` goes after the name, ``tail`` (from ``[training]`` on) after the features."""
+    city_name, country, timezone = city
+    return f"""
+name = "{name}"
+{head}entity_key = "{key}"
+time_column = "day"
+target = "{target}"
+frequency = "daily"
+timezone = "{timezone}"
+
+[cities.{city_name}]
+country = "{country}"
+
+[[schedule]]
+cron = "0 0 * * *"
+actions = ["train", "predict"]
+
+[features]
+lags = [1, 7]
+
+{tail}"""
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 240, every: float = 0.25) -> object:
+    """Poll ``check`` every ``every`` seconds until it returns something truthy, and return that;
+    fail naming ``what`` after ``timeout`` seconds. Polls fast: the asynchronous work it waits
+    on (emulator deliveries, function runs) usually ends well within a second of being ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

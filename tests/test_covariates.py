@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from factories import daily_profile_toml
 from typer.testing import CliRunner
 
 from batchcast.core import config, layout, schemas
@@ -30,26 +31,13 @@ from batchcast.tools.cli import app
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 # A user's own daily profile: a generated schema (no base_schema) keyed by their own names.
-SHOP = """
-name = "shops"
-description = "Units per SKU"
-entity_key = "sku"
-time_column = "day"
-target = "units"
-frequency = "daily"
-timezone = "Europe/Berlin"
-
-[cities.berlin]
-country = "DE"
-
-[[schedule]]
-cron = "0 0 * * *"
-actions = ["train", "predict"]
-
-[features]
-lags = [1, 7]
-
-[training]
+SHOP = daily_profile_toml(
+    "shops",
+    key="sku",
+    target="units",
+    city=("berlin", "DE", "Europe/Berlin"),
+    head='description = "Units per SKU"\n',
+    tail="""[training]
 window = 60
 max_iter = 20
 
@@ -72,7 +60,8 @@ optional = ["humidity", "closed"]
 kind = "future"
 columns = { sku = "SKU", city = "Town", day = "Day", closed = "Closed" }
 optional = ["sku"]
-"""
+""",
+)
 
 
 def shop(*edits: tuple[str, str], extra: str = "") -> str:

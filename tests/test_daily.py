@@ -31,6 +31,9 @@ from batchcast.steps import predict
 from batchcast.tools import synth
 from batchcast.tools.cli import app
 
+# Every test here trains models on generated data: make test-unit leaves the file out.
+pytestmark = pytest.mark.slow
+
 END = date(2026, 3, 1)
 HISTORY = 60  # days uploaded in one file before the daily uploads begin
 

@@ -8,6 +8,7 @@ from importlib import resources
 
 import pandas as pd
 import pytest
+from factories import daily_profile_toml
 
 from batchcast.core import config
 from batchcast.core.errors import ConfigError
@@ -16,25 +17,12 @@ from batchcast.data.validation import validate_upload
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
 # A public bike-rental file's shape: a date in US form, an hour column, one row per hour.
-RENTALS = """
-name = "rentals"
-entity_key = "station_id"
-time_column = "day"
-target = "rentals"
-frequency = "daily"
-timezone = "America/New_York"
-
-[cities.dc]
-country = "US"
-
-[[schedule]]
-cron = "0 0 * * *"
-actions = ["train", "predict"]
-
-[features]
-lags = [1, 7]
-
-[training]
+RENTALS = daily_profile_toml(
+    "rentals",
+    key="station_id",
+    target="rentals",
+    city=("dc", "US", "America/New_York"),
+    tail="""[training]
 window = 28
 
 [covariates.temp]
@@ -47,7 +35,8 @@ constants = { city = "dc" }
 date_format = "%m/%d/%Y"
 time_of_day = "hr"
 aggregate = { rentals = "sum", temp = "mean" }
-"""
+""",
+)
 
 
 def rentals(replace: str = "", by: str = "") -> config.Profile:

@@ -507,6 +507,7 @@ def _observations(profile: Profile, entities: int, days: int, seed: int) -> pd.D
     return frame
 
 
+@pytest.mark.slow  # many backtest folds on enough data to judge an 80% band
 def test_retail_band_covers_80_percent_of_held_out_days(retail: Profile) -> None:
     observations = _observations(retail, 40, 400, seed=11)
     city = observations.groupby("city")["store_id"].nunique().idxmax()
@@ -518,6 +519,7 @@ def test_retail_band_covers_80_percent_of_held_out_days(retail: Profile) -> None
     assert metrics["overall"]["coverage_raw"] is not None
 
 
+@pytest.mark.slow  # many backtest folds on enough data to judge an 80% band
 def test_bikeshare_band_covers_80_percent_of_held_out_hours(bikeshare: Profile) -> None:
     observations = _observations(bikeshare, 40, 120, seed=11)
     series = to_series(observations[observations["city"] == "vancouver"], bikeshare)
@@ -566,6 +568,7 @@ columns = { store_id = "store_id", city = "city", date = "date", sales = "sales"
 """
 
 
+@pytest.mark.slow  # many backtest folds on enough data to judge an 80% band
 def test_a_single_series_band_covers_80_percent_of_held_out_days() -> None:
     solo = parse_profile(SOLO)
     series = to_series(_observations(solo, 1, 600, seed=3), solo)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from factories import wait_for
 from google.cloud import pubsub_v1, storage
 from typer.testing import CliRunner
 
@@ -22,16 +22,6 @@ from batchcast.tools import synth
 from batchcast.tools.cli import app
 
 pytestmark = pytest.mark.slow
-
-
-def _wait(what: str, check: Callable[[], object], timeout: float = 240, every: float = 2) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def _runs(bucket: storage.Bucket, dataset: str) -> list[dict]:
@@ -69,7 +59,9 @@ def test_dead_letters_are_listed_redriven_and_discarded_on_the_stack(stack_env, 
         letters = deadletters.list_letters(bus, blobs, datetime.now(UTC), "schedule")
         return [letter for letter in letters if letter["attributes"].get("idempotency_key") in bodies]
 
-    letters = _wait("both dead letters listed", lambda: (found := mine()) and len(found) == 2 and found, 60)
+    letters = wait_for(
+        "both dead letters listed", lambda: (found := mine()) and len(found) == 2 and found, 60
+    )
     assert all(letter["function"] == "notify" and letter["attempts"] == 5 for letter in letters)
     assert all(letter["dataset"] == "retail" and letter["kind"] == "schedule" for letter in letters)
     assert all(letter["subscription"] == "notify--schedule" and letter["error"] for letter in letters)
@@ -78,12 +70,12 @@ def test_dead_letters_are_listed_redriven_and_discarded_on_the_stack(stack_env, 
     assert deadletters.redrive(bus, "schedule", [first["id"]]) == [first["id"]]
     key = first["attributes"]["idempotency_key"]
     bucket = storage_client(stack_env.project).bucket(stack_env.bucket)
-    _wait(
+    wait_for(
         "the redriven tick's notify run",
         lambda: [r for r in _runs(bucket, "retail") if r["message"]["idempotency_key"] == key],
     )
     assert deadletters.discard(bus, "schedule", [second["id"]]) == [second["id"]]
-    _wait("neither letter listed any more", lambda: mine() == [], 60)
+    wait_for("neither letter listed any more", lambda: mine() == [], 60)
 
 
 def test_a_rerun_after_ticks_and_seeks_writes_no_second_predictions(
@@ -107,7 +99,9 @@ def test_a_rerun_after_ticks_and_seeks_writes_no_second_predictions(
         )
     stores = set(frame["store_id"].astype(str))
     wanted = {layout.results_object("rerunstack", profile.entity_key, s) for s in stores}
-    _wait("the uploads' forecasts", lambda: wanted <= {b.name for b in bucket.list_blobs(prefix="results/")})
+    wait_for(
+        "the uploads' forecasts", lambda: wanted <= {b.name for b in bucket.list_blobs(prefix="results/")}
+    )
 
     cli = CliRunner()
     for moment, actions in profile.scheduled_ticks(today):  # the day's two ticks, as Cloud Scheduler sends
@@ -125,7 +119,7 @@ def test_a_rerun_after_ticks_and_seeks_writes_no_second_predictions(
             found.setdefault(blob.name.split("city=")[1].split("/")[0], []).append(blob.name)
         return found
 
-    _wait("the scheduled predictions of every city", lambda: sorted(predictions()) == cities)
+    wait_for("the scheduled predictions of every city", lambda: sorted(predictions()) == cities)
     for route in ROUTES:  # replay everything since the start, as an operator might
         bus.seek(route.subscription, before)
     time.sleep(10)  # the redeliveries are acknowledged without work
@@ -144,7 +138,7 @@ def test_a_rerun_after_ticks_and_seeks_writes_no_second_predictions(
         ]
         return runs if len(runs) >= 2 * len(cities) else []
 
-    runs = _wait("the rerun's predictions", scheduled_predicts)
+    runs = wait_for("the rerun's predictions", scheduled_predicts)
     found = predictions()
     assert all(len(names) == 1 for names in found.values()), (found, runs)
     load_profile.cache_clear()

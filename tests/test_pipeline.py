@@ -25,6 +25,9 @@ from batchcast.tools import synth
 from batchcast.tools.cli import app
 from batchcast.tools.demo import demo_clock
 
+# Every test here trains models on generated data: make test-unit leaves the file out.
+pytestmark = pytest.mark.slow
+
 END = date(2026, 3, 1)
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from factories import predict_request
+from factories import predict_request, wait_for
 from google.cloud import storage
 from typer.testing import CliRunner
 
@@ -30,16 +29,6 @@ from batchcast.tools import stack, synth
 from batchcast.tools.cli import app
 
 pytestmark = pytest.mark.slow
-
-
-def _wait(what: str, check: Callable[[], object], timeout: float = 240, every: float = 2) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def _upload(bucket: storage.Bucket, name: str, data: bytes) -> None:
@@ -83,7 +72,7 @@ def test_uploads_flow_to_predictions_and_results_for_every_entity(stack_env, buc
             for d, ids in expected.items()
         )
 
-    _wait("results for every entity", results_complete)
+    wait_for("results for every entity", results_complete)
     for dataset in expected:
         assert _names(bucket, f"{layout.PREDICTIONS}dataset={dataset}/"), dataset
     # Each predict request failed once (its first delivery) and was redelivered.
@@ -98,7 +87,7 @@ def test_uploads_flow_to_predictions_and_results_for_every_entity(stack_env, buc
         functions = {r["function"] for r in runs}
         return runs if functions >= {"partition", "train_trigger", "predict", "notify"} else []
 
-    runs = _wait(
+    runs = wait_for(
         "a run of every function (notify follows the last results)", runs_of_every_function, timeout=60
     )
     assert [r for r in runs if r["status"] == "failed"] == []
@@ -112,7 +101,7 @@ def test_a_bad_file_ends_in_rejected(stack_env, bucket):
     today = datetime.now(UTC).date()
     _upload(bucket, f"raw/dt={today}/stack-bad.csv", b"this,is,not\na,sales,file\n")
     report = layout.rejected_report(today, "stack-bad")
-    _wait(report, lambda: report in _names(bucket, layout.REJECTED), timeout=120)
+    wait_for(report, lambda: report in _names(bucket, layout.REJECTED), timeout=120)
     reasons = json.loads(bucket.blob(report).download_as_bytes())
     assert reasons  # it names why
 
@@ -122,7 +111,7 @@ def test_a_message_failing_on_every_delivery_is_dead_lettered_after_five_attempt
     # The stack's predict fails this entity on every delivery.
     poison = predict_request(shards=1, entities=["outage-1"], logical_time=datetime.now(UTC))
     bus.publish(Topic.PREDICT_REQUESTS, poison)
-    letters = _wait(
+    letters = wait_for(
         "the poison message in predict-requests-dlq",
         lambda: [d for d in bus.dead_letters(Topic.PREDICT_REQUESTS) if d["message"] == poison],
         timeout=180,
@@ -145,7 +134,7 @@ def test_a_permanent_error_is_recorded_and_acknowledged_not_retried(stack_env, b
         runs = [json.loads(bucket.blob(n).download_as_bytes()) for n in _names(bucket, layout.RUNS)]
         return [r for r in runs if r["dataset"] == "ghost" and r["function"] == "predict"]
 
-    [record] = _wait("the failed predict run of the ghost request", failed_runs, timeout=120)
+    [record] = wait_for("the failed predict run of the ghost request", failed_runs, timeout=120)
     assert record["status"] == "failed" and "unknown profile 'ghost'" in record["error"]
     time.sleep(5)  # a retry would have come by now (the first delivery failed by injection)
     assert len(failed_runs()) == 1
@@ -173,7 +162,7 @@ def test_seek_redelivers_an_upload_and_the_function_acks_it_without_work(stack_e
     name = f"raw/dt={today}/stack-seek.csv"
     _upload(bucket, name, b"store_id,city,date,sales\nnot-a-store,atlantis,yesterday,-1\n")
     report = layout.rejected_report(today, "stack-seek")
-    _wait(report, lambda: report in _names(bucket, layout.REJECTED), timeout=120)
+    wait_for(report, lambda: report in _names(bucket, layout.REJECTED), timeout=120)
     key = ObjectFinalized(
         bucket=stack_env.bucket, name=name, generation=bucket.get_blob(name).generation, logical_time=before
     ).idempotency_key
@@ -183,7 +172,7 @@ def test_seek_redelivers_an_upload_and_the_function_acks_it_without_work(stack_e
     bus.close()
     log = Path(stack_env.directory) / "logs" / "partition.log"
     acked = f"duplicate acknowledged: object-finalized {key}"
-    _wait("the redelivered upload", lambda: acked in log.read_text())
+    wait_for("the redelivered upload", lambda: acked in log.read_text())
     assert _names(bucket, layout.RUNS) == runs_before  # acknowledged without a run
 
 
@@ -199,7 +188,7 @@ def test_job_mode_trains_in_a_batchcast_train_process_that_publishes_the_predict
     _upload(bucket, f"raw/dt={datetime.now(UTC).date()}/stack-job.csv", export)
     stores = set(frame["store_id"].astype(str))
     wanted = {layout.results_object("retailjob", profile.entity_key, s) for s in stores}
-    _wait(
+    wait_for(
         "results from the job's predictions",
         lambda: wanted <= _names(bucket, layout.results_prefix("retailjob")),
     )
@@ -247,7 +236,7 @@ def test_stores_uploading_their_own_files_each_end_in_results_with_no_dead_lette
     stores = sorted(frame["store_id"].astype(str).unique())
     _upload(bucket, f"raw/dt={today}/daily-history.csv", export(frame[frame["date"] < pd.Timestamp(end)]))
     wanted = {layout.results_object("dailystack", profile.entity_key, s) for s in stores}
-    _wait("the history's forecasts", lambda: wanted <= _names(bucket, layout.results_prefix("dailystack")))
+    wait_for("the history's forecasts", lambda: wanted <= _names(bucket, layout.results_prefix("dailystack")))
 
     # Each store uploads its own day, all at once; the first store's file arrives twice.
     started = datetime.now(UTC)
@@ -267,7 +256,7 @@ def test_stores_uploading_their_own_files_each_end_in_results_with_no_dead_lette
             for r, a in zip(results, actuals, strict=True)
         )
 
-    _wait("every store's forecast from its own upload", reforecast, timeout=180)
+    wait_for("every store's forecast from its own upload", reforecast, timeout=180)
     runs = [json.loads(bucket.blob(n).download_as_bytes()) for n in _names(bucket, layout.RUNS)]
     runs = [r for r in runs if r["dataset"] == "dailystack"]
     assert [r for r in runs if r["status"] == "failed"] == []

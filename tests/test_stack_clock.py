@@ -10,8 +10,7 @@ run record and upload carries the scenario's time, not the real one.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
@@ -19,6 +18,7 @@ from functools import partial
 
 import pandas as pd
 import pytest
+from factories import wait_for
 from typer.testing import CliRunner
 
 from batchcast.backends.gcp import PubSubBus, storage_client
@@ -36,16 +36,6 @@ from batchcast.tools.cli import app
 
 END = date(2026, 3, 1)  # the scenario's days lie in the past: events published now are never "old"
 HISTORY, DAYS = 45, 3
-
-
-def _wait(what: str, check: Callable[[], object], timeout: float = 240) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def _consumers(actions: list[str]) -> set[str]:
@@ -97,7 +87,7 @@ def test_daily_uploads_and_nightly_ticks_run_on_the_stack_under_its_clock(
     assert CliRunner().invoke(app, args).exit_code == 0  # as an operator sets it
     assert stack_clock.now() == _at(profile, first, 21)
     upload(first, "clock-history", frame[frame["date"] <= pd.Timestamp(first)])
-    _wait("the history's forecasts", lambda: results_as_of(stack_clock.now()))
+    wait_for("the history's forecasts", lambda: results_as_of(stack_clock.now()))
     bus = PubSubBus(stack_env.project)
     ticks = []
     for offset in range(DAYS):
@@ -107,7 +97,7 @@ def test_daily_uploads_and_nightly_ticks_run_on_the_stack_under_its_clock(
         todays = [(day, f"clock-{s}-{day}", on_day[on_day["store_id"].astype(str) == s]) for s in stores]
         with ThreadPoolExecutor(len(stores)) as pool:
             list(pool.map(upload, *zip(*todays, strict=True)))
-        results = _wait(f"forecasts from the uploads of {day}", lambda: results_as_of(stack_clock.now()))
+        results = wait_for(f"forecasts from the uploads of {day}", lambda: results_as_of(stack_clock.now()))
         for result in results:  # for tomorrow, from this upload, its day included
             assert result["target"]["start"] == f"{day + timedelta(days=1)}T00:00:00"
             assert result["history"][-1]["period_start"] == f"{day}T00:00:00"
@@ -115,7 +105,7 @@ def test_daily_uploads_and_nightly_ticks_run_on_the_stack_under_its_clock(
         stack_clock.set(midnight)
         ticks.append(ScheduleTick(dataset=profile.name, actions=["train", "predict"], logical_time=midnight))
         bus.publish(Topic.SCHEDULE, ticks[-1])
-        _wait(f"the nightly forecasts of {day}", partial(results_as_of, midnight))
+        wait_for(f"the nightly forecasts of {day}", partial(results_as_of, midnight))
     bus.close()
 
     # The next morning an operator reruns a past day: its ticks run now, at their own logical times,
@@ -138,7 +128,7 @@ def test_daily_uploads_and_nightly_ticks_run_on_the_stack_under_its_clock(
         }
         return done if done >= wanted else set()
 
-    _wait(f"the rerun of {past}", rerun_runs)
+    wait_for(f"the rerun of {past}", rerun_runs)
     assert results_as_of(midnight)  # results only move forward
 
     everything = [json.loads(b.download_as_bytes()) for b in bucket.list_blobs(prefix=layout.RUNS)]
