@@ -26,7 +26,7 @@ locals {
     partition     = { read = ["raw/"], create = ["rejected/", "batch_data/", "future/", "runs/", "status/runs/", "logs/", "status/processed/"], update = ["manifests/", "status/outcomes/"] }
     train_trigger = { read = ["batch_data/", "manifests/"], create = ["runs/", "status/runs/", "logs/", "status/processed/"], update = ["models/", "metrics/", "status/outcomes/"] }
     predict       = { read = ["batch_data/", "future/", "manifests/", "models/"], create = ["predictions/", "runs/", "status/runs/", "logs/", "status/processed/"], update = ["results/", "metrics/", "status/outcomes/"] }
-    notify        = { read = ["manifests/", "models/", "results/", "config/"], create = ["runs/", "logs/"], update = ["status/"] }
+    notify        = { read = ["manifests/", "models/", "results/", "config/", "metrics/"], create = ["runs/", "logs/"], update = ["status/"] }
     api           = { read = ["results/", "status/", "config/", "models/", "manifests/", "rejected/", "runs/", "logs/", "audit/"], create = ["audit/"], update = [] }
     train_job     = { read = ["batch_data/", "manifests/"], create = ["runs/", "status/runs/", "logs/", "status/processed/"], update = ["models/", "metrics/", "status/outcomes/"] }
   }
