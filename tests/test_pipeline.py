@@ -296,8 +296,17 @@ def test_demo_command_prints_a_summary_and_draws_the_chart(tmp_path):
 
     with TestClient(create_app(blobs=runtime.embedded(root).ports.blobs)) as client:
         seen = client.get("/stores", headers={"Authorization": f"Bearer {token}"})
+        first = seen.json()["stores"][0]["entity_id"]
+        result = client.get(f"/results/{first}", headers={"Authorization": f"Bearer {token}"})
     assert seen.status_code == 200, seen.text
     assert seen.json()["caller"] == "demo-manager" and len(seen.json()["stores"]) == 5
+    # The last 14 days came as daily uploads: each was forecast before its actual, so the page has
+    # a track record (closed Sundays included) and the summary counts it.
+    assert "and 14 daily uploads after it" in outcome.output
+    track = result.json()["track_record"]
+    assert len([row for row in track if row["actual"] is not None]) == 14, track
+    assert result.json()["accuracy"]["periods"] == 14
+    assert "live P10–P90" in outcome.output
 
 
 def test_demo_refuses_to_wipe_a_directory_it_did_not_create(tmp_path):

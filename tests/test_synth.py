@@ -345,3 +345,27 @@ def test_citibike_exports_one_city(bikeshare: Profile) -> None:
     assert set(frame["member_casual"]) == {"member", "casual"}
     assert set(frame["rideable_type"]) == {"classic_bike", "electric_bike"}
     assert frame[["start_lat", "start_lng", "end_lat", "end_lng"]].notna().all().all()
+
+
+# -- day by day ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["retail", "bikeshare"])
+def test_split_days_gives_a_history_and_one_file_per_recent_day(name: str) -> None:
+    frame = synth.generate(load_profile(name), 6, 40, seed=3, end=END)
+    history, recent = synth.split_days(frame, 5)
+    assert [day for day, _ in recent] == [date(2024, 7, 27 + i) for i in range(5)]
+    column = "date" if name == "retail" else "started_at"
+    assert history[column].str[:10].max() == "2024-07-26"
+    for day, rows in recent:
+        assert set(rows[column].str[:10]) == {day.isoformat()}
+    # Nothing lost or doubled: the pieces put back together are the frame.
+    assert pd.concat([history, *(rows for _, rows in recent)]).sort_index().equals(frame)
+
+
+def test_split_days_refuses_other_formats_and_sizes(retail: Profile) -> None:
+    frame = synth.generate(retail, 4, 10, seed=3, end=END)
+    with pytest.raises(ValueError, match="native formats"):
+        synth.split_days(synth.generate(retail, 4, 10, seed=3, end=END, fmt="rossmann"), 2)
+    with pytest.raises(ValueError, match="0 < days < the frame's 10 days, not 10"):
+        synth.split_days(frame, 10)

@@ -333,7 +333,8 @@ def _print_runs(deployment: runtime.Runtime) -> None:
 
 def _print_demo(result: DemoResult) -> None:
     table = Table(title=f"{result.profile} demo, clock at {result.clock:%Y-%m-%d %H:%M %Z}")
-    for column in ("city", "forecast", "target", "MASE", "WAPE", "P10–P90 raw", "P10–P90"):
+    backtest = ("MASE", "WAPE", "P10–P90 raw", "P10–P90")
+    for column in ("city", "forecast", "target", *backtest, "scored", "live P10–P90"):
         table.add_column(column, justify="left" if column in ("city", "target") else "right")
     for city in result.cities:
         table.add_row(
@@ -344,11 +345,15 @@ def _print_demo(result: DemoResult) -> None:
             _fmt(city.wape),
             _fmt(city.coverage_raw),
             _fmt(city.coverage),
+            str(city.track_periods),
+            _fmt(city.track_coverage),
         )
     console.print(table)
     console.print(
         "MASE, WAPE and P10–P90 coverage come from each city's rolling-origin backtest. P10–P90: the "
-        "band calibrated on the other origins (target 0.80); raw: the quantile models' own band."
+        "band calibrated on the other origins (target 0.80); raw: the quantile models' own band. "
+        "scored and live P10–P90: the track record on the managers' page (periods forecast before "
+        "they began whose actuals arrived with a later upload) and how often the band held them."
     )
     steps = Table(title="time per step")
     for column in ("function", "runs", "seconds"):
@@ -360,7 +365,9 @@ def _print_demo(result: DemoResult) -> None:
     console.print(steps)
     total = sum(c.entities_forecast for c in result.cities)
     console.print(
-        f"{result.rows:,} rows uploaded as {result.upload}\n{total} entities forecast, "
+        f"{result.rows:,} rows uploaded as {result.upload}"
+        + (f" and {result.daily_uploads} daily uploads after it" if result.daily_uploads else "")
+        + f"\n{total} entities forecast, "
         f"{result.dead_letters} dead letters, {result.seconds:.1f} s in all"
     )
     console.print(f"outputs: {result.root}/ (predictions/, results/, metrics/, models/, runs/, status/)")

@@ -15,6 +15,8 @@ from datetime import date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
 
+import pandas as pd
+
 from batchcast.core import layout
 from batchcast.core.config import Profile
 from batchcast.core.messages import Topic
@@ -25,6 +27,7 @@ from batchcast.ports import BlobStore, FixedClock
 from batchcast.tools import report, synth
 
 Progress = Callable[[str, int], None]  # (function, deliveries so far)
+DAILY_DAYS = 14  # the last days, uploaded one day at a time: the pages' track record
 
 
 @dataclass
@@ -34,7 +37,7 @@ class DemoResult:
     profile: str
     root: Path
     rows: int
-    upload: str
+    upload: str  # the history's upload; then daily_uploads more, one per recent day
     clock: datetime
     seconds: float
     cities: list[report.CitySummary]
@@ -44,6 +47,7 @@ class DemoResult:
     chart: Path | None = None
     manager_token: str = ""  # a demo manager's token for the page, and what it may see
     manager_entities: list[str] = field(default_factory=list)
+    daily_uploads: int = 0
 
 
 def demo_clock(profile: Profile, last_day: date) -> datetime:
@@ -71,16 +75,22 @@ def run_demo(
     seed: int = 0,
     end: date,
     progress: Progress | None = None,
+    daily_days: int = DAILY_DAYS,
 ) -> DemoResult:
     """Generate, upload and run everything to completion on the embedded backend (in ``root``,
-    which the caller has prepared with :func:`prepare_root`)."""
+    which the caller has prepared with :func:`prepare_root`).
+
+    The last ``daily_days`` days arrive as daily uploads, each at the first scheduled forecast
+    after its day, so every page has a track record: each of those periods was forecast before its
+    actuals came."""
     started = time.monotonic()
     frame = synth.generate(profile, entities, days, seed=seed, end=end)
     source = runtime.state_dir(root) / "demo" / f"{profile.name}.csv"
     source.parent.mkdir(parents=True, exist_ok=True)
     synth.write_csv(frame, source)
     at = demo_clock(profile, end)
-    deployment = runtime.embedded(root, clock=FixedClock(at))
+    clock = FixedClock(at)
+    deployment = runtime.embedded(root, clock=clock)
     if progress:
         counts: Counter[str] = Counter()
 
@@ -89,14 +99,12 @@ def run_demo(
             progress(function, counts[function])
 
         deployment.on_delivery(listen)
-    name = uploads.store_upload(
-        deployment.ports.blobs, source.read_bytes(), ext="csv", now=at, dataset=profile.name
-    )
-    deployment.bus.drain()
+    name, daily_uploads = _upload_in_days(deployment, clock, profile, frame, end, daily_days)
     result = DemoResult(
         profile=profile.name,
         root=root,
         rows=len(frame),
+        daily_uploads=daily_uploads,
         upload=name,
         clock=at,
         seconds=time.monotonic() - started,
@@ -109,6 +117,36 @@ def run_demo(
     )
     result.manager_token, result.manager_entities = grant_demo_manager(deployment.ports.blobs, profile)
     return result
+
+
+def _upload_in_days(
+    deployment: runtime.Runtime,
+    clock: FixedClock,
+    profile: Profile,
+    frame: pd.DataFrame,
+    end: date,
+    daily_days: int,
+) -> tuple[str, int]:
+    """Upload the history, then each recent day at its own clock; return the history's upload name
+    and how many daily uploads followed."""
+    if daily_days <= 0:
+        return _upload(deployment, clock, profile, frame, demo_clock(profile, end)), 0
+    history, recent = synth.split_days(frame, daily_days)
+    name = _upload(deployment, clock, profile, history, demo_clock(profile, recent[0][0] - timedelta(days=1)))
+    for day, rows in recent:
+        _upload(deployment, clock, profile, rows, demo_clock(profile, day))
+    return name, len(recent)
+
+
+def _upload(
+    deployment: runtime.Runtime, clock: FixedClock, profile: Profile, rows: pd.DataFrame, at: datetime
+) -> str:
+    """Upload ``rows`` with the clock at ``at`` and run what it triggers; return the upload's name."""
+    clock.set(at)  # the deployment's clock: events, runs and objects take this time
+    data = synth.csv_bytes(rows)
+    name = uploads.store_upload(deployment.ports.blobs, data, ext="csv", now=at, dataset=profile.name)
+    deployment.bus.drain()
+    return name
 
 
 DEMO_MANAGER_ENTITIES = 5  # what the demo manager sees: the first entities with a forecast

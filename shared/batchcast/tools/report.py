@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -32,6 +32,8 @@ class CitySummary:
     wape: float | None
     coverage: float | None  # of the calibrated P10–P90 band, on held-out backtest origins
     coverage_raw: float | None  # of the quantile models' own band, before calibration
+    track_periods: int = 0  # periods in the entities' track records whose actual arrived
+    track_coverage: float | None = None  # of the forecast band over those periods, as forecast
 
 
 def results(blobs: BlobStore, profile: Profile) -> list[dict]:
@@ -63,9 +65,18 @@ def city_summaries(blobs: BlobStore, profile: Profile) -> list[CitySummary]:
                 wape=metrics.get("wape"),
                 coverage=metrics.get("coverage"),
                 coverage_raw=metrics.get("coverage_raw"),
+                **_track_record(documents),
             )
         )
     return summaries
+
+
+def _track_record(documents: list[dict]) -> dict[str, Any]:
+    """The city's track record over its entities' pages: scored periods and the band's coverage."""
+    scored = [d["accuracy"] for d in documents if d.get("accuracy", {}).get("periods")]
+    periods = sum(a["periods"] for a in scored)
+    covered = sum(a["coverage"] * a["periods"] for a in scored)
+    return {"track_periods": periods, "track_coverage": covered / periods if periods else None}
 
 
 def plot_forecasts(blobs: BlobStore, profile: Profile, out: Path, count: int = 4) -> Path | None:

@@ -92,11 +92,32 @@ def entity_table(profile: Profile, entities: int, *, seed: int = 0, fmt: str = "
     return _stations(profile, entities, seed, fmt)
 
 
+def split_days(frame: pd.DataFrame, days: int) -> tuple[pd.DataFrame, list[tuple[date, pd.DataFrame]]]:
+    """A native frame as its owner would send it day by day: one history file, then one file for
+    each of its last ``days`` days (store-days by ``date``, trips by ``started_at``; no generated
+    trip crosses midnight, the service being closed then). Raise ValueError for other formats."""
+    column = next((c for c in ("date", "started_at") if c in frame.columns), None)
+    if column is None:
+        raise ValueError("split_days takes the native formats (a date or a started_at column)")
+    day = frame[column].str[:10]
+    labels = sorted(day.unique())
+    if not 0 < days < len(labels):
+        raise ValueError(f"split_days needs 0 < days < the frame's {len(labels)} days, not {days}")
+    history = frame[day < labels[-days]]
+    recent = [(date.fromisoformat(label), frame[day == label]) for label in labels[-days:]]
+    return history, recent
+
+
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     """Write ``frame`` as UTF-8 CSV with ``\\n`` line ends (byte-identical for identical frames)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False, lineterminator="\n", encoding="utf-8")
+    path.write_bytes(csv_bytes(frame))
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` as the UTF-8 CSV bytes :func:`write_csv` writes."""
+    return frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
 
 
 def _check_arguments(profile: Profile, entities: int, days: int, seed: int, fmt: str) -> None:
