@@ -42,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import fault_proxy
 import pandas as pd
@@ -57,6 +58,8 @@ from batchcast.tools import stack, synth
 
 PUSHED = [name for name in FUNCTIONS if name != "ingest"]  # ingest is HTTP, called by stores
 END = date(2026, 3, 1)  # the last uploaded day; in the past, so no event is ever "too old"
+# Longer than 5 deliveries at the stack's 10 s maximum backoff, plus their runs.
+SETTLE_SECONDS = 120
 COMPARED = ("batch_data/", "manifests/", "predictions/", "results/", "models/")
 
 
@@ -231,11 +234,13 @@ def collect(
         for f in logs.glob("*.log")
         for line in f.open(errors="replace")
     )
-    records = [json.loads(blobs.read(info.name)) for info in blobs.list(layout.RUNS)]
-    by_message: dict[tuple[str, str], list[str]] = {}
-    for record in records:
-        key = (record["function"], record["message"]["idempotency_key"])
-        by_message.setdefault(key, []).append(record["status"])
+    records, failed_finally = _settled_runs(blobs)
+    for record in failed_finally:
+        print(
+            f"  failed finally: {record['function']} {record['dataset']}/{record.get('city') or '-'} "
+            f"{record['message']['idempotency_key']}: {record.get('error') or record.get('errors')}",
+            flush=True,
+        )
     bus = PubSubBus(state.project)
     letters = sum(len(bus.dead_letters(topic)) for topic in Topic)
     bus.close()
@@ -254,13 +259,37 @@ def collect(
     counts = {
         "runs": len(records),
         "runs failed (then redelivered)": sum(r["status"] == "failed" for r in records),
-        "runs failed finally": sum(all(s == "failed" for s in statuses) for statuses in by_message.values()),
+        "runs failed finally": len(failed_finally),
         "dead letters": letters,
         "stores with results": len(stores),
         "rows lost": int((merged["_merge"] == "left_only").sum()),
         "retries logged": retries,
     }
     return counts, rows, outputs
+
+
+def _settled_runs(blobs: GcsBlobStore) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every run record, and the last record of each message whose every run failed.
+
+    A failed push is delivered again within the subscriptions' backoff (at most 10 s) until its
+    5th attempt, so a message counts as failed finally only once it has stayed failed for longer
+    than that: a notify failing just before the count would otherwise be counted while its
+    redelivery is still on the way."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        records = [json.loads(blobs.read(info.name)) for info in blobs.list(layout.RUNS)]
+        by_message: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for record in records:
+            key = (record["function"], record["message"]["idempotency_key"])
+            by_message.setdefault(key, []).append(record)
+        failed = [
+            max(runs, key=lambda r: r.get("started_at", ""))
+            for runs in by_message.values()
+            if all(r["status"] == "failed" for r in runs)
+        ]
+        if not failed or time.monotonic() > deadline:
+            return records, failed
+        time.sleep(10)
 
 
 def report(outcomes: list[Outcome], mix: fault_proxy.FaultMix) -> None:

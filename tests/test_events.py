@@ -151,6 +151,49 @@ def test_done_is_recorded_only_after_the_publishes_succeeded(deployment, clock):
     assert deployment.handle_event("partition", STORAGE_FINALIZED, resource).status == "skipped"
 
 
+class _MarkerAnswerLost:
+    """The real store, except that writing ``marker`` fails after every retry: the write reached
+    the bucket and only its answers were lost (``reached``), or it never got there."""
+
+    def __init__(self, blobs, marker: str, reached: bool) -> None:
+        self.blobs, self.marker, self.reached = blobs, marker, reached
+
+    def write(self, name, data, **kwargs):
+        if name != self.marker:
+            return self.blobs.write(name, data, **kwargs)
+        if self.reached:
+            self.blobs.write(name, data, **kwargs)
+        raise TransientError(f"gs://b/{name}: gave up after 5 attempts: 503")
+
+    def __getattr__(self, name):
+        return getattr(self.blobs, name)
+
+
+@pytest.mark.parametrize("reached", [True, False])
+def test_a_marker_that_cannot_be_written_leaves_the_done_run_succeeded(deployment, clock, reached):
+    name = _upload(deployment)
+    resource = _storage_event(deployment, name)
+    marker = layout.processed_marker("partition", first_key(resource))
+    blobs = deployment.ports.blobs
+    deployment.ports.blobs = _MarkerAnswerLost(blobs, marker, reached)
+    result = deployment.handle_event("partition", STORAGE_FINALIZED, resource)
+    assert result.status == "succeeded" and [m.kind for m in result.messages] == ["partitions-ready"]
+    [record] = _run_records(deployment)
+    assert record["status"] == "succeeded"
+    assert any(marker in note and "gave up after 5 attempts" in note for note in record["notes"])
+    deployment.ports.blobs = blobs
+    outputs = _outputs(blobs)
+    # At-least-once delivery may still bring the message again: skipped when the marker got
+    # there, else run again to the same outputs.
+    again = deployment.handle_event("partition", STORAGE_FINALIZED, resource)
+    assert again.status == ("skipped" if reached else "succeeded")
+    assert _outputs(blobs) == outputs and outputs
+
+
+def _outputs(blobs) -> dict[str, bytes]:
+    return {i.name: blobs.read(i.name) for p in (layout.BATCH_DATA, layout.MANIFESTS) for i in blobs.list(p)}
+
+
 def test_pipeline_messages_dedup_on_their_idempotency_key_per_function(deployment, clock):
     tick = ScheduleTick(dataset="retail", actions=["notify"], logical_time=clock.now())
     assert deployment.handle("notify", tick).status != "skipped"
