@@ -21,8 +21,14 @@ from batchcast.ports import FixedClock
 # emulator stack, an SMTP server, a server subprocess, Chromium), and tests marked `slow` (they
 # train models on larger data): `make test-unit` leaves them out, `make test` runs everything.
 # Everything else is a unit test.
-INTEGRATION_FIXTURES = frozenset({"emulator_stack", "stack_env", "stack_profiles", "smtp", "server"})
-BROWSER_FIXTURES = frozenset({"chromium"})
+INTEGRATION_FIXTURES = frozenset(
+    {"emulator_stack", "stack_env", "stack_profiles", "smtp", "server", "console_server"}
+)
+BROWSER_FIXTURES = frozenset({"chromium", "browser"})
+# Fixtures that train models (the API tests' bucket after the whole retail flow, a retail
+# backtest): a test using one is slow wherever it lives. Single tests that train are marked slow
+# in their files.
+SLOW_FIXTURES = frozenset({"filled_bucket", "retail_backtest"})
 
 
 # `make test` runs two pytest-xdist workers (`-n 2`), each given whole files (xdist's load-file
@@ -72,6 +78,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
         if used & INTEGRATION_FIXTURES:
             item.add_marker(pytest.mark.integration)
+        if used & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
         if not any(item.get_closest_marker(name) for name in ("integration", "browser", "slow")):
             item.add_marker(pytest.mark.unit)
 

@@ -598,6 +598,7 @@ def _forecasts(root: Path, profile: Profile, plans: str | None) -> tuple[dict[st
     return p50, [r for f, r in deployment.results if f == "partition"]
 
 
+@pytest.mark.slow
 def test_a_planned_closure_drives_the_forecast_to_zero_and_a_planned_promo_raises_it(
     tmp_path: Path, small_retail
 ) -> None:
@@ -622,6 +623,7 @@ def test_a_planned_closure_drives_the_forecast_to_zero_and_a_planned_promo_raise
     assert ready.entities == {"berlin": ["S000", "S001"]}
 
 
+@pytest.mark.slow
 def test_a_city_wide_future_value_re_forecasts_every_store_of_its_city_at_once(
     tmp_path: Path, small_retail
 ) -> None:

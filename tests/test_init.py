@@ -149,6 +149,7 @@ def test_an_option_naming_a_missing_column_is_refused(tmp_path: Path, flag: str)
     assert f"{flag} 'nope' is not a column (columns: date, sales)" in flat(result.output)
 
 
+@pytest.mark.slow
 def test_the_readme_walkthrough_from_a_csv_to_a_forecast_a_manager_can_see(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -64,6 +64,7 @@ def test_inline_training_that_would_not_fit_is_refused_with_the_fix_named(small_
     assert not list(deployment.ports.blobs.list(layout.PREDICTIONS))
 
 
+@pytest.mark.slow
 def test_job_mode_trains_in_a_separate_process_that_publishes_the_predictions(small_retail, tmp_path):
     # A refusal-sized estimate does not matter in job mode: jobs have no time limit.
     profile = small_retail("jobbed", mode="job", seconds_per_fit=100.0)

@@ -190,6 +190,7 @@ def test_holiday_feature_is_one_on_christmas_in_germany(retail: Profile) -> None
 # -- the model ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fit_is_deterministic(
     retail: Profile, retail_series: pd.DataFrame, retail_model: ForecastModel
 ) -> None:
@@ -222,6 +223,7 @@ def test_store_with_no_history_still_gets_a_forecast(
     assert np.isfinite(forecast[["p10", "p50", "p90"]].to_numpy()).all()
 
 
+@pytest.mark.slow
 def test_a_store_a_hundred_times_bigger_gets_a_hundred_times_the_forecast(retail: Profile) -> None:
     observations = retail_observations(entities=12, days=200, seed=3)
     twin = observations[observations["store_id"] == "S000"].assign(store_id="BIG")
@@ -234,6 +236,7 @@ def test_a_store_a_hundred_times_bigger_gets_a_hundred_times_the_forecast(retail
     assert ratio.to_numpy() == pytest.approx([100, 100, 100], rel=0.1)
 
 
+@pytest.mark.slow
 def test_hourly_forecasts_skip_closed_hours(bikeshare: Profile) -> None:
     window = (datetime(2024, 3, 22, 6), datetime(2024, 3, 22, 12))
     trips_only = bikeshare_observations().drop(columns=["temp", "precipitation"])  # no weather uploaded
@@ -320,6 +323,7 @@ def test_backtest_points_and_metrics_fit_their_formats(retail_backtest: Backtest
         assert key in metrics["overall"] and key in metrics["per_fold"][0]
 
 
+@pytest.mark.slow
 def test_hourly_backtest_scores_open_hours_only(bikeshare: Profile) -> None:
     series = to_series(bikeshare_observations(days=14), bikeshare)
     result = backtest(series, bikeshare, "vancouver")
@@ -328,6 +332,7 @@ def test_hourly_backtest_scores_open_hours_only(bikeshare: Profile) -> None:
     assert result.points["seasonal_naive"].notna().all()
 
 
+@pytest.mark.slow
 def test_fit_and_backtest_match_the_separate_calls(
     retail: Profile,
     retail_series: pd.DataFrame,
@@ -457,6 +462,7 @@ def test_calibrated_quantiles_stay_monotone_and_non_negative(
     assert (forecast["p10"] == forecast["p90"]).all()  # narrowed down to the median, no further
 
 
+@pytest.mark.slow
 def test_backtest_widens_a_band_too_narrow(retail: Profile) -> None:
     # The noise grows tenfold just before the backtest's six weeks: the model learnt calm days.
     days = 200
@@ -473,6 +479,7 @@ def test_backtest_widens_a_band_too_narrow(retail: Profile) -> None:
     assert (served["p90"] - served["p10"]).sum() > 1.2 * (raw["p90"] - raw["p10"]).sum()
 
 
+@pytest.mark.slow
 def test_calibration_narrows_a_band_too_wide(retail: Profile) -> None:
     # Trained on rough days; then three calm weeks calibrate it and four more calm weeks judge it.
     days, rough = 200, 130

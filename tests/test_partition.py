@@ -183,6 +183,7 @@ def test_redelivery_and_replay_write_byte_identical_outputs(rt: Runtime, tmp_pat
     assert outputs(elsewhere) == written
 
 
+@pytest.mark.slow
 def test_outputs_do_not_depend_on_the_process_hash_seed(tmp_path: Path) -> None:
     script = (
         "import sys, hashlib; from datetime import datetime, UTC; import pandas as pd\n"

@@ -55,6 +55,7 @@ def session(blocks: dict[str, str], tmp_path_factory) -> tuple[Path, str]:
     return folder, done.stdout
 
 
+@pytest.mark.slow
 def test_the_readme_example_forecasts_every_kiosk_under_its_own_key(session: tuple[Path, str]) -> None:
     folder, output = session
     assert "covariates  temp_max (number, known), humidity (number, known), wind (number, known)" in output
@@ -65,6 +66,7 @@ def test_the_readme_example_forecasts_every_kiosk_under_its_own_key(session: tup
     assert [p.name for p in (folder / "bucket/future/dataset=kiosks/city=hamburg").iterdir()] != []
 
 
+@pytest.mark.slow
 def test_the_readme_example_forecast_follows_the_uploaded_weather(session: tuple[Path, str]) -> None:
     folder, _ = session
     p50 = {}

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from batchcast.core import layout
 from batchcast.core.messages import ScheduleTick
 
@@ -39,6 +41,7 @@ def test_a_tick_before_any_forecast_marks_every_store_stale_once(
     assert sum(email["To"] == "ops@example.com" for email in sent) == 1
 
 
+@pytest.mark.slow
 def test_stores_recover_when_their_forecast_arrives(deployment, partitioned, serve, cloud_events):
     owners = _managers(deployment)
     headers, body = cloud_events.binary(

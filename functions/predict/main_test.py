@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from batchcast.core import layout
 from batchcast.core.messages import PredictRequest, decode
 from batchcast.core.schemas.frames import read_frame
@@ -12,6 +14,7 @@ def _requests(deployment, partitioned) -> list[PredictRequest]:
     return [m for m in result.messages if isinstance(m, PredictRequest)]
 
 
+@pytest.mark.slow
 def test_a_predict_request_writes_its_shard_and_the_stores_results(
     deployment, partitioned, serve, cloud_events
 ):
@@ -29,6 +32,7 @@ def test_a_predict_request_writes_its_shard_and_the_stores_results(
         assert result["model_version"] == request.model_version
 
 
+@pytest.mark.slow
 def test_a_request_for_a_missing_model_is_recorded_and_acknowledged_not_retried(
     deployment, partitioned, serve, cloud_events
 ):

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from batchcast.core import layout
 from batchcast.core.messages import ScheduleTick
 
@@ -10,6 +12,7 @@ def _published(deployment, topic):
     return [e for e in deployment.bus.log() if e["topic"] == topic]
 
 
+@pytest.mark.slow
 def test_partitions_ready_trains_each_city_and_requests_predictions(
     deployment, partitioned, serve, cloud_events
 ):
