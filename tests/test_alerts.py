@@ -29,7 +29,7 @@ from batchcast.core.messages import ScheduleTick, Topic
 from batchcast.core.obs import configure_logging
 from batchcast.data import uploads
 from batchcast.entrypoints import runtime
-from batchcast.ops import metrics, models, training
+from batchcast.ops import metrics, models, training, views
 from batchcast.ports import FixedClock, TransientError
 from batchcast.tools import synth
 from batchcast.tools.cli import app
@@ -310,35 +310,69 @@ def test_a_broken_manager_directory_leaves_freshness_written_and_alerts_pending(
     assert str(outcome.exception) == f"{tmp_path / 'nowhere'} is not a batchcast root (no .batchcast/ inside)"
 
 
-class _CrashAfterSending:
-    """The real SMTP mailer, then the process dies before the run can record the send."""
+class _DyingMailer:
+    """The real SMTP mailer, except that the process dies inside ``send``: before the server has
+    the email, or (``accepted``) after the server accepted it; before the run can record either."""
 
-    def __init__(self, mailer) -> None:
-        self.mailer = mailer
+    def __init__(self, mailer, accepted: bool) -> None:
+        self.mailer, self.accepted = mailer, accepted
 
     def send(self, email: EmailMessage) -> None:
-        self.mailer.send(email)
-        raise SystemExit("killed mid-run")
+        if self.accepted:
+            self.mailer.send(email)
+        raise SystemExit("killed mid-send")
 
 
-def test_a_run_that_dies_while_sending_holds_its_claim_until_the_lease_expires(tmp_path, smtp):
+class _DyingBeforeTheAttempt:
+    """The real store, except that the process dies as it records an email's send attempt."""
+
+    def __init__(self, blobs) -> None:
+        self.blobs = blobs
+
+    def write(self, name, data, **kwargs):
+        if "/alerts/attempts/" in name:
+            raise SystemExit("killed before the attempt")
+        return self.blobs.write(name, data, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.blobs, name)
+
+
+# Where the run dies: (emails at the server after the lease, the email's state, said unconfirmed).
+DEATHS = {
+    "before the attempt": (1, "sent", False),  # never handed over: sent by the next run
+    "in send": (0, "unconfirmed", True),  # the server may or may not have it: never twice
+    "after the server accepted": (1, "unconfirmed", True),
+}
+
+
+@pytest.mark.parametrize("death", list(DEATHS))
+def test_a_run_that_dies_while_sending_never_sends_an_email_twice(tmp_path, smtp, death):
+    delivered, state, said = DEATHS[death]
     deployment = _deployment(tmp_path, FixedClock(MIDNIGHT))
     stores = _upload(deployment, 1, 40, ("berlin",))
     [address] = _managers(deployment, stores).values()
     deployment.bus.drain()
-    real = deployment.ports.mailer
-    deployment.ports.mailer = _CrashAfterSending(real)
+    mailer, blobs = deployment.ports.mailer, deployment.ports.blobs
+    if death == "before the attempt":
+        deployment.ports.blobs = _DyingBeforeTheAttempt(blobs)
+    else:
+        deployment.ports.mailer = _DyingMailer(mailer, accepted=death == "after the server accepted")
     with pytest.raises(SystemExit):
         _tick(deployment, LATER)
-    assert len(smtp.inbox.to(address)) == 1
-    deployment.ports.mailer = real
+    at_first = len(smtp.inbox.to(address))
+    deployment.ports.mailer, deployment.ports.blobs = mailer, blobs
     _tick(deployment, LATER + timedelta(minutes=5))  # a concurrent or quick next run: claim is held
-    assert len(smtp.inbox.to(address)) == 1
-    _tick(deployment, LATER + timedelta(minutes=15))  # the lease expired: the unconfirmed email again
-    [first, second] = smtp.inbox.to(address)
-    assert first["Message-ID"] == second["Message-ID"]  # so a mail client shows it once
+    assert len(smtp.inbox.to(address)) == at_first
+    _tick(deployment, LATER + timedelta(minutes=15))  # the lease expired
+    assert len(smtp.inbox.to(address)) == delivered
+    [episode] = _alerts(deployment)["episodes"].values()
+    assert episode["stale"]["state"] == state
+    assert views.alert_state(episode, [address])["state"] == ("emailed" if state == "sent" else state)
+    notes = [note for function, result in deployment.results if function == "notify" for note in result.notes]
+    assert any("delivery unconfirmed: store:" in note for note in notes) is said
     _tick(deployment, LATER + timedelta(minutes=30))
-    assert len(smtp.inbox.to(address)) == 2
+    assert len(smtp.inbox.to(address)) == delivered
 
 
 def test_predict_failing_for_one_city_alerts_its_managers_once_and_shows_in_status(tmp_path, smtp):

@@ -50,6 +50,7 @@ the request and the data it read (see :func:`predictions_object`).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -325,6 +326,14 @@ def parse_outcome(name: str) -> tuple[str, str | None]:
 def alerts_object(dataset: str) -> str:
     """The email episodes (stale / recovered, pending or sent) and ops digests of one dataset."""
     return f"{STATUS}alerts/dataset={dataset}.json"
+
+
+def alert_attempt(dataset: str, key: str, run_id: str) -> str:
+    """Written by run ``run_id`` just before it hands email ``key`` to the SMTP server. A claim that
+    expired with this in place may have been delivered (the run died after the server's ``250``),
+    so the email is not sent a second time."""
+    digest = hashlib.sha256(f"{key}\n{run_id}".encode()).hexdigest()[:32]
+    return f"{STATUS}alerts/attempts/dataset={dataset}/{digest}.json"
 
 
 def audit_prefix(dt: date) -> str:

@@ -13,12 +13,17 @@ Everything that must happen exactly once lives in the bucket, in ``status/alerts
 * Each email goes ``pending`` → ``sending`` (claimed by one run, in one CAS write, with a lease) →
   ``sent``. A send that fails (SMTP down, 4xx) puts it back to ``pending`` with the error, and the
   next notify run sends it; a run that crashed mid-send leaves a claim that expires after the lease.
-  The only window for a second copy is a crash between the SMTP server's ``250`` and the CAS write
-  marking it sent; the Message-ID is derived from the episode, so mail clients fold even that copy.
+* No email goes out twice. Just before a run hands an email to the SMTP server it writes an attempt
+  object (``layout.alert_attempt``, create-only, one per email and claim). When a claim expires, an
+  email without one was never handed over and is sent again; an email with one may have been
+  accepted (the run died between the server's ``250`` and the write marking it sent) and becomes
+  ``unconfirmed``: not sent again, counted as told, and named in the run's notes, its log and the
+  console, so the one case that cannot be known from our side of SMTP is never silent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 from collections.abc import Iterator, Sequence
@@ -36,13 +41,14 @@ from batchcast.core.crashpoints import ALERT_CLAIMED, ALERT_SENT, crash_point
 from batchcast.core.errors import ConfigError
 from batchcast.data import storage
 from batchcast.ops.freshness import Status
-from batchcast.ports import Ports
+from batchcast.ports import Ports, PreconditionFailed
 
 CLAIM_LEASE = timedelta(minutes=10)  # a claim older than this belonged to a run that died
 KEEP_DIGESTS = 30
 KEEP_CLOSED = 50
 MAX_PER_RUN = 200  # emails one run claims: well inside a function's 540 s, even on a slow server
 MARK_EVERY = 10  # sends recorded per bucket write
+TOLD = ("sent", "skipped", "unconfirmed")  # states after which an email is never sent again
 
 
 class ManagerDirectory(BaseModel):
@@ -164,6 +170,8 @@ class Delivery:
     # Keys: "store:<entity>:stale", "store:<entity>:recovered", "digest:<expected period>".
     sent: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # nobody to send to
+    # Claims of a run that died after handing these to the SMTP server: not sent again.
+    unconfirmed: list[str] = field(default_factory=list)
     error: str | None = None  # the first send failure; what was not sent stays pending
 
 
@@ -182,7 +190,7 @@ def _due(document: dict, now: datetime) -> Iterator[tuple[str, dict]]:
         if ready(episode["stale"]):
             yield f"store:{entity}:stale", episode["stale"]
         # A recovery waits until the stale email is out: a manager never hears "fresh again" alone.
-        told = episode["stale"]["state"] in ("sent", "skipped")
+        told = episode["stale"]["state"] in TOLD
         if "recovered" in episode and told and ready(episode["recovered"]):
             yield f"store:{entity}:recovered", episode["recovered"]
     for key, digest in sorted(document["digests"].items()):
@@ -203,20 +211,30 @@ def deliver(ports: Ports, profile: Profile, mailing: Mailing, run_id: str) -> De
     name = layout.alerts_object(profile.name)
     now = ports.clock.now()
     directory = load_directory(ports)  # before claiming: a broken directory must leave emails pending
+    attempted = _expired_claims(ports, profile.name, name, now)
     claimed: list[str] = []
+    delivery = Delivery()
 
     def claim(current: dict | None) -> dict | None:
         claimed.clear()
+        delivery.unconfirmed.clear()
         if not current:
             return None
         document = _copy(current)
-        for key, _ in list(_due(document, now))[:MAX_PER_RUN]:
-            _email_state(document, key).update(state="sending", claimed_by=run_id, claimed_at=now.isoformat())
+        for key, email in list(_due(document, now))[:MAX_PER_RUN]:
+            if email["state"] == "sending":  # a dead run's claim, past its lease
+                handed_over = attempted.get((key, email["claimed_by"]))
+                if handed_over is None:
+                    continue  # expired after we looked for its attempt: the next run decides
+                if handed_over:
+                    _unconfirmed(document, key, email, now)
+                    delivery.unconfirmed.append(key)
+                    continue
+            email.update(state="sending", claimed_by=run_id, claimed_at=now.isoformat())
             claimed.append(key)
-        return document if claimed else None
+        return document if claimed or delivery.unconfirmed else None
 
     document = storage.update_json(ports.blobs, name, claim)
-    delivery = Delivery()
     if not claimed:
         return delivery
     crash_point(ALERT_CLAIMED, profile.name)
@@ -228,6 +246,7 @@ def deliver(ports: Ports, profile: Profile, mailing: Mailing, run_id: str) -> De
             delivery.skipped.append(key)
             continue
         try:
+            _record_attempt(ports, layout.alert_attempt(profile.name, key, run_id), email, now)
             ports.mailer.send(email)
         except Exception as error:
             # Down, busy (TransientError) or refusing (a 5xx the operator must fix): release this
@@ -246,6 +265,37 @@ def deliver(ports: Ports, profile: Profile, mailing: Mailing, run_id: str) -> De
             done = {}
     _finish(ports, name, run_id, done, now)
     return delivery
+
+
+def _expired_claims(ports: Ports, dataset: str, name: str, now: datetime) -> dict[tuple[str, str], bool]:
+    """For each claim past its lease, ``(key, claiming run) -> whether that run handed the email over``."""
+    current = storage.read_json(ports.blobs, name)
+    if not current:
+        return {}
+    expired = [(key, email["claimed_by"]) for key, email in _due(current, now) if email["state"] == "sending"]
+    return {
+        (key, run): ports.blobs.stat(layout.alert_attempt(dataset, key, run)) is not None
+        for key, run in expired[:MAX_PER_RUN]
+    }
+
+
+def _record_attempt(ports: Ports, name: str, email: EmailMessage, now: datetime) -> None:
+    record = {"message_id": email["Message-ID"], "to": email["To"], "at": now.isoformat()}
+    # PreconditionFailed: this run's own attempt, its answer lost; the object is there either way.
+    with contextlib.suppress(PreconditionFailed):
+        ports.blobs.write(name, storage.dumps(record), if_generation_match=0, content_type="application/json")
+
+
+def _unconfirmed(document: dict, key: str, email: dict, now: datetime) -> None:
+    """A dead run's claim that had handed the email to the SMTP server: never sent a second time."""
+    email.update(state="unconfirmed", unconfirmed_at=now.isoformat(), attempts=email.get("attempts", 0) + 1)
+    email["last_error"] = (
+        f"run {email['claimed_by']} died after handing this email to the SMTP server and before "
+        "recording the answer; not sent again, so it may not have arrived (check the server's log)"
+    )
+    email.pop("claimed_at", None)
+    if key.endswith(":recovered"):
+        _close(document, key)
 
 
 def _finish(

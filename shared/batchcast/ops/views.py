@@ -87,14 +87,17 @@ def _version_row(metadata: dict[str, Any], latest: training.ModelRef | None) -> 
 
 
 def alert_state(episode: dict | None, managers: list[str]) -> dict[str, Any]:
-    """How a stale store's managers were told: ``emailed``, ``pending``, ``grace`` or ``no manager``.
+    """How a stale store's managers were told: ``emailed``, ``unconfirmed`` (handed to the SMTP
+    server by a run that died before its answer), ``pending``, ``grace`` or ``no manager``.
 
     ``grace``: stale for less than the grace period, so no episode was opened yet.
     """
     if episode is None:
         return {"state": "grace" if managers else "no manager"}
     email = episode.get("stale", {})
-    state = {"sent": "emailed", "skipped": "no manager"}.get(email.get("state"), "pending")
+    state = {"sent": "emailed", "skipped": "no manager", "unconfirmed": "unconfirmed"}.get(
+        email.get("state"), "pending"
+    )
     return {
         "state": state,
         "episode": episode.get("id"),

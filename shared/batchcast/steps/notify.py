@@ -159,6 +159,13 @@ def _alert(
     result.details["emails_sent"] = delivery.sent
     if delivery.skipped:
         result.notes.append(f"no recipients for: {', '.join(delivery.skipped)}")
+    if delivery.unconfirmed:
+        note = (
+            f"not sent again, delivery unconfirmed: {', '.join(delivery.unconfirmed)} (a run died after "
+            "handing them to the SMTP server and before recording its answer)"
+        )
+        run.log.warning(note)
+        result.notes.append(note)
     if delivery.error:
         run.log.warning(f"email delivery failed, left pending for the next run: {delivery.error}")
         result.fail("smtp", delivery.error)
