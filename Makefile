@@ -72,7 +72,7 @@ test: $(STAMP) $(CHECKOV_STAMP)
 # Lint, then the unit tests only, in the same two workers: no emulator stack, SMTP server, server
 # subprocess, browser or model training (tests/conftest.py marks tests by the fixtures they use;
 # tests that train are marked slow). The quick loop while editing (under a minute on 2 cores;
-# make test: about 13).
+# make test: about 6 minutes).
 test-unit: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_WORKERS) -m "not integration and not browser and not slow"; status=$$?; \
