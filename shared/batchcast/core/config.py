@@ -59,8 +59,10 @@ _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # an Avro (and BigQuery) 
 
 
 class _Strict(BaseModel):
-    # Each field's docstring is its description: in the JSON Schema and docs/profile-reference.md.
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # Each field's docstring is its description in the JSON Schema and docs/profile-reference.md,
+    # read from the source by batchcast.tools.reference (pydantic's use_attribute_docstrings would
+    # parse this module's source at every import: a third of a function's import of this module).
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class City(_Strict):

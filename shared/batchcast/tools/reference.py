@@ -8,6 +8,9 @@ comes from the built-in profiles when one sets it.
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
 import json
 import sys
 import tomllib
@@ -61,8 +64,36 @@ _PATHS = {  # a model's place in a built-in profile's table, to find examples
 _ANCHORS = {model: heading for model, heading in SECTIONS}
 
 
+@functools.cache
+def _describe_fields() -> None:
+    """Give every profile model's fields their docstrings as descriptions, then rebuild the models
+    (the nested ones first) so their JSON Schema carries them."""
+    for model, _ in reversed(SECTIONS):
+        for name, doc in _attribute_docstrings(model).items():
+            model.model_fields[name].description = doc
+        model.model_rebuild(force=True)
+
+
+def _attribute_docstrings(model: type[BaseModel]) -> dict[str, str]:
+    """``{field: docstring}`` for each ``name: type = ...`` followed by a string literal in the class body."""
+    [body] = ast.parse(inspect.cleandoc("\n" + inspect.getsource(model))).body
+    assert isinstance(body, ast.ClassDef)
+    docs = {}
+    for statement, following in zip(body.body, body.body[1:], strict=False):
+        if (
+            isinstance(statement, ast.AnnAssign)
+            and isinstance(statement.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[statement.target.id] = inspect.cleandoc(following.value.value)
+    return docs
+
+
 def reference_markdown() -> str:
     """The whole reference page."""
+    _describe_fields()
     examples = _builtin_tables()
     parts = [
         "# Profile reference",
@@ -97,6 +128,7 @@ def reference_markdown() -> str:
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of a profile's TOML table, with every field's description."""
+    _describe_fields()
     schema = config.Profile.model_json_schema(mode="validation")
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "batchcast profile", **schema}
 
