@@ -422,12 +422,6 @@ class Profile(_Strict):
         """The declared covariates known in advance (what future-values uploads carry)."""
         return [name for name, spec in self.covariates.items() if spec.timing == "known"]
 
-    @property
-    def horizon_periods(self) -> int:
-        """How many periods a target window spans (1 for daily, the window length for hourly)."""
-        if not self.horizon.windows:
-            return 1
-        return max(end - start for start, end in self.horizon.windows)
 
     def zone(self, city: str | None = None) -> ZoneInfo:
         """The wall-clock zone of ``city`` (the profile's zone when the city sets none)."""
