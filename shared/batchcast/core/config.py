@@ -422,7 +422,6 @@ class Profile(_Strict):
         """The declared covariates known in advance (what future-values uploads carry)."""
         return [name for name, spec in self.covariates.items() if spec.timing == "known"]
 
-
     def zone(self, city: str | None = None) -> ZoneInfo:
         """The wall-clock zone of ``city`` (the profile's zone when the city sets none)."""
         zone = self.cities[city].timezone if city and city in self.cities else None
