@@ -23,7 +23,6 @@ Everything that must happen exactly once lives in the bucket, in ``status/alerts
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import html
 from collections.abc import Iterator, Sequence
@@ -41,7 +40,7 @@ from batchcast.core.crashpoints import ALERT_CLAIMED, ALERT_SENT, crash_point
 from batchcast.core.errors import ConfigError
 from batchcast.data import storage
 from batchcast.ops.freshness import Status
-from batchcast.ports import Ports, PreconditionFailed
+from batchcast.ports import Ports
 
 CLAIM_LEASE = timedelta(minutes=10)  # a claim older than this belonged to a run that died
 KEEP_DIGESTS = 30
@@ -211,9 +210,15 @@ def deliver(ports: Ports, profile: Profile, mailing: Mailing, run_id: str) -> De
     name = layout.alerts_object(profile.name)
     now = ports.clock.now()
     directory = load_directory(ports)  # before claiming: a broken directory must leave emails pending
-    attempted = _expired_claims(ports, profile.name, name, now)
     claimed: list[str] = []
     delivery = Delivery()
+    handed_over: dict[tuple[str, str], bool] = {}  # (key, dead run): did it hand the email over?
+
+    def was_handed_over(key: str, run: str) -> bool:
+        if (key, run) not in handed_over:  # asked once, however often the compare-and-swap retries
+            attempt = layout.alert_attempt(profile.name, key, run)
+            handed_over[(key, run)] = ports.blobs.stat(attempt) is not None
+        return handed_over[(key, run)]
 
     def claim(current: dict | None) -> dict | None:
         claimed.clear()
@@ -222,14 +227,11 @@ def deliver(ports: Ports, profile: Profile, mailing: Mailing, run_id: str) -> De
             return None
         document = _copy(current)
         for key, email in list(_due(document, now))[:MAX_PER_RUN]:
-            if email["state"] == "sending":  # a dead run's claim, past its lease
-                handed_over = attempted.get((key, email["claimed_by"]))
-                if handed_over is None:
-                    continue  # expired after we looked for its attempt: the next run decides
-                if handed_over:
-                    _unconfirmed(document, key, email, now)
-                    delivery.unconfirmed.append(key)
-                    continue
+            # A due "sending" email is a dead run's claim, past its lease.
+            if email["state"] == "sending" and was_handed_over(key, email["claimed_by"]):
+                _unconfirmed(document, key, email, now)
+                delivery.unconfirmed.append(key)
+                continue
             email.update(state="sending", claimed_by=run_id, claimed_at=now.isoformat())
             claimed.append(key)
         return document if claimed or delivery.unconfirmed else None
@@ -267,23 +269,9 @@ def deliver(ports: Ports, profile: Profile, mailing: Mailing, run_id: str) -> De
     return delivery
 
 
-def _expired_claims(ports: Ports, dataset: str, name: str, now: datetime) -> dict[tuple[str, str], bool]:
-    """For each claim past its lease, ``(key, claiming run) -> whether that run handed the email over``."""
-    current = storage.read_json(ports.blobs, name)
-    if not current:
-        return {}
-    expired = [(key, email["claimed_by"]) for key, email in _due(current, now) if email["state"] == "sending"]
-    return {
-        (key, run): ports.blobs.stat(layout.alert_attempt(dataset, key, run)) is not None
-        for key, run in expired[:MAX_PER_RUN]
-    }
-
-
 def _record_attempt(ports: Ports, name: str, email: EmailMessage, now: datetime) -> None:
     record = {"message_id": email["Message-ID"], "to": email["To"], "at": now.isoformat()}
-    # PreconditionFailed: this run's own attempt, its answer lost; the object is there either way.
-    with contextlib.suppress(PreconditionFailed):
-        ports.blobs.write(name, storage.dumps(record), if_generation_match=0, content_type="application/json")
+    storage.write_once(ports.blobs, name, storage.dumps(record), content_type="application/json")
 
 
 def _unconfirmed(document: dict, key: str, email: dict, now: datetime) -> None:
